@@ -1,0 +1,38 @@
+# make install | make demo | make test — see README.md.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml offline/en_core_web_sm/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Citewise needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' ./offline/en_core_web_sm
+	$(BIN)/python -m citewise.offline
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/citewise ingest data/sample
+	$(BIN)/citewise serve --host $(HOST) --port $(PORT)
+
+test: install
+	CITEWISE_TEST_REDIS_URL="$$(scripts/ensure-redis)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache

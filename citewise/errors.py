@@ -1,0 +1,71 @@
+"""Every error Citewise raises on purpose.
+
+    CitewiseError                  base; its message is safe to show a user
+    ├── ConfigurationError         settings that cannot work (fails at start-up)
+    ├── InvalidRequest             a caller asked for something malformed
+    │   └── InvalidKnowledgeBaseName
+    ├── KnowledgeBaseNotFound      no collection for that knowledge base
+    ├── KnowledgeBaseBusy          another ingest holds the knowledge base's lock
+    ├── EmbeddingModelMismatch     the collection was built with another model
+    ├── DocumentError              one document could not be read or parsed
+    └── StoreUnavailable           the vector store could not be reached
+
+Messages never contain stack traces, secrets or absolute server paths: the HTTP layer
+(`api/errors.py`) maps each class to a status code and shows the message as it is.
+"""
+
+from __future__ import annotations
+
+
+class CitewiseError(Exception):
+    """Base class: raised for any failure Citewise anticipates and can explain."""
+
+    code = "citewise_error"
+
+
+class ConfigurationError(CitewiseError):
+    """Raised when settings are contradictory or point at something unusable."""
+
+    code = "configuration_error"
+
+
+class InvalidRequest(CitewiseError):
+    """Raised when a caller's input is malformed (empty question, bad filter, ...)."""
+
+    code = "invalid_request"
+
+
+class InvalidKnowledgeBaseName(InvalidRequest):
+    """Raised when a knowledge base name is not 1-48 of [a-z0-9_-], starting alphanumeric."""
+
+    code = "invalid_kb_name"
+
+
+class KnowledgeBaseNotFound(CitewiseError):
+    """Raised when a knowledge base has never been ingested."""
+
+    code = "kb_not_found"
+
+
+class KnowledgeBaseBusy(CitewiseError):
+    """Raised when another ingest of the same knowledge base is running."""
+
+    code = "kb_busy"
+
+
+class EmbeddingModelMismatch(CitewiseError):
+    """Raised when a collection's recorded embedding model differs from the configured one."""
+
+    code = "embedding_model_mismatch"
+
+
+class DocumentError(CitewiseError):
+    """Raised when one document cannot be read or parsed; the ingest reports it and goes on."""
+
+    code = "document_error"
+
+
+class StoreUnavailable(CitewiseError):
+    """Raised when the vector store cannot be opened or reached."""
+
+    code = "store_unavailable"

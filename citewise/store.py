@@ -1,0 +1,188 @@
+"""The vector store: one Chroma collection per knowledge base, with its model recorded.
+
+Chroma is used directly (no LangChain ``VectorStore`` wrapper): the ingest needs to read
+stored vectors back by content hash and to update metadata without re-embedding, which the
+wrapper does not expose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+
+from citewise import models
+from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, StoreUnavailable
+from citewise.knowledge_base import collection_name
+from citewise.settings import Settings
+
+MODEL_KEY = "citewise_embedding_model"
+DIMENSION_KEY = "citewise_embedding_dim"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk with its similarity (cosine, higher is better)."""
+
+    chunk_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+
+
+def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
+    """The embedded Chroma under ``CITEWISE_HOME``; ``None`` if absent and ``create`` is off."""
+    path = settings.chroma_path
+    if not create and not path.exists():
+        return None
+    try:
+        return chromadb.PersistentClient(
+            path=str(path), settings=chromadb.Settings(anonymized_telemetry=False)
+        )
+    except Exception as exc:
+        raise StoreUnavailable(f"cannot open the vector store: {type(exc).__name__}") from exc
+
+
+class ChunkStore:
+    """All knowledge bases of one Chroma client, bound to one embedding model."""
+
+    def __init__(self, client: ClientAPI | None, model_name: str, dimension: int) -> None:
+        self._client = client
+        self.model_name = model_name
+        self.dimension = dimension
+
+    def knowledge_base(self, kb: str, *, create: bool = False) -> KnowledgeBase:
+        """Open a knowledge base, refusing one built with another embedding model."""
+        name = collection_name(kb)
+        if self._client is None:
+            raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist; ingest it first")
+        if create:
+            collection = self._client.get_or_create_collection(
+                name,
+                metadata={MODEL_KEY: self.model_name, DIMENSION_KEY: self.dimension},
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+        else:
+            try:
+                collection = self._client.get_collection(name, embedding_function=None)
+            except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+                raise KnowledgeBaseNotFound(
+                    f"knowledge base {kb!r} does not exist; ingest it first"
+                ) from exc
+        self._check_model(kb, collection.metadata or {})
+        return KnowledgeBase(kb, collection, self._client.get_max_batch_size())
+
+    def exists(self, kb: str) -> bool:
+        if self._client is None:
+            return False
+        return collection_name(kb) in {c.name for c in self._client.list_collections()}
+
+    def drop(self, kb: str) -> None:
+        """Delete a knowledge base's collection (used by ``--rebuild``)."""
+        if self._client is not None and self.exists(kb):
+            self._client.delete_collection(collection_name(kb))
+
+    def _check_model(self, kb: str, metadata: Mapping[str, Any]) -> None:
+        recorded = metadata.get(MODEL_KEY)
+        dimension = metadata.get(DIMENSION_KEY)
+        if recorded != self.model_name or dimension != self.dimension:
+            raise EmbeddingModelMismatch(
+                f"knowledge base {kb!r} was built with embedding model {recorded!r} "
+                f"(dimension {dimension}), but {self.model_name!r} (dimension {self.dimension}) "
+                f"is configured. Rebuild it with: citewise ingest PATH --kb {kb} --rebuild"
+            )
+
+
+class KnowledgeBase:
+    """One knowledge base's chunks in Chroma."""
+
+    def __init__(self, kb: str, collection: Collection, max_batch: int) -> None:
+        self.kb = kb
+        self._collection = collection
+        self._max_batch = max(1, max_batch)
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def chunks_of_source(self, source: str) -> dict[str, dict[str, Any]]:
+        """id -> metadata of every stored chunk of one source document."""
+        found = self._collection.get(where={models.SOURCE: source}, include=["metadatas"])
+        metadatas = found["metadatas"] or []
+        return {i: dict(m or {}) for i, m in zip(found["ids"], metadatas, strict=True)}
+
+    def vectors_by_hash(self, hashes: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors for any of these chunk hashes, wherever in the knowledge base."""
+        vectors: dict[str, list[float]] = {}
+        for batch in _batches(list(dict.fromkeys(hashes)), 500):
+            found = self._collection.get(
+                where={models.CHUNK_HASH: {"$in": batch}}, include=["metadatas", "embeddings"]
+            )
+            embeddings = found["embeddings"] if found["embeddings"] is not None else []
+            for metadata, vector in zip(found["metadatas"] or [], embeddings, strict=True):
+                vectors.setdefault(str((metadata or {})[models.CHUNK_HASH]), list(vector))
+        return vectors
+
+    def upsert(
+        self, chunks: Sequence[models.Chunk], vectors: Sequence[Sequence[float]]
+    ) -> None:
+        for start in range(0, len(chunks), self._max_batch):
+            part = chunks[start : start + self._max_batch]
+            self._collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=[list(v) for v in vectors[start : start + self._max_batch]],
+                documents=[c.text for c in part],
+                metadatas=[c.metadata for c in part],
+            )
+
+    def update_metadata(self, chunks: Sequence[models.Chunk]) -> None:
+        """Rewrite metadata (offsets, index) of chunks whose text and vector are unchanged."""
+        for part in _batches(list(chunks), self._max_batch):
+            self._collection.update(ids=[c.id for c in part], metadatas=[c.metadata for c in part])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for part in _batches(list(ids), self._max_batch):
+            self._collection.delete(ids=part)
+
+    def delete_source(self, source: str) -> int:
+        ids = list(self.chunks_of_source(source))
+        self.delete(ids)
+        return len(ids)
+
+    def snapshot(self) -> dict[str, str]:
+        """id -> chunk hash of everything stored: what tests compare after a crash."""
+        found = self._collection.get(include=["metadatas"])
+        return {
+            i: str((m or {}).get(models.CHUNK_HASH))
+            for i, m in zip(found["ids"], found["metadatas"] or [], strict=True)
+        }
+
+    def search(
+        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
+    ) -> list[Hit]:
+        """The ``k`` nearest chunks by cosine similarity."""
+        if k <= 0 or self.count() == 0:
+            return []
+        found = self._collection.query(
+            query_embeddings=[list(vector)],
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        ids = found["ids"][0]
+        documents = (found["documents"] or [[]])[0]
+        metadatas = (found["metadatas"] or [[]])[0]
+        distances = (found["distances"] or [[]])[0]
+        return [
+            Hit(i, d or "", dict(m or {}), 1.0 - float(dist))
+            for i, d, m, dist in zip(ids, documents, metadatas, distances, strict=True)
+        ]
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,1 @@
+"""The offline ingest face of Citewise: files in, chunks with vectors out."""

@@ -1,0 +1,68 @@
+"""Parse and chunk documents in a worker process while the main process embeds.
+
+Parsing (unstructured) is pure Python and can cost as much as embedding; running it in a
+separate process keeps the ONNX model busy. Small batches are parsed inline, since starting a
+worker (and importing unstructured in it) costs about two seconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from citewise.errors import DocumentError
+from citewise.models import Chunk
+from citewise.offline import prepare_offline
+from ingest.chunking import Chunker
+from ingest.discovery import SourceFile
+from ingest.loaders import parse
+
+INLINE_BELOW = 8  # files; fewer than this are parsed in-process
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    chunk_tokens: int
+    chunk_overlap: int
+    encoding: str
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class Parsed:
+    file: SourceFile
+    chunks: list[Chunk] | None
+    error: str | None
+
+
+@lru_cache(maxsize=4)
+def _chunker(config: ChunkingConfig) -> Chunker:
+    prepare_offline(config.cache_dir)
+    return Chunker(config.chunk_tokens, config.chunk_overlap, config.encoding)
+
+
+def parse_and_chunk(file: SourceFile, config: ChunkingConfig) -> Parsed:
+    """Parse one file into chunks, or say in one line why it cannot be."""
+    try:
+        document = parse(file.path)
+        return Parsed(file, _chunker(config).chunk(document, file.source), None)
+    except DocumentError as exc:
+        return Parsed(file, None, str(exc))
+    except Exception as exc:  # a parser bug must cost one file, never the run
+        return Parsed(file, None, f"{type(exc).__name__} while parsing")
+
+
+def parse_all(files: list[SourceFile], config: ChunkingConfig, workers: int) -> Iterator[Parsed]:
+    """Results in input order; parsing runs ahead of the consumer in worker processes."""
+    if workers <= 0 or len(files) < INLINE_BELOW:
+        for file in files:
+            yield parse_and_chunk(file, config)
+        return
+    # spawn, not fork: the parent may already hold onnxruntime and Chroma threads.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(parse_and_chunk, files, [config] * len(files), chunksize=2)

@@ -1,0 +1,280 @@
+"""Ingest: files -> parsed -> chunks -> vectors in Chroma, paying only for what changed.
+
+For each knowledge base the pipeline
+1. skips files whose bytes hash as the manifest recorded (before parsing them);
+2. re-chunks changed files and diffs their chunk ids against what Chroma holds: kept chunks
+   keep their vectors (metadata is refreshed), new chunks reuse any stored vector with the
+   same content hash (a moved file embeds nothing) and only the rest are embedded;
+3. deletes the chunks of files gone from an ingested root, after additions, so renames reuse.
+
+Why not LangChain's ``index()`` with a record manager: it hashes text *and* metadata, so an
+edit near the top of a file changes every later chunk's offsets and re-embeds them all; it
+cannot skip a file before parsing it, plan a dry run, or reuse vectors across a rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from filelock import FileLock, Timeout
+from langchain_core.embeddings import Embeddings
+
+from citewise.errors import KnowledgeBaseBusy
+from citewise.knowledge_base import validate_kb
+from citewise.models import Chunk
+from citewise.settings import Settings
+from citewise.store import ChunkStore, KnowledgeBase
+from ingest.discovery import SourceFile, discover
+from ingest.manifest import DONE, PENDING, Manifest
+from ingest.parallel import ChunkingConfig, parse_all
+from ingest.report import IngestReport
+
+# Bump when parsing or chunking changes output for the same settings: forces a re-chunk.
+PIPELINE_VERSION = "1"
+FLUSH_EVERY = 256  # chunks to embed before writing: keeps memory flat and progress moving
+
+
+class Progress(Protocol):
+    """Where the pipeline reports progress; the CLI draws it with rich."""
+
+    def start(self, total: int) -> None: ...
+    def advance(self, description: str) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, description: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Todo:
+    file: SourceFile
+    file_hash: str
+    is_new: bool
+
+
+@dataclass
+class _FileWork:
+    file: SourceFile
+    file_hash: str
+    chunks: list[Chunk]
+    to_add: list[Chunk]
+    to_refresh: list[Chunk]
+    to_delete: list[str]
+
+
+@dataclass
+class _Batch:
+    work: list[_FileWork] = field(default_factory=list)
+    pending_embeddings: int = 0
+
+
+class IngestPipeline:
+    """Runs ingests for one Citewise home. Build once, call ``run`` per ingest."""
+
+    def __init__(self, settings: Settings, store: ChunkStore, embeddings: Embeddings) -> None:
+        self.settings = settings
+        self.store = store
+        self.embeddings = embeddings
+        self._chunking = ChunkingConfig(
+            settings.chunk_tokens, settings.chunk_overlap, settings.tokenizer_encoding,
+            settings.cache_dir,
+        )
+
+    def fingerprint(self) -> str:
+        s = self.settings
+        return (
+            f"v{PIPELINE_VERSION}|{s.embedding_model}|{s.tokenizer_encoding}|"
+            f"{s.chunk_tokens}|{s.chunk_overlap}"
+        )
+
+    def run(
+        self,
+        paths: Sequence[Path],
+        kb: str,
+        *,
+        dry_run: bool = False,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Bring knowledge base ``kb`` in line with the files under ``paths``."""
+        validate_kb(kb)
+        started = time.perf_counter()
+        found = discover(list(paths))
+        report = IngestReport(kb=kb, dry_run=dry_run, skipped=found.skipped)
+        report.files_seen = len(found.files) + len(found.skipped)
+        report.files_skipped = len(found.skipped)
+        if dry_run:
+            self._plan(found.files, found.roots, kb, rebuild, report, progress or _Silent())
+        else:
+            self.settings.lock_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.settings.lock_dir / f"{kb}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout as exc:
+                raise KnowledgeBaseBusy(
+                    f"another ingest of knowledge base {kb!r} is running; "
+                    "try again when it has finished"
+                ) from exc
+            try:
+                self._apply(found.files, found.roots, kb, rebuild, report, progress or _Silent())
+            finally:
+                lock.release()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # --- planning and applying share one walk over the files --------------------------
+
+    def _plan(self, files: list[SourceFile], roots: list[Path], kb: str, rebuild: bool,
+              report: IngestReport, progress: Progress) -> None:
+        with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
+            existing = None
+            if not rebuild and self.store.exists(kb):
+                existing = self.store.knowledge_base(kb)
+            records = {} if rebuild else manifest.records()
+            stale = rebuild or manifest.fingerprint() != self.fingerprint()
+            todo = self._classify(files, records, stale, report)
+            progress.start(len(todo))
+            for file, file_hash, chunks in self._parsed(todo, report, progress):
+                work = _diff(file, file_hash, chunks, existing)
+                hashes = {c.hash for c in work.to_add}
+                reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
+                _count(report, work, embedded=len(hashes - reusable))
+                report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
+            for source in _deleted(files, roots, records):
+                report.files_deleted += 1
+                report.chunks_deleted += records[source].chunk_count
+
+    def _apply(self, files: list[SourceFile], roots: list[Path], kb: str, rebuild: bool,
+               report: IngestReport, progress: Progress) -> None:
+        if rebuild:
+            self.store.drop(kb)
+        knowledge_base = self.store.knowledge_base(kb, create=True)
+        with Manifest.open(self.settings.manifest_path, kb) as manifest:
+            if rebuild:
+                manifest.forget_all()
+            records = manifest.records()
+            stale = manifest.fingerprint() != self.fingerprint()
+            todo = self._classify(files, records, stale, report)
+            progress.start(len(todo))
+            batch = _Batch()
+            for file, file_hash, chunks in self._parsed(todo, report, progress):
+                work = _diff(file, file_hash, chunks, knowledge_base)
+                # Recorded before Chroma changes: a crash from here on is redone next run.
+                manifest.mark(work.file.source, str(work.file.root), file_hash, PENDING)
+                batch.work.append(work)
+                batch.pending_embeddings += len(work.to_add)
+                if batch.pending_embeddings >= FLUSH_EVERY:
+                    self._flush(batch, knowledge_base, manifest, report)
+                    batch = _Batch()
+            self._flush(batch, knowledge_base, manifest, report)
+            for source in _deleted(files, roots, records):
+                report.chunks_deleted += knowledge_base.delete_source(source)
+                report.files_deleted += 1
+                manifest.forget(source)
+            manifest.set_fingerprint(self.fingerprint())
+
+    def _classify(self, files: list[SourceFile], records: dict[str, Any], stale: bool,
+                  report: IngestReport) -> list[_Todo]:
+        """Hash every file; return those that need parsing, counting the unchanged."""
+        limit = int(self.settings.max_file_mb * 1024 * 1024)
+        todo: list[_Todo] = []
+        claimed: set[str] = set()
+        for file in files:
+            if file.source in claimed:
+                report.fail(file.source, "another ingested folder has a file at the same path")
+                continue
+            claimed.add(file.source)
+            size = file.path.stat().st_size
+            if size == 0:
+                report.fail(file.source, "empty file")
+                continue
+            if size > limit:
+                report.fail(file.source, f"{size / 2**20:.1f} MB is over the "
+                            f"{self.settings.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)")
+                continue
+            file_hash = _hash_file(file.path)
+            record = records.get(file.source)
+            if (not stale and record is not None and record.status == DONE
+                    and record.file_hash == file_hash):
+                report.files_unchanged += 1
+                report.chunks_unchanged += record.chunk_count
+                continue
+            todo.append(_Todo(file, file_hash, is_new=record is None))
+        return todo
+
+    def _parsed(self, todo: list[_Todo], report: IngestReport, progress: Progress
+                ) -> Iterator[tuple[SourceFile, str, list[Chunk]]]:
+        """Parsed files that succeeded, counted as added or changed; failures reported."""
+        by_source = {t.file.source: t for t in todo}
+        for parsed in parse_all([t.file for t in todo], self._chunking,
+                                self.settings.parse_workers):
+            progress.advance(parsed.file.source)
+            item = by_source[parsed.file.source]
+            if parsed.chunks is None:
+                report.fail(parsed.file.source, parsed.error or "could not be parsed")
+                continue
+            if item.is_new:
+                report.files_added += 1
+            else:
+                report.files_changed += 1
+            yield item.file, item.file_hash, parsed.chunks
+
+    def _flush(self, batch: _Batch, kb: KnowledgeBase, manifest: Manifest,
+               report: IngestReport) -> None:
+        needed = [c for w in batch.work for c in w.to_add]
+        vectors = kb.vectors_by_hash([c.hash for c in needed]) if needed else {}
+        reused = set(vectors)
+        missing = {c.hash: c.embed_text for c in needed if c.hash not in vectors}
+        if missing:
+            computed = self.embeddings.embed_documents(list(missing.values()))
+            vectors.update(zip(missing, computed, strict=True))
+        for work in batch.work:
+            kb.upsert(work.to_add, [vectors[c.hash] for c in work.to_add])
+            kb.update_metadata(work.to_refresh)
+            kb.delete(work.to_delete)
+            manifest.mark(work.file.source, str(work.file.root), work.file_hash, DONE,
+                          len(work.chunks))
+            _count(report, work, embedded=0)
+        report.chunks_embedded += len(missing)
+        report.chunks_reused += sum(1 for c in needed if c.hash in reused)
+
+
+def _diff(file: SourceFile, file_hash: str, chunks: list[Chunk], kb: KnowledgeBase | None
+          ) -> _FileWork:
+    stored = kb.chunks_of_source(file.source) if kb is not None else {}
+    wanted = {c.id for c in chunks}
+    to_add = [c for c in chunks if c.id not in stored]
+    to_refresh = [c for c in chunks if c.id in stored and stored[c.id] != c.metadata]
+    to_delete = [i for i in stored if i not in wanted]
+    return _FileWork(file, file_hash, chunks, to_add, to_refresh, to_delete)
+
+
+def _count(report: IngestReport, work: _FileWork, *, embedded: int) -> None:
+    report.chunks_added += len(work.to_add)
+    report.chunks_deleted += len(work.to_delete)
+    report.chunks_unchanged += len(work.chunks) - len(work.to_add)
+    report.chunks_embedded += embedded
+
+
+def _deleted(files: list[SourceFile], roots: list[Path], records: dict[str, Any]) -> list[str]:
+    """Recorded sources under an ingested root whose file is gone."""
+    present = {f.source for f in files}
+    walked = {str(r) for r in roots}
+    return sorted(s for s, r in records.items() if r.root in walked and s not in present)
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

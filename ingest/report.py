@@ -1,0 +1,48 @@
+"""What an ingest did (or, with ``--dry-run``, would do)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class IngestReport:
+    """The summary printed after an ingest; ``to_json`` is the ``--json`` contract."""
+
+    kb: str
+    dry_run: bool = False
+    files_seen: int = 0
+    files_added: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    files_deleted: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_deleted: int = 0
+    chunks_unchanged: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0  # added with a vector already stored under the same content hash
+    seconds: float = 0.0
+
+    def fail(self, path: str, error: str) -> None:
+        self.failures.append(Failure(path, error))
+        self.files_failed += 1
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.chunks_added or self.chunks_deleted or self.files_deleted)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
