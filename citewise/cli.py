@@ -55,10 +55,12 @@ class _Bar:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
     kb: KbOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
-    = False,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the knowledge base first.")]
-    = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Drop the knowledge base first.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk, embed and store documents; re-runs pay only for what changed."""
@@ -67,16 +69,22 @@ def ingest(
 
     settings = Settings()
     kb = kb or settings.default_kb
-    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
-        with RichProgress(*columns, console=stderr, transient=True,
-                          disable=not stderr.is_terminal) as progress:
+        with RichProgress(
+            *columns, console=stderr, transient=True, disable=not stderr.is_terminal
+        ) as progress:
             pipeline = IngestPipeline(
                 settings, build_store(settings, create=not dry_run), build_embeddings(settings)
             )
-            report = pipeline.run(paths, kb, dry_run=dry_run, rebuild=rebuild,
-                                  progress=_Bar(progress))
+            report = pipeline.run(
+                paths, kb, dry_run=dry_run, rebuild=rebuild, progress=_Bar(progress)
+            )
     except CitewiseError as error:
         _fail(error, as_json)
     if as_json:
@@ -92,11 +100,16 @@ def _print_report(report: Any) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     for label, value in [
-        ("files seen", report.files_seen), ("added", report.files_added),
-        ("changed", report.files_changed), ("unchanged", report.files_unchanged),
-        ("deleted", report.files_deleted), ("skipped (unsupported type)", report.files_skipped),
-        ("failed", report.files_failed), ("chunks added", report.chunks_added),
-        ("chunks deleted", report.chunks_deleted), ("chunks unchanged", report.chunks_unchanged),
+        ("files seen", report.files_seen),
+        ("added", report.files_added),
+        ("changed", report.files_changed),
+        ("unchanged", report.files_unchanged),
+        ("deleted", report.files_deleted),
+        ("skipped (unsupported type)", report.files_skipped),
+        ("failed", report.files_failed),
+        ("chunks added", report.chunks_added),
+        ("chunks deleted", report.chunks_deleted),
+        ("chunks unchanged", report.chunks_unchanged),
         ("chunks embedded", report.chunks_embedded),
         ("chunks reusing a stored vector", report.chunks_reused),
         ("seconds", f"{report.seconds:.2f}"),
@@ -122,15 +135,25 @@ def search(
 
     settings = Settings()
     try:
-        hits = dense_search(build_store(settings, create=False), build_embeddings(settings),
-                            kb or settings.default_kb, query, k)
+        hits = dense_search(
+            build_store(settings, create=False),
+            build_embeddings(settings),
+            kb or settings.default_kb,
+            query,
+            k,
+        )
     except CitewiseError as error:
         _fail(error, as_json)
     rows = [
         {
-            "rank": rank, "chunk_id": h.chunk_id, "source": h.metadata.get("source"),
-            "title": h.metadata.get("title"), "heading": h.metadata.get("heading"),
-            "page": h.metadata.get("page"), "score": round(h.score, 4), "text": h.text,
+            "rank": rank,
+            "chunk_id": h.chunk_id,
+            "source": h.metadata.get("source"),
+            "title": h.metadata.get("title"),
+            "heading": h.metadata.get("heading"),
+            "page": h.metadata.get("page"),
+            "score": round(h.score, 4),
+            "text": h.text,
         }
         for rank, h in enumerate(hits, start=1)
     ]
@@ -138,9 +161,11 @@ def search(
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     for row in rows:
-        where = row["source"] + (f" p.{row['page']}" if row["page"] else "")
-        stdout.print(f"[bold]{row['rank']}.[/] {row['score']:.3f}  [cyan]{where}[/]  "
-                     f"[dim]{row['heading']}[/]")
+        where = str(row["source"]) + (f" p.{row['page']}" if row["page"] else "")
+        stdout.print(
+            f"[bold]{row['rank']}.[/] {row['score']:.3f}  [cyan]{where}[/]  "
+            f"[dim]{row['heading']}[/]"
+        )
         stdout.print("   " + " ".join(str(row["text"]).split())[:300])
 
 

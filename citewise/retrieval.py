@@ -10,8 +10,9 @@ from citewise.store import ChunkStore, Hit
 MAX_K = 100
 
 
-def dense_search(store: ChunkStore, embeddings: Embeddings, kb: str, query: str, k: int
-                 ) -> list[Hit]:
+def dense_search(
+    store: ChunkStore, embeddings: Embeddings, kb: str, query: str, k: int
+) -> list[Hit]:
     """Nearest chunks to ``query`` in knowledge base ``kb`` by embedding similarity."""
     query = query.strip()
     if not query:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
+from chromadb.config import Settings as ChromaSettings
 
 from citewise import models
 from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, StoreUnavailable
@@ -41,7 +43,7 @@ def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
         return None
     try:
         return chromadb.PersistentClient(
-            path=str(path), settings=chromadb.Settings(anonymized_telemetry=False)
+            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
         )
     except Exception as exc:
         raise StoreUnavailable(f"cannot open the vector store: {type(exc).__name__}") from exc
@@ -119,22 +121,19 @@ class KnowledgeBase:
         """Stored vectors for any of these chunk hashes, wherever in the knowledge base."""
         vectors: dict[str, list[float]] = {}
         for batch in _batches(list(dict.fromkeys(hashes)), 500):
-            found = self._collection.get(
-                where={models.CHUNK_HASH: {"$in": batch}}, include=["metadatas", "embeddings"]
-            )
+            where: Any = {models.CHUNK_HASH: {"$in": batch}}
+            found = self._collection.get(where=where, include=["metadatas", "embeddings"])
             embeddings = found["embeddings"] if found["embeddings"] is not None else []
             for metadata, vector in zip(found["metadatas"] or [], embeddings, strict=True):
                 vectors.setdefault(str((metadata or {})[models.CHUNK_HASH]), list(vector))
         return vectors
 
-    def upsert(
-        self, chunks: Sequence[models.Chunk], vectors: Sequence[Sequence[float]]
-    ) -> None:
+    def upsert(self, chunks: Sequence[models.Chunk], vectors: Sequence[Sequence[float]]) -> None:
         for start in range(0, len(chunks), self._max_batch):
             part = chunks[start : start + self._max_batch]
             self._collection.upsert(
                 ids=[c.id for c in part],
-                embeddings=[list(v) for v in vectors[start : start + self._max_batch]],
+                embeddings=np.asarray(vectors[start : start + self._max_batch], dtype=np.float32),
                 documents=[c.text for c in part],
                 metadatas=[c.metadata for c in part],
             )
@@ -168,7 +167,7 @@ class KnowledgeBase:
         if k <= 0 or self.count() == 0:
             return []
         found = self._collection.query(
-            query_embeddings=[list(vector)],
+            query_embeddings=np.asarray([vector], dtype=np.float32),
             n_results=k,
             where=where,
             include=["documents", "metadatas", "distances"],

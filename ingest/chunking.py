@@ -84,8 +84,10 @@ class Chunker:
 
 def _embed_text(title: str, heading: str, passage: str) -> str:
     """What the model reads: where the passage sits, then the passage."""
-    context = heading if heading.startswith(title) else HEADING_JOINER.join(
-        part for part in (title, heading) if part
+    context = (
+        heading
+        if heading.startswith(title)
+        else HEADING_JOINER.join(part for part in (title, heading) if part)
     )
     return f"{context}\n{passage}" if context else passage
 
@@ -113,9 +115,8 @@ def _sections(document: ParsedDocument) -> Iterator[_Section]:
                 headings.pop()
             headings.append(block)
             continue
-        if run and block.page != run_page:
-            if (section := close()) is not None:
-                yield section
+        if run and block.page != run_page and (section := close()) is not None:
+            yield section
         if not block.text.strip():
             continue
         run_page = block.page

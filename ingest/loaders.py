@@ -79,13 +79,14 @@ def _from_elements(
             flush_list()
             heading, explicit = split_explicit_anchor(text)
             level = min(int(element.metadata.category_depth) + 1, 6)
-            anchor = None if anchors is None else (
-                explicit or anchors.get(heading) or slugify(heading)
+            anchor = (
+                None if anchors is None else (explicit or anchors.get(heading) or slugify(heading))
             )
             blocks.append(Block(heading, heading_level=level, anchor=anchor))
         elif kind == "ListItem":
             depth = int(element.metadata.category_depth or 1)
-            list_items.append("  " * max(depth - 1, 0) + "- " + text)
+            marker = "" if _BULLET.match(text) else "- "
+            list_items.append("  " * max(depth - 1, 0) + marker + text)
         elif kind == "Table" and element.metadata.text_as_html:
             flush_list()
             blocks.append(Block(_table_rows(element.metadata.text_as_html)))
@@ -102,7 +103,9 @@ def _table_rows(html: str) -> str:
     from bs4 import BeautifulSoup
 
     rows = BeautifulSoup(html, "lxml").find_all("tr")
-    lines = [" | ".join(c.get_text(" ", strip=True) for c in r.find_all(["th", "td"])) for r in rows]
+    lines = [
+        " | ".join(c.get_text(" ", strip=True) for c in r.find_all(["th", "td"])) for r in rows
+    ]
     return "\n".join(line for line in lines if line.strip(" |"))
 
 
@@ -187,7 +190,7 @@ def parse_pdf(path: Path) -> ParsedDocument:
     reader = PdfReader(path)
     if reader.is_encrypted:
         raise DocumentError("encrypted PDF")
-    pages = [_pdf_lines(page) for page in reader.pages]
+    pages = _without_running_lines([_pdf_lines(page) for page in reader.pages])
     sizes: dict[float, int] = {}
     for lines in pages:
         for text, size in lines:
@@ -196,13 +199,14 @@ def parse_pdf(path: Path) -> ParsedDocument:
         raise DocumentError("no text could be extracted (scanned PDF?)")
     body = max(sizes, key=lambda s: sizes[s])
     heading_sizes = sorted((s for s in sizes if s >= body * 1.15), reverse=True)
+    is_heading_text = re.compile(r"[^\W\d_].*[^\W\d_]").search
     level_of = {size: min(i + 1, 6) for i, size in enumerate(heading_sizes)}
 
     blocks: list[Block] = []
     for page_number, lines in enumerate(pages, start=1):
         body_lines: list[str] = []
         for text, size in lines:
-            if size in level_of:
+            if size in level_of and is_heading_text(text):
                 if body_lines:
                     blocks.append(Block("\n".join(body_lines), page=page_number))
                     body_lines = []
@@ -216,6 +220,26 @@ def parse_pdf(path: Path) -> ParsedDocument:
     first_heading = next((b.text for b in blocks if b.is_heading), "")
     title = first_heading or metadata_title.strip() or _title_from_name(path)
     return ParsedDocument(title=title, blocks=_merge_heading_runs(blocks))
+
+
+_PAGE_FURNITURE_SHARE = 0.5
+_BULLET_GLYPH = re.compile(r"^([\-–—•·▪◦*]|\d{1,3}[.)])$")
+
+
+def _without_running_lines(pages: list[list[tuple[str, float]]]) -> list[list[tuple[str, float]]]:
+    """Drop running headers and footers: lines repeated (numbers aside) on most pages."""
+    if len(pages) < 2:
+        return pages
+
+    def shape(line: str) -> str:
+        return re.sub(r"\d+", "#", line.strip().lower())
+
+    seen: dict[str, int] = {}
+    for lines in pages:
+        for key in {shape(text) for text, _ in lines}:
+            seen[key] = seen.get(key, 0) + 1
+    threshold = max(2, int(len(pages) * _PAGE_FURNITURE_SHARE + 0.999))
+    return [[(t, s) for t, s in lines if seen[shape(t)] < threshold] for lines in pages]
 
 
 def _pdf_lines(page: Any) -> list[tuple[str, float]]:
@@ -243,7 +267,20 @@ def _pdf_lines(page: Any) -> list[tuple[str, float]]:
     tail = "".join(current).strip()
     if tail:
         lines.append((tail, current_size))
-    return lines
+    return _join_bullet_glyphs(lines)
+
+
+def _join_bullet_glyphs(lines: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A list bullet drawn on its own ("–", "•") belongs to the line after it."""
+    joined: list[tuple[str, float]] = []
+    marker = ""
+    for text, size in lines:
+        if _BULLET_GLYPH.match(text):
+            marker = text if text[0].isdigit() else "-"
+            continue
+        joined.append((f"{marker} {text}" if marker else text, size))
+        marker = ""
+    return joined
 
 
 def _merge_heading_runs(blocks: list[Block]) -> list[Block]:

@@ -7,7 +7,12 @@ worker (and importing unstructured in it) costs about two seconds.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -64,5 +69,27 @@ def parse_all(files: list[SourceFile], config: ChunkingConfig, workers: int) -> 
         return
     # spawn, not fork: the parent may already hold onnxruntime and Chroma threads.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         yield from pool.map(parse_and_chunk, files, [config] * len(files), chunksize=2)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker start-up: exit when the ingest that started us dies, even by SIGKILL.
+
+    A killed parent cannot shut its pool down, and an orphaned worker would linger forever.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            threading.Event().wait(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()

@@ -85,7 +85,9 @@ class IngestPipeline:
         self.store = store
         self.embeddings = embeddings
         self._chunking = ChunkingConfig(
-            settings.chunk_tokens, settings.chunk_overlap, settings.tokenizer_encoding,
+            settings.chunk_tokens,
+            settings.chunk_overlap,
+            settings.tokenizer_encoding,
             settings.cache_dir,
         )
 
@@ -133,8 +135,15 @@ class IngestPipeline:
 
     # --- planning and applying share one walk over the files --------------------------
 
-    def _plan(self, files: list[SourceFile], roots: list[Path], kb: str, rebuild: bool,
-              report: IngestReport, progress: Progress) -> None:
+    def _plan(
+        self,
+        files: list[SourceFile],
+        roots: list[Path],
+        kb: str,
+        rebuild: bool,
+        report: IngestReport,
+        progress: Progress,
+    ) -> None:
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
             existing = None
             if not rebuild and self.store.exists(kb):
@@ -153,8 +162,15 @@ class IngestPipeline:
                 report.files_deleted += 1
                 report.chunks_deleted += records[source].chunk_count
 
-    def _apply(self, files: list[SourceFile], roots: list[Path], kb: str, rebuild: bool,
-               report: IngestReport, progress: Progress) -> None:
+    def _apply(
+        self,
+        files: list[SourceFile],
+        roots: list[Path],
+        kb: str,
+        rebuild: bool,
+        report: IngestReport,
+        progress: Progress,
+    ) -> None:
         if rebuild:
             self.store.drop(kb)
         knowledge_base = self.store.knowledge_base(kb, create=True)
@@ -182,8 +198,9 @@ class IngestPipeline:
                 manifest.forget(source)
             manifest.set_fingerprint(self.fingerprint())
 
-    def _classify(self, files: list[SourceFile], records: dict[str, Any], stale: bool,
-                  report: IngestReport) -> list[_Todo]:
+    def _classify(
+        self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport
+    ) -> list[_Todo]:
         """Hash every file; return those that need parsing, counting the unchanged."""
         limit = int(self.settings.max_file_mb * 1024 * 1024)
         todo: list[_Todo] = []
@@ -198,25 +215,34 @@ class IngestPipeline:
                 report.fail(file.source, "empty file")
                 continue
             if size > limit:
-                report.fail(file.source, f"{size / 2**20:.1f} MB is over the "
-                            f"{self.settings.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)")
+                report.fail(
+                    file.source,
+                    f"{size / 2**20:.1f} MB is over the "
+                    f"{self.settings.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
+                )
                 continue
             file_hash = _hash_file(file.path)
             record = records.get(file.source)
-            if (not stale and record is not None and record.status == DONE
-                    and record.file_hash == file_hash):
+            if (
+                not stale
+                and record is not None
+                and record.status == DONE
+                and record.file_hash == file_hash
+            ):
                 report.files_unchanged += 1
                 report.chunks_unchanged += record.chunk_count
                 continue
             todo.append(_Todo(file, file_hash, is_new=record is None))
         return todo
 
-    def _parsed(self, todo: list[_Todo], report: IngestReport, progress: Progress
-                ) -> Iterator[tuple[SourceFile, str, list[Chunk]]]:
+    def _parsed(
+        self, todo: list[_Todo], report: IngestReport, progress: Progress
+    ) -> Iterator[tuple[SourceFile, str, list[Chunk]]]:
         """Parsed files that succeeded, counted as added or changed; failures reported."""
         by_source = {t.file.source: t for t in todo}
-        for parsed in parse_all([t.file for t in todo], self._chunking,
-                                self.settings.parse_workers):
+        for parsed in parse_all(
+            [t.file for t in todo], self._chunking, self.settings.parse_workers
+        ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
             if parsed.chunks is None:
@@ -228,8 +254,9 @@ class IngestPipeline:
                 report.files_changed += 1
             yield item.file, item.file_hash, parsed.chunks
 
-    def _flush(self, batch: _Batch, kb: KnowledgeBase, manifest: Manifest,
-               report: IngestReport) -> None:
+    def _flush(
+        self, batch: _Batch, kb: KnowledgeBase, manifest: Manifest, report: IngestReport
+    ) -> None:
         needed = [c for w in batch.work for c in w.to_add]
         vectors = kb.vectors_by_hash([c.hash for c in needed]) if needed else {}
         reused = set(vectors)
@@ -241,15 +268,17 @@ class IngestPipeline:
             kb.upsert(work.to_add, [vectors[c.hash] for c in work.to_add])
             kb.update_metadata(work.to_refresh)
             kb.delete(work.to_delete)
-            manifest.mark(work.file.source, str(work.file.root), work.file_hash, DONE,
-                          len(work.chunks))
+            manifest.mark(
+                work.file.source, str(work.file.root), work.file_hash, DONE, len(work.chunks)
+            )
             _count(report, work, embedded=0)
         report.chunks_embedded += len(missing)
         report.chunks_reused += sum(1 for c in needed if c.hash in reused)
 
 
-def _diff(file: SourceFile, file_hash: str, chunks: list[Chunk], kb: KnowledgeBase | None
-          ) -> _FileWork:
+def _diff(
+    file: SourceFile, file_hash: str, chunks: list[Chunk], kb: KnowledgeBase | None
+) -> _FileWork:
     stored = kb.chunks_of_source(file.source) if kb is not None else {}
     wanted = {c.id for c in chunks}
     to_add = [c for c in chunks if c.id not in stored]
