@@ -35,6 +35,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,12 +43,17 @@ from typing import Any
 
 import numpy as np
 
-from citewise.embeddings import MINILM_INT8, LocalEmbeddings
-from citewise.offline import prepare_offline
-from ingest.chunking import Chunker
-from ingest.document import Block, ParsedDocument
+# `python bench/chunking.py` puts bench/ first on sys.path, where a sibling script named like a
+# project package (bench/ingest.py) would shadow it: import the project's packages instead.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 
-ROOT = Path(__file__).resolve().parent.parent
+from citewise.embeddings import MINILM_INT8, LocalEmbeddings  # noqa: E402
+from citewise.offline import prepare_offline  # noqa: E402
+from ingest.chunking import Chunker  # noqa: E402
+from ingest.document import Block, ParsedDocument  # noqa: E402
+
+ROOT = _BENCH.parent
 DATA = Path("/work/shared/eval/scifact")
 CONFIGS = "96/16,128/24,200/30,256/40,384/48"
 ENCODING = "cl100k_base"

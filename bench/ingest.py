@@ -14,6 +14,14 @@ Writes bench/results/ingest.json.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its own name would shadow
+# the ``ingest`` package; put the repository root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import argparse
 import json
 import os
@@ -21,7 +29,6 @@ import platform
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 from citewise.providers import build_embeddings, build_store
 from citewise.settings import Settings

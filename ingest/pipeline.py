@@ -29,7 +29,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.models import Chunk
 from citewise.settings import Settings
 from citewise.store import ChunkStore, KnowledgeBase
-from ingest.discovery import SourceFile, discover
+from ingest.discovery import Discovery, SourceFile, discover
 from ingest.manifest import DONE, PENDING, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.report import IngestReport
@@ -115,7 +115,7 @@ class IngestPipeline:
         report.files_seen = len(found.files) + len(found.skipped)
         report.files_skipped = len(found.skipped)
         if dry_run:
-            self._plan(found.files, found.roots, kb, rebuild, report, progress or _Silent())
+            self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
             self.settings.lock_dir.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(self.settings.lock_dir / f"{kb}.lock"))
@@ -127,7 +127,7 @@ class IngestPipeline:
                     "try again when it has finished"
                 ) from exc
             try:
-                self._apply(found.files, found.roots, kb, rebuild, report, progress or _Silent())
+                self._apply(found, kb, rebuild, report, progress or _Silent())
             finally:
                 lock.release()
         report.seconds = time.perf_counter() - started
@@ -136,14 +136,9 @@ class IngestPipeline:
     # --- planning and applying share one walk over the files --------------------------
 
     def _plan(
-        self,
-        files: list[SourceFile],
-        roots: list[Path],
-        kb: str,
-        rebuild: bool,
-        report: IngestReport,
-        progress: Progress,
+        self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
+        files, roots = found.files, found.roots
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
             existing = None
             if not rebuild and self.store.exists(kb):
@@ -163,14 +158,9 @@ class IngestPipeline:
                 report.chunks_deleted += records[source].chunk_count
 
     def _apply(
-        self,
-        files: list[SourceFile],
-        roots: list[Path],
-        kb: str,
-        rebuild: bool,
-        report: IngestReport,
-        progress: Progress,
+        self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
+        files, roots = found.files, found.roots
         if rebuild:
             self.store.drop(kb)
         knowledge_base = self.store.knowledge_base(kb, create=True)
