@@ -9,46 +9,26 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from citewise.errors import CitewiseError, InvalidRequest
+from citewise.cli_eval import app as eval_app
+from citewise.console import (
+    Bar,
+    FilterOption,
+    JsonOption,
+    KbOption,
+    fail,
+    progress_bar,
+    stdout,
+)
+from citewise.errors import CitewiseError
 from citewise.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-stdout = Console()
-stderr = Console(stderr=True)
-
-KbOption = Annotated[str | None, typer.Option("--kb", help="Knowledge base (default: default).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
-
-
-def _fail(error: CitewiseError, as_json: bool) -> NoReturn:
-    code = 2 if isinstance(error, InvalidRequest) else 1
-    if as_json:
-        sys.stdout.write(json.dumps({"error": {"code": error.code, "message": str(error)}}) + "\n")
-    else:
-        stderr.print(f"[bold red]error:[/] {error}")
-    raise typer.Exit(code)
-
-
-class _Bar:
-    """rich progress bar on stderr, drawn only on a terminal."""
-
-    def __init__(self, progress: RichProgress) -> None:
-        self._progress = progress
-        self._task: Any = None
-
-    def start(self, total: int) -> None:
-        self._task = self._progress.add_task("parsing", total=total)
-
-    def advance(self, description: str) -> None:
-        self._progress.update(self._task, advance=1, description=description[-40:])
+app.add_typer(eval_app, name="eval")
 
 
 @app.command()
@@ -69,24 +49,16 @@ def ingest(
 
     settings = Settings()
     kb = kb or settings.default_kb
-    columns = (
-        TextColumn("{task.description:<40}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     try:
-        with RichProgress(
-            *columns, console=stderr, transient=True, disable=not stderr.is_terminal
-        ) as progress:
+        with progress_bar() as progress:
             pipeline = IngestPipeline(
                 settings, build_store(settings, create=not dry_run), build_embeddings(settings)
             )
             report = pipeline.run(
-                paths, kb, dry_run=dry_run, rebuild=rebuild, progress=_Bar(progress)
+                paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
             )
     except CitewiseError as error:
-        _fail(error, as_json)
+        fail(error, as_json)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
     else:
@@ -127,46 +99,80 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     kb: KbOption = None,
     k: Annotated[int, typer.Option("-k", help="How many hits.")] = 5,
+    mode: Annotated[
+        str | None, typer.Option(help="dense, bm25 or hybrid (default: CITEWISE_RETRIEVAL_MODE).")
+    ] = None,
+    filters: FilterOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Retrieve the chunks closest to QUERY (dense retrieval)."""
-    from citewise.providers import build_embeddings, build_store
-    from citewise.retrieval import dense_search
+    """Retrieve the passages that best match QUERY."""
+    from citewise.answering import hit_record
+    from citewise.providers import build_services
 
     settings = Settings()
     try:
-        hits = dense_search(
-            build_store(settings, create=False),
-            build_embeddings(settings),
-            kb or settings.default_kb,
-            query,
-            k,
+        services = build_services(settings)
+        hits = services.retriever.search(
+            query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
         )
     except CitewiseError as error:
-        _fail(error, as_json)
-    rows = [
-        {
-            "rank": rank,
-            "chunk_id": h.chunk_id,
-            "source": h.metadata.get("source"),
-            "title": h.metadata.get("title"),
-            "heading": h.metadata.get("heading"),
-            "page": h.metadata.get("page"),
-            "score": round(h.score, 4),
-            "text": h.text,
-        }
-        for rank, h in enumerate(hits, start=1)
-    ]
+        fail(error, as_json)
+    rows = [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     for row in rows:
         where = str(row["source"]) + (f" p.{row['page']}" if row["page"] else "")
         stdout.print(
-            f"[bold]{row['rank']}.[/] {row['score']:.3f}  [cyan]{where}[/]  "
+            f"[bold]{row['rank']}.[/] {row['similarity']:.3f}  [cyan]{where}[/]  "
             f"[dim]{row['heading']}[/]"
         )
         stdout.print("   " + " ".join(str(row["text"]).split())[:300])
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    kb: KbOption = None,
+    k: Annotated[int | None, typer.Option("-k", help="Passages to answer from.")] = None,
+    filters: FilterOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer QUESTION from the knowledge base, with citations (JSON: the /v1/ask body)."""
+    import asyncio
+
+    from citewise.answering import Question
+    from citewise.providers import build_services
+
+    settings = Settings()
+    try:
+        services = build_services(settings)
+        asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
+        answer = asyncio.run(services.answerer.ask(asked))
+    except CitewiseError as error:
+        fail(error, as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(answer.to_dict()) + "\n")
+        return
+    stdout.print(answer.answer)
+    if answer.citations:
+        stdout.print()
+    for citation in answer.citations:
+        flag = "" if citation.supported else " [yellow](not supported by the passage)[/]"
+        where = citation.source + (f" p.{citation.page}" if citation.page else "")
+        stdout.print(f"[bold][{citation.n}][/] [cyan]{where}[/] [dim]{citation.heading}[/]{flag}")
+        stdout.print(f"    \u201c{citation.quote}\u201d")
+
+
+def _filters(raw: list[str] | None) -> dict[str, Any]:
+    """``key=value`` options -> a filter mapping; numbers stay numbers."""
+    parsed: dict[str, Any] = {}
+    for item in raw or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"filter {item!r} is not KEY=VALUE", param_hint="--filter")
+        parsed[key.strip()] = int(value) if value.isdigit() else value
+    return parsed
 
 
 @app.command()

@@ -8,7 +8,9 @@
     ├── KnowledgeBaseBusy          another ingest holds the knowledge base's lock
     ├── EmbeddingModelMismatch     the collection was built with another model
     ├── DocumentError              one document could not be read or parsed
-    └── StoreUnavailable           the vector store could not be reached
+    ├── StoreUnavailable           the vector store could not be reached
+    └── GenerationFailed           the language model request failed
+        └── GenerationTimeout      ... or did not answer in time
 
 Messages never contain stack traces, secrets or absolute server paths: the HTTP layer
 (`api/errors.py`) maps each class to a status code and shows the message as it is.
@@ -69,3 +71,15 @@ class StoreUnavailable(CitewiseError):
     """Raised when the vector store cannot be opened or reached."""
 
     code = "store_unavailable"
+
+
+class GenerationFailed(CitewiseError):
+    """Raised when the configured language model returns an error or cannot be reached."""
+
+    code = "llm_unavailable"
+
+
+class GenerationTimeout(GenerationFailed):
+    """Raised when the language model does not answer within CITEWISE_LLM_TIMEOUT_S."""
+
+    code = "llm_timeout"

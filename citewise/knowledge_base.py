@@ -6,6 +6,7 @@ import re
 
 from citewise.errors import InvalidKnowledgeBaseName
 
+COLLECTION_PREFIX = "citewise-"
 _VALID = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,46}[a-z0-9])?$")
 
 
@@ -20,4 +21,4 @@ def validate_kb(name: str) -> str:
 
 
 def collection_name(kb: str) -> str:
-    return f"citewise-{validate_kb(kb)}"
+    return f"{COLLECTION_PREFIX}{validate_kb(kb)}"

@@ -1,23 +1,202 @@
-"""Question -> scored chunks."""
+"""Question -> scored chunks: dense (Chroma), lexical (BM25) or both fused.
+
+Hybrid search takes the top candidates of each retriever, fuses their ranks with weighted
+reciprocal rank fusion (RRF), then drops near-duplicates of passages already chosen (the
+de-duplication half of MMR: identical boilerplate in five files must not fill all five slots).
+Every returned hit carries its cosine similarity to the question, computed from the stored
+vectors even when only BM25 found it, so one relevance floor works in every mode.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from citewise import models
 from citewise.errors import InvalidRequest
+from citewise.lexical import LexicalIndex, LexicalStore
+from citewise.settings import Settings
 from citewise.store import ChunkStore, Hit
 
 MAX_K = 100
+MAX_QUERY_CHARS = 2000
+SOURCE_PREFIX = "source_prefix"  # the one filter that is not an exact metadata match
+
+FilterValue = str | int | float | bool
 
 
-def dense_search(
-    store: ChunkStore, embeddings: Embeddings, kb: str, query: str, k: int
-) -> list[Hit]:
-    """Nearest chunks to ``query`` in knowledge base ``kb`` by embedding similarity."""
+class SearchMode(StrEnum):
+    DENSE = "dense"
+    BM25 = "bm25"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Exact matches on chunk metadata, plus an optional source path prefix."""
+
+    equals: Mapping[str, FilterValue]
+    source_prefix: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | None) -> Filters:
+        raw = dict(raw or {})
+        prefix = raw.pop(SOURCE_PREFIX, None)
+        if prefix is not None and not isinstance(prefix, str):
+            raise InvalidRequest(f"filter {SOURCE_PREFIX!r} must be a string")
+        for key, value in raw.items():
+            if not isinstance(value, FilterValue):
+                kind = type(value).__name__
+                raise InvalidRequest(
+                    f"filter {key!r} must be a string, number or boolean, not {kind}"
+                )
+        return cls(raw, prefix or None)
+
+    def __bool__(self) -> bool:
+        return bool(self.equals) or self.source_prefix is not None
+
+    def matches(self, metadata: Mapping[str, Any]) -> bool:
+        if self.source_prefix and not str(metadata.get(models.SOURCE, "")).startswith(
+            self.source_prefix
+        ):
+            return False
+        return all(metadata.get(k) == v for k, v in self.equals.items())
+
+
+class Retriever:
+    """Search any knowledge base of one store; built once per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChunkStore,
+        embeddings: Embeddings,
+        lexical: LexicalStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embeddings = embeddings
+        self.lexical = lexical or LexicalStore(settings.lexical_path)
+
+    def search(
+        self,
+        query: str,
+        *,
+        kb: str,
+        k: int,
+        mode: SearchMode | str | None = None,
+        filters: Filters | Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best chunks of ``kb`` for ``query``, best first."""
+        query = _checked_query(query)
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequest(f"k must be between 1 and {MAX_K}")
+        mode = _checked_mode(mode or self.settings.retrieval_mode)
+        if not isinstance(filters, Filters):
+            filters = Filters.parse(filters)
+        knowledge_base = self.store.knowledge_base(kb)
+        index = self.lexical.load(kb)
+        _check_filter_keys(filters, index)
+        depth = max(self.settings.retrieval_candidates, k * 3)
+        vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+
+        ranked: list[list[str]] = []
+        weights: list[float] = []
+        if mode in (SearchMode.DENSE, SearchMode.HYBRID):
+            where = _chroma_where(filters, index)
+            dense = [] if where is _NOTHING else knowledge_base.search(vector, depth, where)
+            ranked.append([h.chunk_id for h in dense])
+            weights.append(self.settings.dense_weight)
+        if mode in (SearchMode.BM25, SearchMode.HYBRID):
+            allowed = _mask(filters, index)
+            lexical = index.search(query, depth, allowed)
+            ranked.append([index.ids[h.position] for h in lexical])
+            weights.append(self.settings.bm25_weight)
+
+        fused = rrf(ranked, weights, self.settings.rrf_k)
+        chunks = knowledge_base.fetch(list(fused))
+        hits: list[Hit] = []
+        chosen: list[np.ndarray] = []
+        for chunk_id, score in fused.items():
+            if chunk_id not in chunks:  # deleted since the BM25 index was built
+                continue
+            text, metadata, stored = chunks[chunk_id]
+            if any(float(stored @ other) >= self.settings.dedup_similarity for other in chosen):
+                continue
+            chosen.append(stored)
+            hits.append(Hit(chunk_id, text, metadata, score, float(stored @ vector)))
+            if len(hits) == k:
+                break
+        return hits
+
+
+def rrf(ranked: list[list[str]], weights: list[float], k: int) -> dict[str, float]:
+    """Weighted reciprocal rank fusion: id -> sum of weight / (k + rank), best first."""
+    scores: dict[str, float] = {}
+    for ids, weight in zip(ranked, weights, strict=True):
+        for rank, chunk_id in enumerate(ids, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
+    return dict(sorted(scores.items(), key=lambda item: item[1], reverse=True))
+
+
+class _Nothing:
+    """A filter no chunk can pass."""
+
+
+_NOTHING: Any = _Nothing()
+
+
+def _chroma_where(filters: Filters, index: LexicalIndex) -> Any:
+    clauses: list[dict[str, Any]] = [{k: v} for k, v in filters.equals.items()]
+    if filters.source_prefix:
+        # Chroma has no prefix operator on metadata; resolve the prefix to the sources it names.
+        sources = sorted(
+            {
+                str(m.get(models.SOURCE))
+                for m in index.metadatas
+                if str(m.get(models.SOURCE, "")).startswith(filters.source_prefix)
+            }
+        )
+        if not sources:
+            return _NOTHING
+        clauses.append({models.SOURCE: {"$in": sources}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _mask(filters: Filters, index: LexicalIndex) -> np.ndarray | None:
+    if not filters:
+        return None
+    return np.fromiter((filters.matches(m) for m in index.metadatas), dtype=bool, count=len(index))
+
+
+def _check_filter_keys(filters: Filters, index: LexicalIndex) -> None:
+    known = {key for metadata in index.metadatas[:2000] for key in metadata}
+    known.update((models.SOURCE, models.TITLE, models.HEADING, models.PAGE))
+    unknown = sorted(set(filters.equals) - known)
+    if unknown:
+        names = ", ".join(sorted(known | {SOURCE_PREFIX}))
+        raise InvalidRequest(f"unknown filter {unknown[0]!r}; filters can use: {names}")
+
+
+def _checked_query(query: str) -> str:
     query = query.strip()
     if not query:
         raise InvalidRequest("the query is empty")
-    if not 1 <= k <= MAX_K:
-        raise InvalidRequest(f"k must be between 1 and {MAX_K}")
-    knowledge_base = store.knowledge_base(kb)
-    return knowledge_base.search(embeddings.embed_query(query), k)
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    return query
+
+
+def _checked_mode(mode: SearchMode | str) -> SearchMode:
+    try:
+        return SearchMode(mode)
+    except ValueError:
+        choices = ", ".join(m.value for m in SearchMode)
+        raise InvalidRequest(f"unknown search mode {mode!r}; use one of: {choices}") from None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,53 @@ class Settings(BaseSettings):
         default=1, ge=0, description="Processes parsing documents while embedding runs; 0: inline."
     )
 
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = Field(
+        default="hybrid", description="Default search mode."
+    )
+    retrieval_candidates: int = Field(
+        default=50, ge=1, le=1000, description="Candidates each retriever passes to fusion."
+    )
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(default=1.0, ge=0, description="Weight of dense ranks in RRF.")
+    bm25_weight: float = Field(default=1.0, ge=0, description="Weight of BM25 ranks in RRF.")
+    dedup_similarity: float = Field(
+        default=0.97, gt=0, le=1.0, description="Drop a hit this similar to a better one."
+    )
+
+    answer_provider: Literal["extractive", "openai", "fake"] = Field(
+        default="extractive",
+        description="Who writes answers: extractive (offline, no LLM), openai (any "
+        "OpenAI-compatible API) or fake (scripted replies, for tests).",
+    )
+    answer_k: int = Field(default=5, ge=1, le=20, description="Passages given to the answerer.")
+    min_similarity: float = Field(
+        default=0.3,
+        ge=-1.0,
+        le=1.0,
+        description="Relevance floor: with no passage this similar to the question, refuse.",
+    )
+    max_question_chars: int = Field(default=2000, ge=10, description="Longer questions: 400.")
+    max_history_turns: int = Field(default=20, ge=0, description="Earlier messages kept.")
+    kb_base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON map of knowledge base -> URL its sources are published under, e.g. "
+        '{"default": "https://help.example.com/"}; citation links are joined to it.',
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint; unset means api.openai.com."
+    )
+    llm_api_key: SecretStr | None = Field(default=None, description="Key for the LLM endpoint.")
+    llm_model: str = Field(default="gpt-4o-mini", description="Chat model name.")
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(default=30.0, gt=0, description="Per-request LLM timeout.")
+    llm_max_retries: int = Field(default=2, ge=0, description="Retries on LLM errors.")
+    fake_replies: list[str] = Field(
+        default_factory=lambda: ["Citewise answers from your documents [1]."],
+        description="Replies of the fake provider, in turn (JSON list).",
+    )
+
+    sse_ping_s: float = Field(default=15.0, gt=0, description="Heartbeat interval of streams.")
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -56,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def manifest_path(self) -> Path:
         return self.home / "manifest.sqlite3"
+
+    @property
+    def lexical_path(self) -> Path:
+        return self.home / "bm25"
 
     @property
     def lock_dir(self) -> Path:

@@ -19,7 +19,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from citewise import models
 from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, StoreUnavailable
-from citewise.knowledge_base import collection_name
+from citewise.knowledge_base import COLLECTION_PREFIX, collection_name
 from citewise.settings import Settings
 
 MODEL_KEY = "citewise_embedding_model"
@@ -28,12 +28,13 @@ DIMENSION_KEY = "citewise_embedding_dim"
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved chunk with its similarity (cosine, higher is better)."""
+    """One retrieved chunk: its ranking score and its cosine similarity to the query."""
 
     chunk_id: str
     text: str
     metadata: dict[str, Any]
-    score: float
+    score: float  # what the ranking used: cosine, BM25 or fused rank score, by search mode
+    similarity: float  # cosine similarity to the query in every mode: the relevance floor
 
 
 def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
@@ -78,6 +79,18 @@ class ChunkStore:
                 ) from exc
         self._check_model(kb, collection.metadata or {})
         return KnowledgeBase(kb, collection, self._client.get_max_batch_size())
+
+    def knowledge_bases(self) -> list[str]:
+        """Names of every knowledge base in the store (raises if the store is unreachable)."""
+        if self._client is None:
+            return []
+        try:
+            names = [c.name for c in self._client.list_collections()]
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot list knowledge bases: {type(exc).__name__}") from exc
+        return sorted(
+            n.removeprefix(COLLECTION_PREFIX) for n in names if n.startswith(COLLECTION_PREFIX)
+        )
 
     def exists(self, kb: str) -> bool:
         if self._client is None:
@@ -160,8 +173,37 @@ class KnowledgeBase:
             for i, m in zip(found["ids"], found["metadatas"] or [], strict=True)
         }
 
+    def ids(self) -> list[str]:
+        return list(self._collection.get(include=[])["ids"])
+
+    def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Every chunk's id, text and metadata (what the BM25 index is built from)."""
+        found = self._collection.get(include=["documents", "metadatas"])
+        documents = [d or "" for d in (found["documents"] or [])]
+        metadatas = [dict(m or {}) for m in (found["metadatas"] or [])]
+        return list(found["ids"]), documents, metadatas
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
+        """Text, metadata and vector of these chunks, by id."""
+        if not ids:
+            return {}
+        found = self._collection.get(
+            ids=list(ids), include=["documents", "metadatas", "embeddings"]
+        )
+        vectors = found["embeddings"] if found["embeddings"] is not None else []
+        return {
+            i: (d or "", dict(m or {}), np.asarray(v, dtype=np.float32))
+            for i, d, m, v in zip(
+                found["ids"],
+                found["documents"] or [],
+                found["metadatas"] or [],
+                vectors,
+                strict=True,
+            )
+        }
+
     def search(
-        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
+        self, vector: Sequence[float] | np.ndarray, k: int, where: dict[str, Any] | None = None
     ) -> list[Hit]:
         """The ``k`` nearest chunks by cosine similarity."""
         if k <= 0 or self.count() == 0:
@@ -177,7 +219,7 @@ class KnowledgeBase:
         metadatas = (found["metadatas"] or [[]])[0]
         distances = (found["distances"] or [[]])[0]
         return [
-            Hit(i, d or "", dict(m or {}), 1.0 - float(dist))
+            Hit(i, d or "", dict(m or {}), 1.0 - float(dist), 1.0 - float(dist))
             for i, d, m, dist in zip(ids, documents, metadatas, distances, strict=True)
         ]
 

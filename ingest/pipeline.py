@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,17 +26,20 @@ from langchain_core.embeddings import Embeddings
 
 from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
+from citewise.lexical import LexicalStore, generation_of
 from citewise.models import Chunk
 from citewise.settings import Settings
 from citewise.store import ChunkStore, KnowledgeBase
+from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover
+from ingest.document import ParsedDocument
 from ingest.manifest import DONE, PENDING, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.report import IngestReport
 
 # Bump when parsing or chunking changes output for the same settings: forces a re-chunk.
 PIPELINE_VERSION = "1"
-FLUSH_EVERY = 256  # chunks to embed before writing: keeps memory flat and progress moving
+FLUSH_EVERY = 1024  # chunks to embed per write: big enough to length-sort well, memory flat
 
 
 class Progress(Protocol):
@@ -80,10 +83,17 @@ class _Batch:
 class IngestPipeline:
     """Runs ingests for one Citewise home. Build once, call ``run`` per ingest."""
 
-    def __init__(self, settings: Settings, store: ChunkStore, embeddings: Embeddings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChunkStore,
+        embeddings: Embeddings,
+        lexical: LexicalStore | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
+        self.lexical = lexical or LexicalStore(settings.lexical_path)
         self._chunking = ChunkingConfig(
             settings.chunk_tokens,
             settings.chunk_overlap,
@@ -132,6 +142,46 @@ class IngestPipeline:
                 lock.release()
         report.seconds = time.perf_counter() - started
         return report
+
+    def add_documents(
+        self,
+        kb: str,
+        documents: Iterable[tuple[str, ParsedDocument, dict[str, Any]]],
+        progress: Progress | None = None,
+        total: int = 0,
+    ) -> int:
+        """Chunk, embed and store already-parsed documents as ``(source, document, extra)``.
+
+        For corpora that arrive as records rather than files (``citewise eval`` loads BEIR
+        and SQuAD sets this way); ``extra`` becomes metadata on every chunk. Returns the
+        number of chunks stored.
+        """
+        validate_kb(kb)
+        progress = progress or _Silent()
+        progress.start(total)
+        knowledge_base = self.store.knowledge_base(kb, create=True)
+        chunker = Chunker(
+            self.settings.chunk_tokens,
+            self.settings.chunk_overlap,
+            self.settings.tokenizer_encoding,
+        )
+        pending: list[Chunk] = []
+        stored = 0
+        for source, document, extra in documents:
+            pending.extend(chunker.chunk(document, source, extra))
+            progress.advance(source)
+            if len(pending) >= FLUSH_EVERY:
+                stored += self._store_new(knowledge_base, pending)
+                pending = []
+        stored += self._store_new(knowledge_base, pending)
+        self._refresh_lexical(knowledge_base)
+        return stored
+
+    def _store_new(self, knowledge_base: KnowledgeBase, chunks: list[Chunk]) -> int:
+        if chunks:
+            vectors = self.embeddings.embed_documents([c.embed_text for c in chunks])
+            knowledge_base.upsert(chunks, vectors)
+        return len(chunks)
 
     # --- planning and applying share one walk over the files --------------------------
 
@@ -187,6 +237,15 @@ class IngestPipeline:
                 report.files_deleted += 1
                 manifest.forget(source)
             manifest.set_fingerprint(self.fingerprint())
+        # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
+        self._refresh_lexical(knowledge_base)
+
+    def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
+        ids = knowledge_base.ids()
+        if self.lexical.current_generation(knowledge_base.kb) == generation_of(ids):
+            return
+        ids, texts, metadatas = knowledge_base.all_chunks()
+        self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
 
     def _classify(
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport

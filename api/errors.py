@@ -1,0 +1,74 @@
+"""The one place Citewise errors become HTTP responses.
+
+Every error body is ``{"error": {"code": ..., "message": ...}}``. Messages of ``CitewiseError``
+are written to be shown; anything else is logged and answered with a generic 500, so stack
+traces, paths and keys never reach a client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from citewise import errors
+
+log = logging.getLogger("citewise.api")
+
+# Most specific first: the lookup walks each error's class hierarchy (its MRO).
+STATUS: dict[type[errors.CitewiseError], int] = {
+    errors.InvalidRequest: 400,
+    errors.KnowledgeBaseNotFound: 404,
+    errors.KnowledgeBaseBusy: 409,
+    errors.EmbeddingModelMismatch: 409,
+    errors.GenerationTimeout: 504,
+    errors.GenerationFailed: 502,
+    errors.StoreUnavailable: 503,
+    errors.ConfigurationError: 500,
+    errors.DocumentError: 422,
+}
+
+
+def status_of(error: errors.CitewiseError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.CitewiseError)
+    async def citewise_error(request: Request, exc: errors.CitewiseError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body("invalid_request", describe(exc)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "something went wrong on our side; it has been logged"),
+            status_code=500,
+        )
+
+
+def describe(exc: RequestValidationError) -> str:
+    """Pydantic's errors as one readable line: ``body.question: field required; ...``."""
+    parts = []
+    for problem in exc.errors()[:5]:
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request body is invalid"

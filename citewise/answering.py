@@ -1,0 +1,196 @@
+"""Question -> grounded, cited answer, as a stream of events.
+
+The event stream is the one contract every face shares: ``/v1/ask/stream`` sends it as
+server-sent events, ``/v1/ask`` and ``citewise ask`` collect it, and the OpenAI-compatible
+endpoint re-frames it. In order: ``sources``, ``delta``..., ``citations``, ``done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from citewise import models
+from citewise.citations import Citation, MarkerFilter, deep_link, strip_invalid_markers, verify
+from citewise.errors import InvalidRequest
+from citewise.generators.base import REFUSAL, Generator, Turn, is_refusal
+from citewise.retrieval import Filters, Retriever
+from citewise.settings import Settings
+from citewise.store import Hit
+
+
+@dataclass(frozen=True)
+class Question:
+    """What a caller asks: the question, where, and the conversation so far."""
+
+    text: str
+    kb: str
+    history: Sequence[Turn] = ()
+    k: int | None = None
+    filters: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    sources: list[dict[str, Any]]
+    name: str = "sources"
+
+
+@dataclass(frozen=True)
+class DeltaEvent:
+    text: str
+    name: str = "delta"
+
+
+@dataclass(frozen=True)
+class CitationsEvent:
+    citations: list[Citation]
+    name: str = "citations"
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    answer_id: str
+    refused: bool
+    cached: bool
+    name: str = "done"
+
+
+Event = SourcesEvent | DeltaEvent | CitationsEvent | DoneEvent
+
+
+@dataclass
+class Answer:
+    """A whole answer, as ``/v1/ask`` returns it."""
+
+    answer_id: str
+    answer: str
+    citations: list[Citation] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    refused: bool = False
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer_id": self.answer_id,
+            "answer": self.answer,
+            "citations": [c.to_dict() for c in self.citations],
+            "sources": self.sources,
+            "refused": self.refused,
+            "cached": self.cached,
+        }
+
+
+class Answerer:
+    """Retrieves, generates and verifies; one per process, shared by all requests."""
+
+    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self.generator = generator
+
+    async def stream(self, question: Question) -> AsyncIterator[Event]:
+        text = self._checked(question.text)
+        filters = Filters.parse(question.filters)  # bad filters fail before any work
+        history = list(question.history)[-self.settings.max_history_turns :]
+        standalone = await self.generator.condense(text, history) if history else text
+        hits = await asyncio.to_thread(
+            self.retriever.search,
+            standalone,
+            kb=question.kb,
+            k=question.k or self.settings.answer_k,
+            filters=filters,
+        )
+        relevant = [h for h in hits if h.similarity >= self.settings.min_similarity]
+        answer_id = uuid.uuid4().hex
+        base_url = self.settings.kb_base_urls.get(question.kb, "")
+        yield SourcesEvent([source_record(n, h, base_url) for n, h in enumerate(relevant, 1)])
+        if not relevant:
+            yield DeltaEvent(REFUSAL)
+            yield CitationsEvent([])
+            yield DoneEvent(answer_id, refused=True, cached=False)
+            return
+
+        markers = MarkerFilter(len(relevant))
+        parts: list[str] = []
+        async for piece in self.generator.stream(standalone, relevant):
+            cleaned = markers.feed(piece)
+            if cleaned:
+                parts.append(cleaned)
+                yield DeltaEvent(cleaned)
+        if tail := markers.flush():
+            parts.append(tail)
+            yield DeltaEvent(tail)
+        answer = strip_invalid_markers("".join(parts), len(relevant))
+        refused = is_refusal(answer)
+        citations = (
+            [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
+        )
+        yield CitationsEvent(citations)
+        yield DoneEvent(answer_id, refused=refused, cached=False)
+
+    async def ask(self, question: Question) -> Answer:
+        """The whole answer at once (the stream, collected)."""
+        parts: list[str] = []
+        answer = Answer(answer_id="", answer="")
+        async for event in self.stream(question):
+            match event:
+                case SourcesEvent(sources=sources):
+                    answer.sources = sources
+                case DeltaEvent(text=piece):
+                    parts.append(piece)
+                case CitationsEvent(citations=citations):
+                    answer.citations = citations
+                case DoneEvent(answer_id=answer_id, refused=refused, cached=cached):
+                    answer.answer_id, answer.refused, answer.cached = answer_id, refused, cached
+        answer.answer = strip_invalid_markers("".join(parts), len(answer.sources))
+        return answer
+
+    def _checked(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise InvalidRequest("the question is empty")
+        if len(text) > self.settings.max_question_chars:
+            raise InvalidRequest(
+                f"the question is longer than {self.settings.max_question_chars} characters"
+            )
+        return text
+
+
+def _passage(hit: Hit) -> dict[str, Any]:
+    metadata = hit.metadata
+    page = metadata.get(models.PAGE)
+    return {
+        "chunk_id": hit.chunk_id,
+        "source": metadata.get(models.SOURCE, ""),
+        "title": metadata.get(models.TITLE, ""),
+        "heading": metadata.get(models.HEADING, ""),
+        "page": int(page) if page is not None else None,
+    }
+
+
+def source_record(n: int, hit: Hit, base_url: str) -> dict[str, Any]:
+    """A retrieved passage as clients see it (``sources`` event, ``/v1/ask``)."""
+    return {
+        "n": n,
+        **_passage(hit),
+        "url": deep_link(hit.metadata, hit.text, base_url),
+        "score": round(hit.score, 6),
+        "similarity": round(hit.similarity, 4),
+        "text": hit.text,
+    }
+
+
+def hit_record(rank: int, hit: Hit) -> dict[str, Any]:
+    """A search hit as ``/v1/search`` and ``citewise search --json`` return it."""
+    return {
+        "rank": rank,
+        **_passage(hit),
+        "score": round(hit.score, 6),
+        "similarity": round(hit.similarity, 4),
+        "text": hit.text,
+        "metadata": {k: v for k, v in hit.metadata.items() if k != models.CHUNK_HASH},
+    }

@@ -1,0 +1,155 @@
+"""``citewise eval``: measure retrieval (BEIR) and answers (SQuAD) on labelled data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from citewise.console import Bar, JsonOption, fail, progress_bar, stdout
+from citewise.errors import CitewiseError
+from citewise.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Score retrieval and answers on labelled data.")
+EVAL_KB = "eval"
+
+ExistingFile = Annotated[Path, typer.Option(exists=True, dir_okay=False, readable=True)]
+
+
+@contextmanager
+def _throwaway_home() -> Iterator[Settings]:
+    """Settings whose store lives in a temporary folder, removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="citewise-eval-"))
+    try:
+        yield Settings(home=home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@app.command()
+def retrieval(
+    corpus: ExistingFile,
+    queries: ExistingFile,
+    qrels: ExistingFile,
+    mode: Annotated[str | None, typer.Option(help="dense, bm25 or hybrid.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """nDCG@10, recall@10, MRR@10 and recall@100 on a BEIR-format set."""
+    from citewise import evaluation
+    from citewise.providers import build_services
+    from ingest.pipeline import IngestPipeline
+
+    started = time.perf_counter()
+    try:
+        with _throwaway_home() as settings, progress_bar() as progress:
+            services = build_services(settings)
+            pipeline = IngestPipeline(settings, services.store, services.embeddings)
+            evaluation.ingest_beir(pipeline, EVAL_KB, corpus, Bar(progress))
+            scores: dict[str, Any] = evaluation.score_retrieval(
+                services.retriever,
+                EVAL_KB,
+                list(evaluation.read_jsonl(queries)),
+                evaluation.read_qrels(qrels),
+                mode,
+                Bar(progress),
+            )
+    except CitewiseError as error:
+        fail(error, as_json)
+    scores["mode"] = mode or Settings().retrieval_mode
+    scores["seconds"] = round(time.perf_counter() - started, 1)
+    _print(scores, as_json, "Retrieval")
+
+
+@app.command()
+def answers(
+    squad: ExistingFile,
+    unanswerable: Annotated[
+        bool,
+        typer.Option(
+            "--unanswerable",
+            help="Ingest half of the articles and ask the other half's questions: "
+            "report how often Citewise refuses.",
+        ),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Ask at most this many questions.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """retrieved_hit, cited_hit, answer_contains, refused and p50_ms on a SQuAD-format set."""
+    from citewise import evaluation
+    from citewise.answering import Question
+    from citewise.providers import build_services
+    from ingest.pipeline import IngestPipeline
+
+    paragraphs = evaluation.squad_paragraphs(squad)
+    asked_paragraphs = paragraphs
+    if unanswerable:
+        titles = list(dict.fromkeys(title for title, _, _ in paragraphs))
+        kept = set(titles[: len(titles) // 2])
+        asked_paragraphs = [p for p in paragraphs if p[0] not in kept]
+        paragraphs = [p for p in paragraphs if p[0] in kept]
+    questions = [
+        (str(q["question"]), [str(a["text"]) for a in q.get("answers", [])])
+        for _, _, qas in asked_paragraphs
+        for q in qas
+    ][:limit]
+    totals = {"retrieved_hit": 0, "cited_hit": 0, "answer_contains": 0, "refused": 0}
+    latencies: list[float] = []
+    try:
+        with _throwaway_home() as settings, progress_bar() as progress:
+            services = build_services(settings)
+            pipeline = IngestPipeline(settings, services.store, services.embeddings)
+            pipeline.add_documents(
+                EVAL_KB, evaluation.squad_documents(paragraphs), Bar(progress), len(paragraphs)
+            )
+            bar = Bar(progress)
+            bar.start(len(questions))
+            for text, gold in questions:
+                started = time.perf_counter()
+                answer = asyncio.run(services.answerer.ask(Question(text, EVAL_KB)))
+                latencies.append(evaluation.elapsed_ms(started))
+                cited = {c.n for c in answer.citations}
+                passages = [s["text"] for s in answer.sources]
+                totals["retrieved_hit"] += any(
+                    evaluation.contains_answer(p, gold) for p in passages
+                )
+                totals["cited_hit"] += any(
+                    evaluation.contains_answer(s["text"], gold)
+                    for s in answer.sources
+                    if s["n"] in cited
+                )
+                totals["answer_contains"] += evaluation.contains_answer(answer.answer, gold)
+                totals["refused"] += answer.refused
+                bar.advance(text)
+    except CitewiseError as error:
+        fail(error, as_json)
+    count = max(1, len(questions))
+    scores: dict[str, Any] = {k: round(v / count, 4) for k, v in totals.items()}
+    if unanswerable:
+        scores = {"refused": scores["refused"]}
+    scores["p50_ms"] = round(evaluation.percentile(latencies, 0.5), 1)
+    scores["questions"] = len(questions)
+    scores["provider"] = Settings().answer_provider
+    scores["unanswerable"] = unanswerable
+    _print(scores, as_json, "Answers")
+
+
+def _print(scores: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(scores) + "\n")
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in scores.items():
+        table.add_row(key, str(value))
+    stdout.print(table)

@@ -1,0 +1,30 @@
+"""Any OpenAI-compatible chat API (OpenAI, vLLM, Ollama, llama.cpp server) via langchain-openai."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from citewise.errors import ConfigurationError
+from citewise.generators.chat import ChatGenerator
+from citewise.settings import Settings
+
+
+def build(settings: Settings) -> ChatGenerator:
+    from langchain_openai import ChatOpenAI
+
+    if settings.llm_api_key is None and settings.llm_base_url is None:
+        raise ConfigurationError(
+            "CITEWISE_ANSWER_PROVIDER=openai needs CITEWISE_LLM_API_KEY "
+            "(or CITEWISE_LLM_BASE_URL for a local server that takes no key)"
+        )
+    model = ChatOpenAI(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        # Local servers accept any key; the SDK insists on one being set.
+        api_key=settings.llm_api_key or SecretStr("not-needed"),
+        temperature=settings.llm_temperature,
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        streaming=True,
+    )
+    return ChatGenerator(model, timeout=settings.llm_timeout_s)

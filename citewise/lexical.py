@@ -1,0 +1,211 @@
+"""The lexical half of hybrid retrieval: a BM25 index (bm25s) per knowledge base.
+
+The index is derived data: Chroma holds the chunks, and every ingest that changes a knowledge
+base rebuilds its index from them (``rebuild``). Rebuilding is cheap because tokens are kept per
+chunk hash between builds, so only new chunk texts are tokenised (see ``bench/lexical.py`` for
+the numbers at 100k chunks). Each build is written to a fresh folder and published by atomically
+replacing a ``CURRENT`` pointer file, so a reader never sees a half-written index and a killed
+ingest leaves the previous one in place; the index records the chunk ids it was built from, so a
+stale one is detected and rebuilt by the next ingest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from citewise import models
+
+_POINTER = "CURRENT"
+_STEMMER = Stemmer.Stemmer("english")
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-cased, stop-word-free, Snowball-stemmed tokens: the same for chunks and queries."""
+    if not texts:
+        return []
+    tokens = bm25s.tokenize(
+        list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
+    )
+    return [list(t) for t in tokens]
+
+
+def index_text(text: str, metadata: Mapping[str, Any]) -> str:
+    """What BM25 sees for a chunk: its title and heading path count as words of the passage."""
+    title = str(metadata.get(models.TITLE) or "")
+    heading = str(metadata.get(models.HEADING) or "")
+    return "\n".join(part for part in (title, heading, text) if part)
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    position: int
+    score: float
+
+
+class LexicalIndex:
+    """A loaded BM25 index: chunk ids and metadata in index order, plus the scorer."""
+
+    def __init__(
+        self,
+        generation: str,
+        ids: list[str],
+        metadatas: list[dict[str, Any]],
+        bm25: bm25s.BM25 | None,
+    ) -> None:
+        self.generation = generation
+        self.ids = ids
+        self.metadatas = metadatas
+        self._bm25 = bm25
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[LexicalHit]:
+        """Top ``k`` positions by BM25 score, restricted to ``allowed`` (a boolean mask)."""
+        if self._bm25 is None or k <= 0:
+            return []
+        vocabulary = self._bm25.vocab_dict
+        terms = [t for t in tokenize([query])[0] if t in vocabulary]
+        if not terms:
+            return []
+        scores = self._bm25.get_scores(terms)
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [LexicalHit(int(p), float(scores[p])) for p in top if scores[p] > 0]
+
+
+def generation_of(ids: Iterable[str]) -> str:
+    """A fingerprint of the chunk ids an index covers (ids already encode content hashes)."""
+    digest = hashlib.sha256()
+    for chunk_id in sorted(ids):
+        digest.update(chunk_id.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+class LexicalStore:
+    """BM25 indexes of all knowledge bases under one folder, loaded lazily and cached."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._loaded: dict[str, LexicalIndex] = {}
+        self._lock = threading.Lock()
+
+    def _folder(self, kb: str) -> Path:
+        return self.root / kb
+
+    def current_generation(self, kb: str) -> str | None:
+        try:
+            return (self._folder(kb) / _POINTER).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def load(self, kb: str) -> LexicalIndex:
+        """The published index of ``kb`` (empty if none); reloaded when an ingest replaced it."""
+        generation = self.current_generation(kb)
+        with self._lock:
+            cached = self._loaded.get(kb)
+            if cached is not None and cached.generation == generation:
+                return cached
+        index = self._read(kb, generation) if generation else LexicalIndex("", [], [], None)
+        with self._lock:
+            self._loaded[kb] = index
+        return index
+
+    def _read(self, kb: str, generation: str) -> LexicalIndex:
+        folder = self._folder(kb) / generation
+        table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
+        bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False) if table["ids"] else None
+        return LexicalIndex(generation, table["ids"], table["metadatas"], bm25)
+
+    def rebuild(
+        self,
+        kb: str,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+    ) -> bool:
+        """Publish an index over these chunks unless the current one already covers them.
+
+        Returns whether a new index was written.
+        """
+        generation = generation_of(ids)
+        if self.current_generation(kb) == generation:
+            return False
+        folder = self._folder(kb)
+        folder.mkdir(parents=True, exist_ok=True)
+        cache = _TokenCache(folder / "tokens.json")
+        hashes = [
+            str(m.get(models.CHUNK_HASH) or chunk_id)
+            for chunk_id, m in zip(ids, metadatas, strict=True)
+        ]
+        tokens = cache.tokens_for(
+            hashes, [index_text(t, m) for t, m in zip(texts, metadatas, strict=True)]
+        )
+
+        staging = folder / f".{generation}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        table = {"ids": list(ids), "metadatas": [dict(m) for m in metadatas]}
+        (staging / "chunks.json").write_text(json.dumps(table), encoding="utf-8")
+        if ids:
+            bm25 = bm25s.BM25()
+            bm25.index(tokens, show_progress=False)
+            bm25.save(str(staging / "bm25"), show_progress=False)
+        target = folder / generation
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        _write_atomically(folder / _POINTER, generation)
+        cache.keep(hashes)
+        for old in folder.iterdir():
+            if old.is_dir() and old.name != generation:
+                shutil.rmtree(old, ignore_errors=True)
+        return True
+
+    def drop(self, kb: str) -> None:
+        shutil.rmtree(self._folder(kb), ignore_errors=True)
+        with self._lock:
+            self._loaded.pop(kb, None)
+
+
+class _TokenCache:
+    """Tokens per chunk hash from earlier builds, so a rebuild tokenises only new chunks."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tokens: dict[str, list[str]] = {}
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            self._tokens = json.loads(path.read_text(encoding="utf-8"))
+
+    def tokens_for(self, hashes: Sequence[str], texts: Sequence[str]) -> list[list[str]]:
+        missing = [i for i, h in enumerate(hashes) if h not in self._tokens]
+        for i, tokens in zip(missing, tokenize([texts[i] for i in missing]), strict=True):
+            self._tokens[hashes[i]] = tokens
+        return [self._tokens[h] for h in hashes]
+
+    def keep(self, hashes: Iterable[str]) -> None:
+        wanted = set(hashes)
+        kept = {h: t for h, t in self._tokens.items() if h in wanted}
+        _write_atomically(self._path, json.dumps(kept))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
