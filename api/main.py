@@ -31,6 +31,9 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
         await asyncio.to_thread(services.embeddings.load)
         app.state.services = services
         yield
+        close = getattr(services.answerer.generator, "aclose", None)
+        if close is not None:  # e.g. the LLM client's connections
+            await close()
 
     app = FastAPI(title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)

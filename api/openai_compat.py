@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -17,7 +18,14 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from api.deps import ServicesDep
-from citewise.answering import CitationsEvent, DeltaEvent, DoneEvent, Event, Question
+from citewise.answering import (
+    CitationsEvent,
+    DeltaEvent,
+    DoneEvent,
+    Event,
+    Question,
+    SourcesEvent,
+)
 from citewise.errors import CitewiseError, InvalidRequest
 from citewise.generators.base import Turn
 
@@ -97,7 +105,9 @@ async def chat_completions(
 async def _chunks(
     first: Event, rest: AsyncIterator[Event], model: str, created: int
 ) -> AsyncIterator[str]:
-    identifier = "chatcmpl-pending"
+    # One id for every chunk (OpenAI's contract); the answer's id is known from the first event.
+    answer_id = first.answer_id if isinstance(first, SourcesEvent) else ""
+    identifier = f"chatcmpl-{answer_id or uuid.uuid4().hex}"
     citations: list[dict[str, Any]] = []
 
     def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
@@ -125,8 +135,7 @@ async def _chunks(
                     yield chunk({"content": text}, None)
                 case CitationsEvent(citations=found):
                     citations = [c.to_dict() for c in found]
-                case DoneEvent(answer_id=answer_id, refused=refused):
-                    identifier = f"chatcmpl-{answer_id}"
+                case DoneEvent(refused=refused):
                     yield chunk({}, "stop", citations=citations, refused=refused)
     except CitewiseError as exc:
         yield json.dumps({"error": {"code": exc.code, "message": str(exc), "type": exc.code}})

@@ -17,9 +17,13 @@ from citewise import models
 from citewise.citations import Citation, MarkerFilter, deep_link, strip_invalid_markers, verify
 from citewise.errors import InvalidRequest
 from citewise.generators.base import REFUSAL, Generator, Turn, is_refusal
+from citewise.lexical import tokenize
 from citewise.retrieval import Filters, Retriever
 from citewise.settings import Settings
 from citewise.store import Hit
+
+OVERLAP_WEIGHT = 0.5  # weight of question-word overlap in a passage's relevance
+SOURCE_FLOOR_SHARE = 0.8  # once one passage clears the floor, others need this share of it
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Question:
 @dataclass(frozen=True)
 class SourcesEvent:
     sources: list[dict[str, Any]]
+    answer_id: str = ""  # known from the start, so every frame of a stream can carry it
     name: str = "sources"
 
 
@@ -95,7 +100,8 @@ class Answerer:
     async def stream(self, question: Question) -> AsyncIterator[Event]:
         text = self._checked(question.text)
         filters = Filters.parse(question.filters)  # bad filters fail before any work
-        history = list(question.history)[-self.settings.max_history_turns :]
+        keep = self.settings.max_history_turns
+        history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
         standalone = await self.generator.condense(text, history) if history else text
         hits = await asyncio.to_thread(
             self.retriever.search,
@@ -104,10 +110,11 @@ class Answerer:
             k=question.k or self.settings.answer_k,
             filters=filters,
         )
-        relevant = [h for h in hits if h.similarity >= self.settings.min_similarity]
+        relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
         base_url = self.settings.kb_base_urls.get(question.kb, "")
-        yield SourcesEvent([source_record(n, h, base_url) for n, h in enumerate(relevant, 1)])
+        records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
+        yield SourcesEvent(records, answer_id)
         if not relevant:
             yield DeltaEvent(REFUSAL)
             yield CitationsEvent([])
@@ -149,6 +156,21 @@ class Answerer:
         answer.answer = strip_invalid_markers("".join(parts), len(answer.sources))
         return answer
 
+    def _relevant(self, question: str, hits: list[Hit]) -> list[Hit]:
+        """The hits worth answering from, or none when even the best misses the floor.
+
+        Relevance is cosine similarity plus half the share of the question's content words
+        the passage (with its title) contains. Similarity alone separates answerable from
+        unanswerable questions poorly on XQuAD (0.87 refusal at 4% false refusals); with the
+        word overlap it is 0.94 at 3% (measurements in the README).
+        """
+        terms = set(tokenize([question])[0])
+        scored = [(relevance(terms, h), h) for h in hits]
+        floor = self.settings.min_relevance
+        if not scored or max(r for r, _ in scored) < floor:
+            return []
+        return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
+
     def _checked(self, text: str) -> str:
         text = text.strip()
         if not text:
@@ -158,6 +180,14 @@ class Answerer:
                 f"the question is longer than {self.settings.max_question_chars} characters"
             )
         return text
+
+
+def relevance(question_terms: set[str], hit: Hit) -> float:
+    if not question_terms:
+        return hit.similarity
+    title = str(hit.metadata.get(models.TITLE, ""))
+    found = question_terms & set(tokenize([f"{title}\n{hit.text}"])[0])
+    return hit.similarity + OVERLAP_WEIGHT * len(found) / len(question_terms)
 
 
 def _passage(hit: Hit) -> dict[str, Any]:

@@ -151,15 +151,20 @@ def verify(
 ) -> list[Citation]:
     """Citations of a (marker-cleaned) answer, one per cited source, best-supported quote."""
     found: dict[int, Citation] = {}
+    best: dict[int, float] = {}
     for claim, numbers in claims(answer):
         for n in numbers:
             if not 1 <= n <= len(sources):
                 continue
             hit = sources[n - 1]
             score, span = support(claim, hit.text)
-            citation = found.get(n)
-            if citation is None:
-                citation = found[n] = make_citation(n, hit, span, base_urls.get(kb, ""))
+            if n not in found or score > best[n]:  # quote the span of the best-backed claim
+                citation = make_citation(n, hit, span, base_urls.get(kb, ""))
+                if n in found:
+                    citation.supported = found[n].supported
+                    citation.unsupported_claims = found[n].unsupported_claims
+                found[n], best[n] = citation, score
+            citation = found[n]
             if score < SUPPORT_THRESHOLD:
                 citation.supported = False
                 citation.unsupported_claims.append(claim)
@@ -197,7 +202,8 @@ def deep_link(metadata: Mapping[str, Any], quote: str, base_url: str) -> str:
     if not words:
         return target
     fragment = " ".join(words[:8])
-    return f"{target}#:~:text={url_quote(fragment, safe='')}"
+    # "-" marks a prefix or suffix in a text directive ("- An item" would be read as one).
+    return f"{target}#:~:text={url_quote(fragment, safe='').replace('-', '%2D')}"
 
 
 def _join(base_url: str, source: str) -> str:

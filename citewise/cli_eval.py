@@ -41,7 +41,14 @@ def retrieval(
     corpus: ExistingFile,
     queries: ExistingFile,
     qrels: ExistingFile,
-    mode: Annotated[str | None, typer.Option(help="dense, bm25 or hybrid.")] = None,
+    modes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode",
+            help="dense, bm25 or hybrid (default: CITEWISE_RETRIEVAL_MODE). Repeat to score "
+            "several modes on one ingest; the JSON is then keyed by mode.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """nDCG@10, recall@10, MRR@10 and recall@100 on a BEIR-format set."""
@@ -55,19 +62,25 @@ def retrieval(
             services = build_services(settings)
             pipeline = IngestPipeline(settings, services.store, services.embeddings)
             evaluation.ingest_beir(pipeline, EVAL_KB, corpus, Bar(progress))
-            scores: dict[str, Any] = evaluation.score_retrieval(
-                services.retriever,
-                EVAL_KB,
-                list(evaluation.read_jsonl(queries)),
-                evaluation.read_qrels(qrels),
-                mode,
-                Bar(progress),
-            )
+            by_mode: dict[str, dict[str, Any]] = {}
+            for mode in modes or [settings.retrieval_mode]:
+                by_mode[mode] = evaluation.score_retrieval(
+                    services.retriever,
+                    EVAL_KB,
+                    list(evaluation.read_jsonl(queries)),
+                    evaluation.read_qrels(qrels),
+                    mode,
+                    Bar(progress),
+                )
+                by_mode[mode]["mode"] = mode
     except CitewiseError as error:
         fail(error, as_json)
-    scores["mode"] = mode or Settings().retrieval_mode
-    scores["seconds"] = round(time.perf_counter() - started, 1)
-    _print(scores, as_json, "Retrieval")
+    seconds = round(time.perf_counter() - started, 1)
+    if len(by_mode) == 1:
+        (scores,) = by_mode.values()
+        _print({**scores, "seconds": seconds}, as_json, "Retrieval")
+    else:
+        _print_modes(by_mode, as_json, seconds)
 
 
 @app.command()
@@ -105,7 +118,12 @@ def answers(
     totals = {"retrieved_hit": 0, "cited_hit": 0, "answer_contains": 0, "refused": 0}
     latencies: list[float] = []
     try:
-        with _throwaway_home() as settings, progress_bar() as progress:
+        # One event loop for every question: LLM clients keep connections bound to their loop.
+        with (
+            _throwaway_home() as settings,
+            progress_bar() as progress,
+            asyncio.Runner() as runner,
+        ):
             services = build_services(settings)
             pipeline = IngestPipeline(settings, services.store, services.embeddings)
             pipeline.add_documents(
@@ -115,7 +133,7 @@ def answers(
             bar.start(len(questions))
             for text, gold in questions:
                 started = time.perf_counter()
-                answer = asyncio.run(services.answerer.ask(Question(text, EVAL_KB)))
+                answer = runner.run(services.answerer.ask(Question(text, EVAL_KB)))
                 latencies.append(evaluation.elapsed_ms(started))
                 cited = {c.n for c in answer.citations}
                 passages = [s["text"] for s in answer.sources]
@@ -152,4 +170,17 @@ def _print(scores: dict[str, Any], as_json: bool, title: str) -> None:
     table.add_column(justify="right")
     for key, value in scores.items():
         table.add_row(key, str(value))
+    stdout.print(table)
+
+
+def _print_modes(by_mode: dict[str, dict[str, Any]], as_json: bool, seconds: float) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({**by_mode, "seconds": seconds}) + "\n")
+        return
+    metrics = ["ndcg@10", "recall@10", "mrr@10", "recall@100"]
+    table = Table(title=f"Retrieval ({seconds:.0f}s)", title_justify="left")
+    for column in ["mode", *metrics, "queries"]:
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode, scores in by_mode.items():
+        table.add_row(mode, *(f"{scores[m]:.4f}" for m in metrics), str(scores["queries"]))
     stdout.print(table)

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every knob Citewise has. Build it once (CLI or app factory) and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="CITEWISE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CITEWISE_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     home: Path = Field(
         default=Path(".citewise"),
@@ -50,9 +52,13 @@ class Settings(BaseSettings):
     retrieval_candidates: int = Field(
         default=50, ge=1, le=1000, description="Candidates each retriever passes to fusion."
     )
+    fusion: Literal["zscore", "rrf"] = Field(
+        default="zscore",
+        description="How hybrid search fuses: standardised scores (zscore) or ranks (rrf).",
+    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(default=1.0, ge=0, description="Weight of dense ranks in RRF.")
-    bm25_weight: float = Field(default=1.0, ge=0, description="Weight of BM25 ranks in RRF.")
+    dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense list.")
+    bm25_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 list.")
     dedup_similarity: float = Field(
         default=0.97, gt=0, le=1.0, description="Drop a hit this similar to a better one."
     )
@@ -63,11 +69,12 @@ class Settings(BaseSettings):
         "OpenAI-compatible API) or fake (scripted replies, for tests).",
     )
     answer_k: int = Field(default=5, ge=1, le=20, description="Passages given to the answerer.")
-    min_similarity: float = Field(
-        default=0.3,
+    min_relevance: float = Field(
+        default=0.52,
         ge=-1.0,
-        le=1.0,
-        description="Relevance floor: with no passage this similar to the question, refuse.",
+        le=2.0,
+        description="Refuse when no passage reaches this relevance (cosine similarity plus "
+        "half the share of question words it contains).",
     )
     max_question_chars: int = Field(default=2000, ge=10, description="Longer questions: 400.")
     max_history_turns: int = Field(default=20, ge=0, description="Earlier messages kept.")

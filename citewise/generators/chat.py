@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -24,9 +24,15 @@ def prompt(name: str) -> str:
 class ChatGenerator:
     """Grounds a chat model on numbered sources; the model's own errors become ours."""
 
-    def __init__(self, model: BaseChatModel, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        model: BaseChatModel,
+        timeout: float = 60.0,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.model = model
         self.timeout = timeout
+        self._close = close
         self._system = prompt("answer_system.txt").format(refusal=REFUSAL)
         self._user = prompt("answer_user.txt")
         self._condense = prompt("condense.txt")
@@ -59,6 +65,11 @@ class ChatGenerator:
             raise _translate(exc) from exc
         finally:
             await stream.aclose()
+
+    async def aclose(self) -> None:
+        """Release what the model holds open (HTTP connections); the app calls it at shutdown."""
+        if self._close is not None:
+            await self._close()
 
     async def condense(self, question: str, history: Sequence[Turn]) -> str:
         if not history:

@@ -10,6 +10,7 @@ from citewise.settings import Settings
 
 
 def build(settings: Settings) -> ChatGenerator:
+    import openai
     from langchain_openai import ChatOpenAI
 
     if settings.llm_api_key is None and settings.llm_base_url is None:
@@ -17,6 +18,10 @@ def build(settings: Settings) -> ChatGenerator:
             "CITEWISE_ANSWER_PROVIDER=openai needs CITEWISE_LLM_API_KEY "
             "(or CITEWISE_LLM_BASE_URL for a local server that takes no key)"
         )
+    # Our own connection pool, closed with the generator: langchain-openai's default is shared
+    # by the whole process, so its kept-alive connections outlive the event loop (and the app)
+    # that opened them, and the next app to use it fails with "Event loop is closed".
+    http_client = openai.DefaultAsyncHttpxClient()
     model = ChatOpenAI(
         model=settings.llm_model,
         base_url=settings.llm_base_url,
@@ -26,5 +31,6 @@ def build(settings: Settings) -> ChatGenerator:
         timeout=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
         streaming=True,
+        http_async_client=http_client,
     )
-    return ChatGenerator(model, timeout=settings.llm_timeout_s)
+    return ChatGenerator(model, timeout=settings.llm_timeout_s, close=http_client.aclose)

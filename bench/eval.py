@@ -1,0 +1,73 @@
+"""Retrieval and answer quality on ../shared/eval, with the offline defaults.
+
+1. SciFact (train queries): nDCG@10, recall@10, MRR@10, recall@100 for dense, bm25 and hybrid,
+   through the same ingest and retrieval code as ``citewise eval retrieval`` (one ingest,
+   three modes).
+2. XQuAD (English): retrieved_hit, cited_hit, answer_contains, refused and p50 latency with the
+   extractive provider, as ``citewise eval answers``; then the unanswerable split (half the
+   articles ingested, the other half's questions asked) for the refusal rate.
+
+Run:  .venv/bin/python bench/eval.py      Writes bench/results/eval.json (about 15 minutes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+
+HERE = Path(__file__).resolve().parent
+EVAL = HERE.parent.parent / "shared" / "eval"
+CLI = [sys.executable, "-m", "citewise.cli"]
+
+
+def run(*args: str) -> dict[str, object]:
+    """One ``citewise eval`` command, its JSON output parsed."""
+    started = time.perf_counter()
+    command = [*CLI, "eval", *args, "--json"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    print(f"{' '.join(args[:1])} {result} ({time.perf_counter() - started:.0f}s)", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", type=Path, default=EVAL)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "eval.json")
+    args = parser.parse_args()
+
+    scifact = args.eval_dir / "scifact"
+    squad = str(args.eval_dir / "xquad_en" / "xquad.en.json")
+    beir = [
+        "retrieval",
+        "--corpus",
+        str(scifact / "corpus.jsonl"),
+        "--queries",
+        str(scifact / "queries_train.jsonl"),
+        "--qrels",
+        str(scifact / "qrels_train.tsv"),
+    ]
+    results = {
+        "scifact_train": run(*beir, "--mode", "dense", "--mode", "bm25", "--mode", "hybrid"),
+        "xquad_en": run("answers", squad),
+        "xquad_en_unanswerable": run("answers", squad, "--unanswerable"),
+        "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Hybrid, dense and BM25 retrieval over real ingested documents (real model, real Chroma)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citewise.embeddings import LocalEmbeddings
+from citewise.errors import InvalidKnowledgeBaseName, InvalidRequest, KnowledgeBaseNotFound
+from citewise.lexical import LexicalStore, tokenize
+from citewise.providers import build_store
+from citewise.retrieval import MAX_K, Retriever
+from citewise.settings import Settings
+from citewise.store import Hit
+from ingest.report import IngestReport
+from tests.answer_helpers import sample_home
+from tests.conftest import SAMPLE
+
+MODES = ["dense", "bm25", "hybrid"]
+Ingest = Callable[..., IngestReport]
+
+
+def make_retriever(settings: Settings, embeddings: LocalEmbeddings) -> Retriever:
+    return Retriever(
+        settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
+    )
+
+
+@pytest.fixture(scope="module")
+def retriever(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    embeddings: LocalEmbeddings,
+    cache_dir: Path,
+) -> Retriever:
+    home = sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
+    return make_retriever(Settings(home=home, cache_dir=cache_dir), embeddings)
+
+
+def search(retriever: Retriever, query: str, **options: Any) -> list[Hit]:
+    options.setdefault("k", 5)
+    return retriever.search(query, kb="default", **options)
+
+
+def sources(hits: list[Hit]) -> list[str]:
+    return [h.metadata["source"] for h in hits]
+
+
+# --- modes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_ranks_the_answering_passage_first(retriever: Retriever, mode: str) -> None:
+    hits = search(retriever, "What is the hotel limit per night?", mode=mode)
+    assert len(hits) == 5
+    assert hits[0].metadata["source"] == "expenses/expense-policy-template.docx"
+    assert "150 EUR per night" in hits[0].text
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h.chunk_id for h in hits}) == len(hits)
+    assert all(-1.0 <= h.similarity <= 1.0 for h in hits)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exact_codes_are_found(retriever: Retriever, mode: str) -> None:
+    hits = search(retriever, "TB-409", mode=mode, k=3)
+    assert hits[0].metadata["source"] == "troubleshooting/error-code-reference.html"
+    assert any("TB-409" in h.text for h in hits)
+
+
+def test_bm25_needs_shared_words_dense_does_not(retriever: Retriever) -> None:
+    query = "zzqxv"  # in no document
+    assert search(retriever, query, mode="bm25") == []
+    dense = search(retriever, query, mode="dense")
+    hybrid = search(retriever, query, mode="hybrid")
+    assert len(dense) == 5
+    assert [h.chunk_id for h in hybrid] == [h.chunk_id for h in dense]
+
+
+def test_bm25_hits_contain_a_query_word(retriever: Retriever) -> None:
+    query = "mileage allowance"
+    hits = search(retriever, query, mode="bm25", k=10)
+    assert hits
+    terms = set(tokenize([query])[0])
+    for h in hits:
+        indexed = f"{h.metadata['title']}\n{h.metadata['heading']}\n{h.text}"
+        assert terms & set(tokenize([indexed])[0]), h.text
+
+
+def test_similarity_is_the_same_cosine_in_every_mode(retriever: Retriever) -> None:
+    query = "How do I turn on two-factor authentication?"
+    by_mode = {mode: search(retriever, query, mode=mode, k=10) for mode in MODES}
+    similarity: dict[str, float] = {}
+    for hits in by_mode.values():
+        for h in hits:
+            assert similarity.setdefault(h.chunk_id, h.similarity) == pytest.approx(h.similarity)
+    shared = {h.chunk_id for h in by_mode["dense"]} & {h.chunk_id for h in by_mode["bm25"]}
+    assert shared, "dense and BM25 should agree on some passages for this question"
+    dense = by_mode["dense"]
+    assert [h.similarity for h in dense] == sorted((h.similarity for h in dense), reverse=True)
+
+
+def test_hybrid_fuses_both_rankings(retriever: Retriever) -> None:
+    query = "export to accounting software"
+    # Each retriever passes its top candidates (here 60 = 3 * k) to the fusion.
+    dense = {h.chunk_id for h in search(retriever, query, mode="dense", k=60)}
+    bm25 = {h.chunk_id for h in search(retriever, query, mode="bm25", k=60)}
+    hybrid = search(retriever, query, mode="hybrid", k=20)
+    assert {h.chunk_id for h in hybrid} <= dense | bm25
+    both = [h for h in hybrid if h.chunk_id in dense & bm25]
+    assert both and hybrid[0].chunk_id in dense & bm25  # found twice beats found once
+
+
+# --- filters --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_source_prefix_filter(retriever: Retriever, mode: str) -> None:
+    hits = search(
+        retriever, "how do refunds work", mode=mode, k=8, filters={"source_prefix": "billing/"}
+    )
+    assert hits and all(s.startswith("billing/") for s in sources(hits))
+    unfiltered = search(retriever, "how do refunds work", mode=mode, k=8)
+    assert not all(s.startswith("billing/") for s in sources(unfiltered))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exact_metadata_filters(retriever: Retriever, mode: str) -> None:
+    titled = search(retriever, "refund", mode=mode, filters={"title": "Refunds"})
+    assert titled == []  # no document has that title
+    titled = search(
+        retriever, "refund annual plan", mode=mode, filters={"title": "Plans and pricing"}
+    )
+    assert titled and {h.metadata["title"] for h in titled} == {"Plans and pricing"}
+
+    paged = search(
+        retriever,
+        "refund",
+        mode=mode,
+        k=10,
+        filters={"page": 2, "source_prefix": "billing/"},
+    )
+    assert paged
+    assert {(h.metadata["source"], h.metadata["page"]) for h in paged} == {
+        ("billing/refund-policy.pdf", 2)
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_prefix_that_matches_nothing_finds_nothing(retriever: Retriever, mode: str) -> None:
+    assert search(retriever, "refund", mode=mode, filters={"source_prefix": "nowhere/"}) == []
+
+
+def test_unknown_filter_key_is_refused(retriever: Retriever) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        search(retriever, "refund", filters={"colour": "blue"})
+    message = str(caught.value)
+    assert "'colour'" in message and "source_prefix" in message and "title" in message
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"title": ["Plans and pricing"]},
+        {"page": {"$gt": 1}},
+        {"title": None},
+        {"source_prefix": 3},
+    ],
+)
+def test_filter_values_of_the_wrong_type_are_refused(
+    retriever: Retriever, filters: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidRequest, match="must be a string"):
+        search(retriever, "refund", filters=filters)
+
+
+# --- bounds and bad input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1])
+def test_k_out_of_bounds_is_refused(retriever: Retriever, k: int) -> None:
+    with pytest.raises(InvalidRequest, match="k must be between 1"):
+        search(retriever, "refund", k=k)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_k_bounds_are_honoured(retriever: Retriever, mode: str) -> None:
+    assert len(search(retriever, "refund policy", mode=mode, k=1)) == 1
+    many = search(retriever, "refund policy", mode=mode, k=MAX_K)
+    limit = MAX_K if mode != "bm25" else len(many)
+    assert len(many) == limit and 0 < len(many) <= MAX_K
+    assert len({h.chunk_id for h in many}) == len(many)
+
+
+def test_bad_queries_modes_and_knowledge_bases(retriever: Retriever) -> None:
+    with pytest.raises(InvalidRequest, match="empty"):
+        search(retriever, "   ")
+    with pytest.raises(InvalidRequest, match="longer than"):
+        search(retriever, "refund " * 400)
+    with pytest.raises(InvalidRequest, match="unknown search mode"):
+        search(retriever, "refund", mode="fuzzy")
+    with pytest.raises(KnowledgeBaseNotFound):
+        retriever.search("refund", kb="never-ingested", k=3)
+    with pytest.raises(InvalidKnowledgeBaseName):
+        retriever.search("refund", kb="../etc", k=3)
+
+
+# --- the indexes follow re-ingests ----------------------------------------------------------
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "small"
+    (corpus / "billing").mkdir(parents=True)
+    (corpus / "expenses").mkdir()
+    shutil.copy(SAMPLE / "billing" / "managing-your-subscription.md", corpus / "billing")
+    shutil.copy(SAMPLE / "expenses" / "mileage-and-per-diem.md", corpus / "expenses")
+    shutil.copy(SAMPLE / "expenses" / "capturing-receipts.md", corpus / "expenses")
+    return corpus
+
+
+def test_bm25_index_follows_edits_and_deletions(
+    ingest: Ingest,
+    make_settings: Callable[..., Settings],
+    embeddings: LocalEmbeddings,
+    small_corpus: Path,
+) -> None:
+    ingest(small_corpus, parse_workers=0)
+    retriever = make_retriever(make_settings(), embeddings)
+    word = "quokkaberry"
+    assert search(retriever, word, mode="bm25") == []
+
+    edited = small_corpus / "billing" / "managing-your-subscription.md"
+    with edited.open("a", encoding="utf-8") as handle:
+        handle.write(f"\n\n## Loyalty\n\nThe {word} discount applies to annual plans only.\n")
+    ingest(small_corpus, parse_workers=0)
+
+    # The same retriever (and its cached index) sees the new generation of the BM25 index.
+    for mode in ("bm25", "hybrid"):
+        top = search(retriever, word, mode=mode)[0]
+        assert top.metadata["source"] == "billing/managing-your-subscription.md"
+        assert word in top.text
+
+    question = "How do I cancel my subscription?"
+    before = {mode: sources(search(retriever, question, mode=mode, k=20)) for mode in MODES}
+    assert all("billing/managing-your-subscription.md" in found for found in before.values())
+
+    edited.unlink()
+    ingest(small_corpus, parse_workers=0)
+
+    assert search(retriever, word, mode="bm25") == []
+    for mode in MODES:
+        found = sources(search(retriever, question, mode=mode, k=20))
+        assert "billing/managing-your-subscription.md" not in found, mode
+        if mode != "bm25":
+            assert found  # the other documents are still there
+
+
+def test_identical_passages_in_two_files_are_returned_once(
+    ingest: Ingest,
+    make_settings: Callable[..., Settings],
+    embeddings: LocalEmbeddings,
+    small_corpus: Path,
+) -> None:
+    original = small_corpus / "expenses" / "mileage-and-per-diem.md"
+    shutil.copy(original, small_corpus / "expenses" / "mileage-copy.md")
+    ingest(small_corpus, parse_workers=0)
+    settings = make_settings()
+    stored = build_store(settings).knowledge_base("default")
+    copies = stored.chunks_of_source("expenses/mileage-copy.md")
+    assert len(copies) == len(stored.chunks_of_source("expenses/mileage-and-per-diem.md")) > 1
+
+    query = "mileage rate per kilometre for private cars"
+    # Without de-duplication the nearest passages come in identical pairs.
+    raw = stored.search(embeddings.embed_query(query), 10)
+    assert len({h.text for h in raw}) < len(raw)
+
+    retriever = make_retriever(settings, embeddings)
+    for mode in MODES:
+        hits = search(retriever, query, mode=mode, k=10)
+        texts = [h.text for h in hits]
+        assert len(texts) == len(set(texts)), mode
+        mileage = [h for h in hits if "mileage" in h.metadata["source"]]
+        assert mileage, mode
+        assert len(mileage) <= len(copies)
