@@ -98,6 +98,9 @@ class LocalEmbeddings(Embeddings):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
+            # Idle threads sleep instead of spinning: during an ingest the parse worker needs
+            # the core a spinning thread would burn (measured in bench/ingest.py).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = onnxruntime.InferenceSession(
                 self._model_path, options, providers=["CPUExecutionProvider"]
             )
