@@ -44,6 +44,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval.json")
+    parser.add_argument(
+        "--only",
+        choices=["retrieval", "answers"],
+        help="run one half and update its entries in --out, keeping the other half's",
+    )
     args = parser.parse_args()
 
     scifact = args.eval_dir / "scifact"
@@ -57,13 +62,17 @@ def main() -> None:
         "--qrels",
         str(scifact / "qrels_train.tsv"),
     ]
-    results = {
-        "scifact_train": run(*beir, "--mode", "dense", "--mode", "bm25", "--mode", "hybrid"),
-        "xquad_en": run("answers", squad),
-        "xquad_en_unanswerable": run("answers", squad, "--unanswerable"),
-        "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
-    }
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.only else {}
+    if args.only != "answers":
+        results["scifact_train"] = run(
+            *beir, "--mode", "dense", "--mode", "bm25", "--mode", "hybrid"
+        )
+    if args.only != "retrieval":
+        results["xquad_en"] = run("answers", "--squad", squad)
+        results["xquad_en_unanswerable"] = run("answers", "--squad", squad, "--unanswerable")
+    results["machine"] = (
+        f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))

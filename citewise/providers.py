@@ -69,6 +69,11 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
     """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
     embeddings = build_embeddings(settings)
     store = build_store(settings)
-    retriever = Retriever(settings, store, embeddings, LexicalStore(settings.lexical_path))
+    retriever = Retriever(
+        settings,
+        store,
+        embeddings,
+        LexicalStore(settings.lexical_path, settings.bm25_k1, settings.bm25_b),
+    )
     answerer = Answerer(settings, retriever, generator or build_generator(settings, embeddings))
     return Services(settings, embeddings, store, retriever, answerer)

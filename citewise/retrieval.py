@@ -89,7 +89,9 @@ class Retriever:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore(settings.lexical_path)
+        self.lexical = lexical or LexicalStore(
+            settings.lexical_path, settings.bm25_k1, settings.bm25_b
+        )
 
     def search(
         self,

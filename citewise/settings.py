@@ -57,6 +57,8 @@ class Settings(BaseSettings):
         description="How hybrid search fuses: standardised scores (zscore) or ranks (rrf).",
     )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
+    bm25_k1: float = Field(default=0.7, gt=0, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(default=0.6, ge=0, le=1, description="BM25 length normalisation.")
     dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense list.")
     bm25_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 list.")
     dedup_similarity: float = Field(

@@ -26,7 +26,7 @@ from langchain_core.embeddings import Embeddings
 
 from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
-from citewise.lexical import LexicalStore, generation_of
+from citewise.lexical import LexicalStore
 from citewise.models import Chunk
 from citewise.settings import Settings
 from citewise.store import ChunkStore, KnowledgeBase
@@ -93,7 +93,9 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore(settings.lexical_path)
+        self.lexical = lexical or LexicalStore(
+            settings.lexical_path, settings.bm25_k1, settings.bm25_b
+        )
         self._chunking = ChunkingConfig(
             settings.chunk_tokens,
             settings.chunk_overlap,
@@ -242,7 +244,7 @@ class IngestPipeline:
 
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
         ids = knowledge_base.ids()
-        if self.lexical.current_generation(knowledge_base.kb) == generation_of(ids):
+        if self.lexical.current_generation(knowledge_base.kb) == self.lexical.generation_of(ids):
             return
         ids, texts, metadatas = knowledge_base.all_chunks()
         self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
