@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-serve clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ lint: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest.py
+
+bench-serve: install
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache

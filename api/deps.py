@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from citewise.providers import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, on every request.
     services: Services = request.app.state.services
     return services
 

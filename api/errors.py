@@ -21,7 +21,13 @@ log = logging.getLogger("citewise.api")
 # Most specific first: the lookup walks each error's class hierarchy (its MRO).
 STATUS: dict[type[errors.CitewiseError], int] = {
     errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.KnowledgeBaseNotFound: 404,
+    errors.ConversationNotFound: 404,
+    errors.RateLimited: 429,
+    errors.RateLimiterUnavailable: 503,
+    errors.CacheUnavailable: 503,
     errors.KnowledgeBaseBusy: 409,
     errors.EmbeddingModelMismatch: 409,
     errors.GenerationTimeout: 504,
@@ -43,10 +49,20 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def headers_of(error: errors.CitewiseError) -> dict[str, str]:
+    if isinstance(error, errors.RateLimited):
+        return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, errors.Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CitewiseError)
     async def citewise_error(request: Request, exc: errors.CitewiseError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=status_of(exc))
+        return JSONResponse(
+            error_body(exc.code, str(exc)), status_code=status_of(exc), headers=headers_of(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,8 @@ Event names and data, in order (documented once, in the README):
     event: delta      data: {"text": "..."}                  (repeated)
     event: citations  data: {"citations": [ {n, chunk_id, ..., quote, start, end, url,
                                              supported, unsupported_claims}, ... ]}
-    event: done       data: {"answer_id": "...", "refused": false, "cached": false}
+    event: done       data: {"answer_id": "...", "refused": false, "cached": false,
+                             "conversation_id": "..." or null}
 
 or, when something fails after the stream started, instead of the rest:
 
@@ -38,7 +39,12 @@ def payload(event: Event) -> dict[str, Any]:
         case CitationsEvent(citations=citations):
             return {"citations": [c.to_dict() for c in citations]}
         case DoneEvent(answer_id=answer_id, refused=refused, cached=cached):
-            return {"answer_id": answer_id, "refused": refused, "cached": cached}
+            return {
+                "answer_id": answer_id,
+                "refused": refused,
+                "cached": cached,
+                "conversation_id": event.conversation_id,
+            }
     raise TypeError(f"unknown event {event!r}")
 
 

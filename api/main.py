@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, openai_compat, routes
+from api import admin, errors, openai_compat, routes
 from citewise import __version__
 from citewise.generators.base import Generator
-from citewise.providers import build_services
+from citewise.providers import Services, build_services
 from citewise.settings import Settings
+
+log = logging.getLogger("citewise.api")
 
 DESCRIPTION = """Answers questions from your documents, with citations to the exact passages.
 
@@ -28,15 +32,45 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await asyncio.to_thread(build_services, settings, generator)
-        await asyncio.to_thread(services.embeddings.load)
+        await asyncio.to_thread(services.model.load)
+        _announce(services)
         app.state.services = services
+        # The model, Chroma and the tokenizers live as long as the process: freeze them, so the
+        # cyclic garbage collector stops rescanning them in every full collection (p99 of 32
+        # concurrent cache hits: about 105 ms -> 40 ms in bench/serve.py).
+        gc.collect()
+        gc.freeze()
         yield
+        gc.unfreeze()
         close = getattr(services.answerer.generator, "aclose", None)
         if close is not None:  # e.g. the LLM client's connections
             await close()
+        if services.redis is not None:
+            await services.redis.aclose()
 
     app = FastAPI(title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(openai_compat.router)
+    app.include_router(admin.router)
     return app
+
+
+def _announce(services: Services) -> None:
+    """Say at start what protects the service and what it runs without (never any key)."""
+    if services.keys.open:
+        log.warning(
+            "no API keys configured (CITEWISE_QUERY_KEYS, CITEWISE_ADMIN_KEYS): every endpoint, "
+            "admin included, is open to anyone who can reach this port"
+        )
+    elif services.keys.queries_public:
+        log.warning("no query keys configured: search, ask and chat are open to anyone")
+    if services.redis is None:
+        log.warning(
+            "running without Redis: no embedding or answer cache, no server-side "
+            "conversations, no rate limits"
+        )
+    else:
+        log.info("Redis: %s (prefix %r)", services.redis.description, services.redis.prefix)
+        if not services.limiter.active:
+            log.warning("no rate limits configured")

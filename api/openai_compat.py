@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from api.deps import ServicesDep
+from api.security import CACHE_HEADER, AskCaller, SearchCaller
 from citewise.answering import (
     CitationsEvent,
     DeltaEvent,
@@ -51,7 +53,7 @@ class ChatRequest(BaseModel):
 
 
 @router.get("/v1/models")
-async def list_models(services: ServicesDep) -> dict[str, Any]:
+async def list_models(services: ServicesDep, _: SearchCaller) -> dict[str, Any]:
     """Knowledge bases, listed as models."""
     return {
         "object": "list",
@@ -72,33 +74,41 @@ def question_of(body: ChatRequest) -> Question:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, services: ServicesDep
-) -> dict[str, Any] | EventSourceResponse:
-    """Answer the last user message from the knowledge base named by ``model``."""
+    body: ChatRequest, services: ServicesDep, _: AskCaller
+) -> JSONResponse | EventSourceResponse:
+    """Answer the last user message from the knowledge base named by ``model``.
+
+    Stateless, as the protocol is: the history comes in ``messages``, and no server-side
+    conversation is kept. Answers are cached like ``/v1/ask``'s (header ``X-Citewise-Cache``).
+    """
     question = question_of(body)
     created = int(time.time())
     if not body.stream:
-        answer = await services.answerer.ask(question)
-        return {
-            "id": f"chatcmpl-{answer.answer_id}",
+        asked = await services.asking.ask(question, converse=False)
+        answer = asked.payload()
+        completion = {
+            "id": f"chatcmpl-{answer['answer_id']}",
             "object": "chat.completion",
             "created": created,
             "model": body.model,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
+                    "message": {"role": "assistant", "content": answer["answer"]},
                     "finish_reason": "stop",
                 }
             ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            "citations": [c.to_dict() for c in answer.citations],
-            "refused": answer.refused,
+            "citations": answer["citations"],
+            "refused": answer["refused"],
         }
-    events = services.answerer.stream(question)
+        return JSONResponse(completion, headers={CACHE_HEADER: asked.cache})
+    cache, events = await services.asking.stream(question, converse=False)
     first = await anext(events)  # bad requests fail here, as plain 4xx
     return EventSourceResponse(
-        _chunks(first, events, body.model, created), ping=services.settings.sse_ping_s
+        _chunks(first, events, body.model, created),
+        ping=services.settings.sse_ping_s,
+        headers={CACHE_HEADER: cache},
     )
 
 

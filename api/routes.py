@@ -6,17 +6,26 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from api.deps import ServicesDep
 from api.errors import error_body
 from api.events import as_sse
 from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from api.security import CACHE_HEADER, AskCaller, SearchCaller
 from citewise.answering import Question, hit_record
 from citewise.generators.base import Turn
 
 router = APIRouter()
+
+_CACHE_DOC = {
+    CACHE_HEADER: {
+        "description": "hit (from the answer cache), miss (computed and cached) or bypass "
+        "(computed; no cache for this request: Redis away, or the provider is not cacheable)",
+        "schema": {"type": "string"},
+    }
+}
 
 
 def question_of(body: AskRequest, default_kb: str) -> Question:
@@ -30,7 +39,7 @@ def question_of(body: AskRequest, default_kb: str) -> Question:
 
 
 @router.post("/v1/search", response_model=SearchResponse, tags=["answers"])
-async def search(body: SearchRequest, services: ServicesDep) -> dict[str, Any]:
+async def search(body: SearchRequest, services: ServicesDep, _: SearchCaller) -> dict[str, Any]:
     """The best passages for a query, without an answer."""
     hits = await asyncio.to_thread(
         services.retriever.search,
@@ -43,26 +52,45 @@ async def search(body: SearchRequest, services: ServicesDep) -> dict[str, Any]:
     return {"hits": [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]}
 
 
-@router.post("/v1/ask", response_model=AskResponse, tags=["answers"])
-async def ask(body: AskRequest, services: ServicesDep) -> dict[str, Any]:
+@router.post(
+    "/v1/ask",
+    response_model=AskResponse,
+    tags=["answers"],
+    responses={200: {"headers": _CACHE_DOC}},
+)
+async def ask(body: AskRequest, services: ServicesDep, caller: AskCaller) -> Response:
     """A grounded answer with verified citations, all at once."""
-    answer = await services.answerer.ask(question_of(body, services.settings.default_kb))
-    return answer.to_dict()
+    question = question_of(body, services.settings.default_kb)
+    asked = await services.asking.ask(question, body.conversation_id, caller.owner)
+    # Sent as bytes: a cached answer is stored ready to send and is not parsed again.
+    return Response(asked.body, media_type="application/json", headers={CACHE_HEADER: asked.cache})
 
 
 @router.post(
     "/v1/ask/stream",
     tags=["answers"],
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Answer events."}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Answer events.",
+            "headers": _CACHE_DOC,
+        }
+    },
 )
-async def ask_stream(body: AskRequest, services: ServicesDep) -> EventSourceResponse:
+async def ask_stream(
+    body: AskRequest, services: ServicesDep, caller: AskCaller
+) -> EventSourceResponse:
     """The same answer as server-sent events: sources, delta..., citations, done (or error)."""
-    events = services.answerer.stream(question_of(body, services.settings.default_kb))
+    question = question_of(body, services.settings.default_kb)
+    cache, events = await services.asking.stream(question, body.conversation_id, caller.owner)
     # Pull the first event before answering: a bad request still gets a plain 4xx.
     first = await anext(events)
     return EventSourceResponse(
-        as_sse(first, events), ping=services.settings.sse_ping_s, send_timeout=30
+        as_sse(first, events),
+        ping=services.settings.sse_ping_s,
+        send_timeout=30,
+        headers={CACHE_HEADER: cache},
     )
 
 
@@ -74,8 +102,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Readiness: the store answers, the model is loaded, the default knowledge base exists."""
-    checks: dict[str, bool] = {"model_loaded": services.embeddings.loaded}
+    """Readiness: the store answers, the model is loaded, the default knowledge base exists.
+
+    Redis is reported but does not decide: without it answers are still served (uncached,
+    rate limits per CITEWISE_RATE_LIMIT_FAIL_OPEN), so an unreachable Redis makes the status
+    `degraded` with HTTP 200, not 503.
+    """
+    checks: dict[str, bool] = {"model_loaded": services.model.loaded}
     try:
         names = await asyncio.to_thread(services.store.knowledge_bases)
         checks["store_reachable"] = True
@@ -84,8 +117,16 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["store_reachable"] = False
         checks["default_kb_present"] = False
     ready = all(checks.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    degraded = []
+    if services.redis is not None:
+        checks["redis_reachable"] = await services.redis.ping()
+        if not checks["redis_reachable"]:
+            degraded.append("redis_reachable")
+    status = "degraded" if ready and degraded else "ready" if ready else "not_ready"
+    body: dict[str, Any] = {"status": status, "checks": checks}
+    if degraded:
+        body["degraded"] = degraded
     if not ready:
-        failing = ", ".join(name for name, ok in checks.items() if not ok)
+        failing = ", ".join(n for n, ok in checks.items() if not ok and n not in degraded)
         body.update(error_body("not_ready", f"failing checks: {failing}"))
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -54,6 +54,12 @@ class AskRequest(BaseModel):
     )
     k: int | None = Field(default=None, ge=1, le=20, description="Passages to answer from.")
     filters: dict[str, FilterValue] | None = None
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="Continue a conversation the server keeps: the `conversation_id` an "
+        "earlier answer returned. Explicit `history` wins when both are given.",
+    )
 
 
 class Citation(BaseModel):
@@ -90,4 +96,17 @@ class AskResponse(BaseModel):
     citations: list[Citation]
     sources: list[Source]
     refused: bool = Field(description="True when the documents do not hold the answer.")
-    cached: bool
+    cached: bool = Field(description="True when the answer came from the answer cache.")
+    conversation_id: str | None = Field(
+        description="Send it with the next question to continue the conversation (null when "
+        "the server keeps no conversations)."
+    )
+
+
+class FlushRequest(BaseModel):
+    kb: str | None = Field(default=None, description="Knowledge base; omit for all of them.")
+
+
+class FlushResponse(BaseModel):
+    flushed: Literal["answers"]
+    kb: str | None

@@ -61,6 +61,7 @@ class DoneEvent:
     answer_id: str
     refused: bool
     cached: bool
+    conversation_id: str | None = None
     name: str = "done"
 
 
@@ -77,8 +78,10 @@ class Answer:
     sources: list[dict[str, Any]] = field(default_factory=list)
     refused: bool = False
     cached: bool = False
+    conversation_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``/v1/ask`` body (``cached`` and ``conversation_id`` last: see answer_cache)."""
         return {
             "answer_id": self.answer_id,
             "answer": self.answer,
@@ -86,7 +89,22 @@ class Answer:
             "sources": self.sources,
             "refused": self.refused,
             "cached": self.cached,
+            "conversation_id": self.conversation_id,
         }
+
+    def add(self, event: Event, parts: list[str]) -> None:
+        """Fold one event of a stream into this answer (text pieces go to ``parts``)."""
+        match event:
+            case SourcesEvent(sources=sources):
+                self.sources = sources
+            case DeltaEvent(text=piece):
+                parts.append(piece)
+            case CitationsEvent(citations=citations):
+                self.citations = citations
+            case DoneEvent():
+                self.answer_id, self.refused = event.answer_id, event.refused
+                self.cached, self.conversation_id = event.cached, event.conversation_id
+                self.answer = strip_invalid_markers("".join(parts), len(self.sources))
 
 
 class Answerer:
@@ -98,7 +116,7 @@ class Answerer:
         self.generator = generator
 
     async def stream(self, question: Question) -> AsyncIterator[Event]:
-        text = self._checked(question.text)
+        text = self.check_question(question.text)
         filters = Filters.parse(question.filters)  # bad filters fail before any work
         keep = self.settings.max_history_turns
         history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
@@ -144,16 +162,7 @@ class Answerer:
         parts: list[str] = []
         answer = Answer(answer_id="", answer="")
         async for event in self.stream(question):
-            match event:
-                case SourcesEvent(sources=sources):
-                    answer.sources = sources
-                case DeltaEvent(text=piece):
-                    parts.append(piece)
-                case CitationsEvent(citations=citations):
-                    answer.citations = citations
-                case DoneEvent(answer_id=answer_id, refused=refused, cached=cached):
-                    answer.answer_id, answer.refused, answer.cached = answer_id, refused, cached
-        answer.answer = strip_invalid_markers("".join(parts), len(answer.sources))
+            answer.add(event, parts)
         return answer
 
     def _relevant(self, question: str, hits: list[Hit]) -> list[Hit]:
@@ -171,7 +180,8 @@ class Answerer:
             return []
         return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
 
-    def _checked(self, text: str) -> str:
+    def check_question(self, text: str) -> str:
+        """The question stripped, or ``InvalidRequest`` if it is empty or too long."""
         text = text.strip()
         if not text:
             raise InvalidRequest("the question is empty")

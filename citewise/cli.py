@@ -44,19 +44,27 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk, embed and store documents; re-runs pay only for what changed."""
-    from citewise.providers import build_embeddings, build_store
+    from citewise.providers import build_embeddings, build_store, cached
+    from citewise.redis_client import connect
     from ingest.pipeline import IngestPipeline
 
     settings = Settings()
     kb = kb or settings.default_kb
     try:
         with progress_bar() as progress:
-            pipeline = IngestPipeline(
-                settings, build_store(settings, create=not dry_run), build_embeddings(settings)
-            )
-            report = pipeline.run(
-                paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-            )
+            # A dry run writes nothing: it uses a Redis it is given, but starts no embedded one.
+            redis = connect(settings, start_embedded=not dry_run)
+            try:
+                embeddings = cached(settings, build_embeddings(settings), redis)
+                pipeline = IngestPipeline(
+                    settings, build_store(settings, create=not dry_run), embeddings
+                )
+                report = pipeline.run(
+                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
+                )
+            finally:
+                if redis is not None:
+                    redis.close()
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:
@@ -84,6 +92,7 @@ def _print_report(report: Any) -> None:
         ("chunks unchanged", report.chunks_unchanged),
         ("chunks embedded", report.chunks_embedded),
         ("chunks reusing a stored vector", report.chunks_reused),
+        ("chunks from the embedding cache", report.embed_cache_hits),
         ("seconds", f"{report.seconds:.2f}"),
     ]:
         table.add_row(label, str(value))
@@ -112,9 +121,12 @@ def search(
     settings = Settings()
     try:
         services = build_services(settings)
-        hits = services.retriever.search(
-            query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
-        )
+        try:
+            hits = services.retriever.search(
+                query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
+            )
+        finally:
+            services.close()
     except CitewiseError as error:
         fail(error, as_json)
     rows = [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]
@@ -147,8 +159,11 @@ def ask(
     settings = Settings()
     try:
         services = build_services(settings)
-        asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
-        answer = asyncio.run(services.answerer.ask(asked))
+        try:
+            asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
+            answer = asyncio.run(services.answerer.ask(asked))
+        finally:
+            services.close()
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:

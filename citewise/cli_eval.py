@@ -18,7 +18,7 @@ from rich.table import Table
 
 from citewise.console import Bar, JsonOption, fail, progress_bar, stdout
 from citewise.errors import CitewiseError
-from citewise.settings import Settings
+from citewise.settings import REDIS_OFF, Settings
 
 app = typer.Typer(no_args_is_help=True, help="Score retrieval and answers on labelled data.")
 EVAL_KB = "eval"
@@ -28,10 +28,17 @@ ExistingFile = Annotated[Path, typer.Option(exists=True, dir_okay=False, readabl
 
 @contextmanager
 def _throwaway_home() -> Iterator[Settings]:
-    """Settings whose store lives in a temporary folder, removed afterwards."""
+    """Settings whose store lives in a temporary folder, removed afterwards.
+
+    A configured Redis is used (its embedding cache makes re-runs skip embedding the corpus);
+    an embedded one would live and die with the throwaway home, so none is started.
+    """
     home = Path(tempfile.mkdtemp(prefix="citewise-eval-"))
     try:
-        yield Settings(home=home)
+        settings = Settings(home=home)
+        if settings.redis_url is None:
+            settings = settings.model_copy(update={"redis_url": REDIS_OFF})
+        yield settings
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -50,6 +50,7 @@ class LocalEmbeddings(Embeddings):
         self.dimension = model_dimension(model_name)
         (model_pkg, model_file), (tok_pkg, tok_file), _ = _MODEL_FILES[model_name]
         self.model_name = model_name
+        self.max_tokens = max_tokens
         self.batch_size = batch_size
         self._model_path = str(resources.files(model_pkg) / model_file)
         self._threads = threads or (os.cpu_count() or 1)

@@ -5,6 +5,12 @@
     ├── InvalidRequest             a caller asked for something malformed
     │   └── InvalidKnowledgeBaseName
     ├── KnowledgeBaseNotFound      no collection for that knowledge base
+    ├── ConversationNotFound       no live conversation with that id
+    ├── Unauthorized               no API key, or an unknown one
+    ├── Forbidden                  a valid key that may not use the endpoint
+    ├── RateLimited                over a rate limit (carries retry_after)
+    ├── RateLimiterUnavailable     limits cannot be checked and the policy is fail-closed
+    ├── CacheUnavailable           an admin cache operation cannot reach Redis
     ├── KnowledgeBaseBusy          another ingest holds the knowledge base's lock
     ├── EmbeddingModelMismatch     the collection was built with another model
     ├── DocumentError              one document could not be read or parsed
@@ -83,3 +89,43 @@ class GenerationTimeout(GenerationFailed):
     """Raised when the language model does not answer within CITEWISE_LLM_TIMEOUT_S."""
 
     code = "llm_timeout"
+
+
+class Unauthorized(CitewiseError):
+    """Raised when a request needs an API key and carries none, or an unknown one."""
+
+    code = "unauthorized"
+
+
+class Forbidden(CitewiseError):
+    """Raised when a valid API key is not allowed to use an endpoint (a query key on admin)."""
+
+    code = "forbidden"
+
+
+class RateLimited(CitewiseError):
+    """Raised when a client or key is over its rate limit; ``retry_after`` is in seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimiterUnavailable(CitewiseError):
+    """Raised when rate limits cannot be checked (Redis down) and the policy is fail-closed."""
+
+    code = "rate_limiter_unavailable"
+
+
+class ConversationNotFound(CitewiseError):
+    """Raised when a ``conversation_id`` names no live conversation (unknown or expired)."""
+
+    code = "conversation_not_found"
+
+
+class CacheUnavailable(CitewiseError):
+    """Raised when an admin cache operation cannot reach Redis (or Redis is switched off)."""
+
+    code = "cache_unavailable"

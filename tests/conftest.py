@@ -1,13 +1,17 @@
-"""Fixtures are factories over real parts: the local model, embedded Chroma, real files."""
+"""Fixtures are factories over real parts: the local model, embedded Chroma, real files, and
+the Redis at $CITEWISE_TEST_REDIS_URL (``make test`` makes sure one answers)."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from citewise.embeddings import LocalEmbeddings
 from citewise.offline import prepare_offline
@@ -18,6 +22,27 @@ from ingest.report import IngestReport
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
+DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis; tests own their keys through ``redis_prefix``."""
+    url = os.environ.get("CITEWISE_TEST_REDIS_URL") or DEFAULT_TEST_REDIS  # noqa: TID251
+    redis.Redis.from_url(url, socket_timeout=5).ping()  # fail clearly, never skip
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"cwtest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,6 +67,19 @@ def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def embeddings(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> LocalEmbeddings:
     return build_embeddings(Settings(home=tmp_path_factory.mktemp("unused"), cache_dir=cache_dir))
+
+
+@pytest.fixture(scope="session")
+def home(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    embeddings: LocalEmbeddings,
+    cache_dir: Path,
+) -> Path:
+    """A Citewise home with data/sample ingested once per session (read-only for tests)."""
+    from tests.answer_helpers import sample_home
+
+    return sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
 
 
 @pytest.fixture

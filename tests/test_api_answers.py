@@ -45,7 +45,10 @@ def settings(
     cache_dir: Path,
 ) -> Settings:
     home = sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
-    return Settings(home=home, cache_dir=cache_dir, kb_base_urls={"default": BASE_URL})
+    # Without Redis: these tests are about computing answers (caching: test_answer_cache.py).
+    return Settings(
+        home=home, cache_dir=cache_dir, kb_base_urls={"default": BASE_URL}, redis_url="off"
+    )
 
 
 @contextmanager
@@ -395,7 +398,9 @@ def injected(
     corpus = tmp_path_factory.mktemp("hostile")
     (corpus / "release-notes.txt").write_text(INJECTION, encoding="utf-8")
     (corpus / "support-desk.txt").write_text(ESCAPE, encoding="utf-8")
-    settings = Settings(home=tmp_path_factory.mktemp("hostile-home"), cache_dir=cache_dir)
+    settings = Settings(
+        home=tmp_path_factory.mktemp("hostile-home"), cache_dir=cache_dir, redis_url="off"
+    )
     ingest_into(settings, embeddings, corpus)
     return settings
 

@@ -20,6 +20,7 @@ REPORT_KEYS = {
     "chunks_deleted",
     "chunks_unchanged",
     "chunks_embedded",
+    "embed_cache_hits",
     "seconds",
 }
 
@@ -73,3 +74,25 @@ def test_terminal_summary_is_readable(tmp_path: Path, corpus: Path, cache_dir: P
     done = run("ingest", str(corpus), "--dry-run", env=citewise_env(tmp_path / "h", cache_dir))
     assert done.returncode == 0
     assert "Plan (dry run)" in done.stdout and "chunks embedded" in done.stdout
+
+
+def test_the_embedded_redis_keeps_embeddings_between_runs(
+    tmp_path: Path, corpus: Path, cache_dir: Path
+) -> None:
+    home = tmp_path / "home"
+    env = citewise_env(home, cache_dir)  # no CITEWISE_REDIS_URL: the embedded Redis
+
+    code, first = run_json("ingest", str(corpus), env=env)
+    assert code == 0 and first["chunks_embedded"] > 0 and first["embed_cache_hits"] == 0
+    # The last process out stopped the server and saved the cache under the home.
+    assert (home / "redis" / "citewise.rdb").exists()
+    assert not (home / "redis" / "citewise.rdb.settings").exists()
+
+    code, rebuilt = run_json("ingest", str(corpus), "--rebuild", env=env)
+    assert code == 0 and rebuilt["chunks_added"] == first["chunks_added"]
+    assert rebuilt["chunks_embedded"] == 0
+    assert rebuilt["embed_cache_hits"] == first["chunks_embedded"]
+
+    code, _ = run_json("search", "invoice", env=env)
+    assert code == 0
+    assert not (home / "redis" / "citewise.rdb.settings").exists()  # stopped every time

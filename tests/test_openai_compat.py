@@ -29,7 +29,7 @@ def client(
     cache_dir: Path,
 ) -> Iterator[openai.OpenAI]:
     home = sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
-    settings = Settings(home=home, cache_dir=cache_dir)
+    settings = Settings(home=home, cache_dir=cache_dir, redis_url="off")  # no answer cache
     with (
         serve(create_app(settings)) as url,
         openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) as sdk,

@@ -18,10 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from citewise.embeddings import LocalEmbeddings
 from citewise.generators.base import REFUSAL
 from citewise.settings import Settings
-from tests.answer_helpers import sample_home, serve, sse_events
+from tests.answer_helpers import serve, sse_events
 
 INVITATION = "How long is an invitation valid?"
 HANDBOOK = "account/admin-handbook.docx"
@@ -127,16 +126,6 @@ def stub(stub_server: tuple[StubLLM, str]) -> StubLLM:
     return llm
 
 
-@pytest.fixture(scope="module")
-def home(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    embeddings: LocalEmbeddings,
-    cache_dir: Path,
-) -> Path:
-    return sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
-
-
 @pytest.fixture
 def openai_client(
     stub_server: tuple[StubLLM, str], home: Path, cache_dir: Path
@@ -155,6 +144,7 @@ def openai_client(
                 llm_model="stub-model",
                 llm_timeout_s=timeout,
                 llm_max_retries=0,
+                redis_url="off",  # every test reaches the model; caching: test_answer_cache.py
             )
             return stack.enter_context(TestClient(create_app(settings)))
 

@@ -287,3 +287,23 @@ def test_identical_passages_in_two_files_are_returned_once(
         mileage = [h for h in hits if "mileage" in h.metadata["source"]]
         assert mileage, mode
         assert len(mileage) <= len(copies)
+
+
+def test_a_retriever_survives_a_rebuild_of_its_knowledge_base(
+    ingest: Ingest,
+    make_settings: Callable[..., Settings],
+    embeddings: LocalEmbeddings,
+    small_corpus: Path,
+) -> None:
+    ingest(small_corpus, parse_workers=0)
+    retriever = make_retriever(make_settings(), embeddings)
+    question = "How do I cancel my subscription?"
+    before = search(retriever, question, mode="dense")
+    # --rebuild drops the collection the retriever keeps open and creates a new one.
+    ingest(small_corpus, parse_workers=0, rebuild=True)
+    after = search(retriever, question, mode="dense")
+    assert [h.chunk_id for h in after] == [h.chunk_id for h in before]
+
+    build_store(make_settings()).drop("default")
+    with pytest.raises(KnowledgeBaseNotFound):
+        search(retriever, question)

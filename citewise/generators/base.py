@@ -21,7 +21,12 @@ class Turn:
 
 
 class Generator(Protocol):
-    """Streams an answer to ``question`` from ``sources`` (cited as [1], [2], ... in order)."""
+    """Streams an answer to ``question`` from ``sources`` (cited as [1], [2], ... in order).
+
+    A generator may also have a ``cache_identity`` string naming everything that shapes its
+    answers (provider, model, prompts, weights): answers are cached only for generators that
+    have one, under it (``citewise.answer_cache``).
+    """
 
     def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]: ...
 

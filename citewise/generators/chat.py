@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
@@ -29,6 +30,7 @@ class ChatGenerator:
         model: BaseChatModel,
         timeout: float = 60.0,
         close: Callable[[], Awaitable[None]] | None = None,
+        name: str | None = None,
     ) -> None:
         self.model = model
         self.timeout = timeout
@@ -36,6 +38,11 @@ class ChatGenerator:
         self._system = prompt("answer_system.txt").format(refusal=REFUSAL)
         self._user = prompt("answer_user.txt")
         self._condense = prompt("condense.txt")
+        # Answers are cached only for a named model ("openai/<endpoint>/<model>/<temperature>"),
+        # together with a digest of the prompts: editing a prompt retires old answers.
+        prompts = "\0".join((self._system, self._user, self._condense)).encode("utf-8")
+        digest = hashlib.sha256(prompts).hexdigest()[:16]
+        self.cache_identity = f"{name}/prompts-{digest}" if name else None
 
     def messages(self, question: str, sources: Sequence[Hit]) -> list[BaseMessage]:
         """System rules, then the sources as escaped data blocks, then the question."""

@@ -45,6 +45,11 @@ class ExtractiveGenerator:
         self._embeddings = embeddings
         self._passages = passages
         self._max_sentences = max_sentences
+        # Part of every cached answer's key: changing a weight here retires old answers.
+        self.cache_identity = (
+            f"extractive/{LEXICAL_WEIGHT}/{PASSAGE_WEIGHT}/{RUNNER_UP_RATIO}/{MIN_WORDS}/"
+            f"{passages}/{max_sentences}"
+        )
 
     async def condense(self, question: str, history: Sequence[Turn]) -> str:
         return condense_heuristic(question, history)

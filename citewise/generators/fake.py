@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from itertools import cycle
 
 from langchain_core.language_models import GenericFakeChatModel
@@ -13,4 +15,9 @@ from citewise.settings import Settings
 
 def build(settings: Settings) -> ChatGenerator:
     replies = cycle([AIMessage(text) for text in settings.fake_replies])
-    return ChatGenerator(GenericFakeChatModel(messages=replies), timeout=settings.llm_timeout_s)
+    script = hashlib.sha256(json.dumps(settings.fake_replies).encode()).hexdigest()[:16]
+    return ChatGenerator(
+        GenericFakeChatModel(messages=replies),
+        timeout=settings.llm_timeout_s,
+        name=f"fake/{script}",
+    )

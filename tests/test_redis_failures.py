@@ -1,0 +1,148 @@
+"""Redis killed, frozen and restarted under a running service: answers keep coming, /readyz
+says degraded, rate limits follow their policy, and everything recovers by itself."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from citewise.settings import Settings
+from tests.answer_helpers import serve, sse_events
+from tests.redis_helpers import RedisServer
+from tests.test_answer_cache import CountingGenerator
+
+INVITATION = "How long is an invitation valid?"
+CACHE = "x-citewise-cache"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def settings_for(home: Path, cache_dir: Path, url: str | None, **overrides: Any) -> Settings:
+    # redis_retry_s=0: after a failure the very next call probes Redis again, so recovery is
+    # observable without waiting.
+    values: dict[str, Any] = {"redis_retry_s": 0.0, "redis_timeout_s": 0.25}
+    return Settings(home=home, cache_dir=cache_dir, redis_url=url, **(values | overrides))
+
+
+def ask(client: TestClient, question: str = INVITATION) -> tuple[str, dict[str, Any]]:
+    response = client.post("/v1/ask", json={"question": question})
+    assert response.status_code == 200, response.text
+    return response.headers[CACHE], response.json()
+
+
+def test_answers_survive_a_killed_redis_and_recover(
+    home: Path, cache_dir: Path, server: RedisServer
+) -> None:
+    with TestClient(create_app(settings_for(home, cache_dir, server.url))) as client:
+        assert ask(client)[0] == "miss"
+        status, cached = ask(client)
+        assert status == "hit"
+        assert client.get("/readyz").json()["status"] == "ready"
+
+        server.kill()
+        status, body = ask(client)
+        assert status == "bypass" and body["answer"] == cached["answer"]
+        assert body["cached"] is False and body["conversation_id"] is None  # none was saved
+        stream = client.post("/v1/ask/stream", json={"question": INVITATION})
+        assert stream.status_code == 200 and stream.headers[CACHE] == "bypass"
+        assert [n for n, _ in sse_events(stream.text)][-2:] == ["citations", "done"]
+        assert client.post("/v1/search", json={"query": "refund"}).status_code == 200
+        follow = {"question": "and how many at once?", "conversation_id": "a" * 32}
+        assert client.post("/v1/ask", json=follow).status_code == 200  # answered without it
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["redis_reachable"] is False
+        assert ready.json()["degraded"] == ["redis_reachable"]
+
+        server.start()  # an empty Redis on the same port
+        assert client.get("/readyz").json()["status"] == "ready"
+        assert ask(client)[0] == "miss"
+        assert ask(client)[0] == "hit"
+
+
+def test_a_frozen_redis_costs_one_timeout_not_one_per_call(
+    home: Path, cache_dir: Path, server: RedisServer
+) -> None:
+    settings = settings_for(home, cache_dir, server.url, redis_retry_s=60.0)
+    with TestClient(create_app(settings)) as client:
+        assert ask(client)[0] == "miss"
+        server.freeze()
+        try:
+            started = time.monotonic()
+            statuses = [ask(client)[0] for _ in range(5)]
+            elapsed = time.monotonic() - started
+        finally:
+            server.thaw()
+    assert statuses == ["bypass"] * 5
+    # One 0.25 s timeout opened the breaker; the rest skipped Redis. Generous bound: the
+    # point is that five requests do not pay five (or fifteen) timeouts.
+    assert elapsed < 0.25 * 5
+
+
+def test_fail_closed_rate_limits_refuse_while_redis_is_down(
+    home: Path, cache_dir: Path, server: RedisServer
+) -> None:
+    settings = settings_for(home, cache_dir, server.url, rate_limit_fail_open=False)
+    with TestClient(create_app(settings)) as client:
+        assert ask(client)[0] == "miss"
+        server.kill()
+        refused = client.post("/v1/ask", json={"question": INVITATION})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert client.get("/healthz").status_code == 200
+        server.start()
+        assert ask(client)[0] == "miss"
+
+
+def test_redis_dying_mid_stream_still_finishes_the_answer(
+    home: Path, cache_dir: Path, server: RedisServer
+) -> None:
+    generator = CountingGenerator(hold=True)
+    app = create_app(settings_for(home, cache_dir, server.url), generator=generator)
+    with (
+        serve(app) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+        http.stream("POST", "/v1/ask/stream", json={"question": INVITATION}) as response,
+    ):
+        assert response.status_code == 200 and response.headers[CACHE] == "miss"
+        lines = response.iter_lines()
+        first = [next(lines), next(lines)]
+        assert first[0] == "event: sources"
+        assert generator.started.wait(60)
+        server.kill()  # while the model is answering
+        generator.release.set()
+        events = sse_events("\n".join([*first, *lines]))
+    names = [n for n, _ in events]
+    assert names[0] == "sources" and names[-2:] == ["citations", "done"]
+    assert "".join(d["text"] for n, d in events if n == "delta") == (
+        "An invitation is valid for 7 days [1]."
+    )
+    done = events[-1][1]
+    assert done["cached"] is False and done["conversation_id"] is None
+
+
+def test_the_embedded_redis_is_the_default(tmp_path: Path, home: Path, cache_dir: Path) -> None:
+    settings = Settings(home=home, cache_dir=cache_dir)  # no CITEWISE_REDIS_URL
+    assert settings.redis_url is None
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").json()["checks"]["redis_reachable"] is True
+        question = "What is the hotel limit per night?"
+        assert ask(client, question)[0] in ("miss", "hit")  # the sample home may hold it
+        assert ask(client, question)[0] == "hit"
+    # Stopped with the app (saving its data under the home), not left running.
+    assert (settings.redis_path / "citewise.rdb").exists()
+    assert not (settings.redis_path / "citewise.rdb.settings").exists()
