@@ -27,6 +27,7 @@ import numpy as np
 import Stemmer
 
 from citewise import models
+from citewise.settings import Settings
 
 _POINTER = "CURRENT"
 _STEMMER = Stemmer.Stemmer("english")
@@ -117,6 +118,10 @@ class LexicalStore:
 
     def _folder(self, kb: str) -> Path:
         return self.root / kb
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LexicalStore:
+        return cls(settings.lexical_path, settings.bm25_k1, settings.bm25_b)
 
     def generation_of(self, ids: Iterable[str]) -> str:
         """Names an index by the chunks it covers and the parameters it was built with."""

@@ -89,9 +89,7 @@ class Retriever:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore(
-            settings.lexical_path, settings.bm25_k1, settings.bm25_b
-        )
+        self.lexical = lexical or LexicalStore.from_settings(settings)
 
     def search(
         self,

@@ -98,9 +98,7 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore(
-            settings.lexical_path, settings.bm25_k1, settings.bm25_b
-        )
+        self.lexical = lexical or LexicalStore.from_settings(settings)
         self._chunking = ChunkingConfig(
             settings.chunk_tokens,
             settings.chunk_overlap,
