@@ -44,6 +44,7 @@ class LocalEmbeddings(Embeddings):
         batch_size: int = 64,
         threads: int = 0,
         max_tokens: int = 256,
+        spin: bool = False,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -54,6 +55,7 @@ class LocalEmbeddings(Embeddings):
         self.batch_size = batch_size
         self._model_path = str(resources.files(model_pkg) / model_file)
         self._threads = threads or (os.cpu_count() or 1)
+        self._spin = spin
         self._session: Any = None  # loaded on first use: a no-op ingest never pays for it
         tokenizer_json = (resources.files(tok_pkg) / tok_file).read_text(encoding="utf-8")
         self._tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -99,9 +101,13 @@ class LocalEmbeddings(Embeddings):
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
-            # Idle threads sleep instead of spinning: during an ingest the parse worker needs
-            # the core a spinning thread would burn (measured in bench/ingest.py).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # An ingest lets idle threads sleep: its parse worker needs the core a spinning thread
+            # would burn (bench/ingest.py). A server answering one query at a time lets them spin
+            # briefly instead: waking sleeping threads made a query embedding 4.5 ms, not 2.8 ms
+            # (bench/serve.py). Spinning stops by itself shortly after the last run.
+            options.add_session_config_entry(
+                "session.intra_op.allow_spinning", "1" if self._spin else "0"
+            )
             self._session = onnxruntime.InferenceSession(
                 self._model_path, options, providers=["CPUExecutionProvider"]
             )

@@ -91,11 +91,14 @@ class LexicalIndex:
         return [LexicalHit(int(p), float(scores[p])) for p in top if scores[p] > 0]
 
 
-def generation_of(ids: Iterable[str]) -> str:
-    """A fingerprint of the chunk ids an index covers (ids already encode content hashes)."""
+def generation_of(ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
+    """A fingerprint of the chunks an index covers: their ids (which encode their text) and
+    their metadata, so an edit that only moves a passage (new offsets, a new anchor) is a new
+    corpus version too, and answers cached with the old deep links are not served."""
     digest = hashlib.sha256()
-    for chunk_id in sorted(ids):
+    for chunk_id, metadata in sorted(zip(ids, metadatas, strict=True), key=lambda p: p[0]):
         digest.update(chunk_id.encode())
+        digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
         digest.update(b"\0")
     return digest.hexdigest()[:24]
 
@@ -123,9 +126,9 @@ class LexicalStore:
     def from_settings(cls, settings: Settings) -> LexicalStore:
         return cls(settings.lexical_path, settings.bm25_k1, settings.bm25_b)
 
-    def generation_of(self, ids: Iterable[str]) -> str:
+    def generation_of(self, ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
         """Names an index by the chunks it covers and the parameters it was built with."""
-        return generation_of([*ids, f"\0bm25:{self.k1}:{self.b}"])
+        return generation_of([*ids, "\0bm25"], [*metadatas, {"k1": self.k1, "b": self.b}])
 
     def current_generation(self, kb: str) -> str | None:
         try:
@@ -162,7 +165,7 @@ class LexicalStore:
 
         Returns whether a new index was written.
         """
-        generation = self.generation_of(ids)
+        generation = self.generation_of(ids, metadatas)
         if self.current_generation(kb) == generation:
             return False
         folder = self._folder(kb)

@@ -23,14 +23,19 @@ from citewise.settings import Settings
 from citewise.store import ChunkStore, open_client
 
 
-def build_embeddings(settings: Settings) -> LocalEmbeddings:
-    """The local embedding model named by ``CITEWISE_EMBEDDING_MODEL`` (loaded lazily)."""
+def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalEmbeddings:
+    """The local embedding model named by ``CITEWISE_EMBEDDING_MODEL`` (loaded lazily).
+
+    ``for_queries`` tunes it for one short text at a time (search, answers) rather than for
+    batches beside a parser (ingest).
+    """
     prepare_offline(settings.cache_dir)
     return LocalEmbeddings(
         settings.embedding_model,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
         max_tokens=settings.embedding_max_tokens,
+        spin=for_queries,
     )
 
 
@@ -94,7 +99,7 @@ class Services:
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
     """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
     redis = connect(settings)
-    model = build_embeddings(settings)
+    model = build_embeddings(settings, for_queries=True)
     embeddings = cached(settings, model, redis)
     store = build_store(settings)
     lexical = LexicalStore.from_settings(settings)

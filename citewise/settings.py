@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     dedup_similarity: float = Field(
         default=0.97, gt=0, le=1.0, description="Drop a hit this similar to a better one."
     )
+    passage_cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="Passages (text, metadata, vector) each process keeps in memory after a "
+        "search returned them, so popular ones skip a store read; 0 turns it off.",
+    )
 
     answer_provider: Literal["extractive", "openai", "fake"] = Field(
         default="extractive",

@@ -195,6 +195,10 @@ class KnowledgeBase:
     def ids(self) -> list[str]:
         return list(self._collection.get(include=[])["ids"])
 
+    def ids_and_metadatas(self) -> tuple[list[str], list[dict[str, Any]]]:
+        found = self._collection.get(include=["metadatas"])
+        return list(found["ids"]), [dict(m or {}) for m in (found["metadatas"] or [])]
+
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk's id, text and metadata (what the BM25 index is built from)."""
         found = self._collection.get(include=["documents", "metadatas"])

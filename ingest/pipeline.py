@@ -257,8 +257,9 @@ class IngestPipeline:
         self._refresh_lexical(knowledge_base)
 
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
-        ids = knowledge_base.ids()
-        if self.lexical.current_generation(knowledge_base.kb) == self.lexical.generation_of(ids):
+        ids, metadatas = knowledge_base.ids_and_metadatas()
+        generation = self.lexical.generation_of(ids, metadatas)
+        if self.lexical.current_generation(knowledge_base.kb) == generation:
             return
         ids, texts, metadatas = knowledge_base.all_chunks()
         self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)

@@ -223,6 +223,34 @@ def small_corpus(tmp_path: Path) -> Path:
     return corpus
 
 
+def test_an_edit_that_only_moves_passages_is_seen_by_a_warm_retriever(
+    ingest: Ingest,
+    make_settings: Callable[..., Settings],
+    embeddings: LocalEmbeddings,
+    small_corpus: Path,
+) -> None:
+    ingest(small_corpus, parse_workers=0)
+    settings = make_settings()
+    retriever = make_retriever(settings, embeddings)
+    question = "How do I switch from monthly to annual billing?"
+    before = search(retriever, question)[0]  # now in the retriever's passage cache
+    lexical = LexicalStore(settings.lexical_path)
+    version_before = lexical.current_generation("default")
+
+    # A line above the passage moves it down without changing its text: same chunk id, same
+    # vector, new offsets. That is a new corpus version, and the cached passage is not reused.
+    edited = small_corpus / "billing" / "managing-your-subscription.md"
+    text = edited.read_text(encoding="utf-8")
+    edited.write_text(text.replace("\n\n", "\n\nA short new first paragraph.\n\n", 1))
+    report = ingest(small_corpus, parse_workers=0)
+
+    after = search(retriever, question)[0]
+    assert after.chunk_id == before.chunk_id and after.text == before.text
+    assert report.chunks_embedded < report.chunks_unchanged
+    assert after.metadata["start"] > before.metadata["start"]
+    assert lexical.current_generation("default") != version_before
+
+
 def test_bm25_index_follows_edits_and_deletions(
     ingest: Ingest,
     make_settings: Callable[..., Settings],
