@@ -114,6 +114,10 @@ class CachedEmbeddings(Embeddings):
         items = list(vectors.items())
 
         def write(client: redis.Redis, batch: list[tuple[str, Any]]) -> None:
+            if len(batch) == 1:  # a query: building a pipeline costs more than the SET itself
+                key, vector = batch[0]
+                client.set(key, np.asarray(vector, dtype="<f4").tobytes(), ex=self._ttl_s)
+                return
             with client.pipeline(transaction=False) as pipe:
                 for key, vector in batch:
                     pipe.set(key, np.asarray(vector, dtype="<f4").tobytes(), ex=self._ttl_s)

@@ -220,24 +220,19 @@ def zscore_fusion(ranked: list[list[tuple[str, float]]], weights: list[float]) -
     rest is not levelled with the runner-up. A hit one retriever did not return counts as
     that retriever's lowest returned score.
     """
-    scores: dict[str, float] = {}
-    standardised: list[tuple[dict[str, float], float]] = []
-    for hits in ranked:
-        values = np.asarray([score for _, score in hits], dtype=np.float64)
-        if len(values) == 0:
-            standardised.append(({}, 0.0))
+    ids = list(dict.fromkeys(chunk_id for hits in ranked for chunk_id, _ in hits))
+    position = {chunk_id: n for n, chunk_id in enumerate(ids)}
+    total = np.zeros(len(ids))
+    for hits, weight in zip(ranked, weights, strict=True):
+        if not hits:
             continue
-        spread = float(values.std()) or 1.0
-        z = (values - values.mean()) / spread
-        standardised.append(
-            ({i: float(v) for (i, _), v in zip(hits, z, strict=True)}, float(z.min()))
-        )
-    for chunk_id in {i for hits in ranked for i, _ in hits}:
-        scores[chunk_id] = sum(
-            weight * table.get(chunk_id, floor)
-            for (table, floor), weight in zip(standardised, weights, strict=True)
-        )
-    return dict(sorted(scores.items(), key=lambda item: item[1], reverse=True))
+        values = np.fromiter((score for _, score in hits), dtype=np.float64, count=len(hits))
+        z = (values - values.mean()) / (float(values.std()) or 1.0)
+        column = np.full(len(ids), z.min())
+        column[[position[chunk_id] for chunk_id, _ in hits]] = z
+        total += weight * column
+    order = np.argsort(-total, kind="stable")  # ties keep first-seen order: deterministic
+    return {ids[n]: float(total[n]) for n in order}
 
 
 def rrf(ranked: list[list[str]], weights: list[float], k: int) -> dict[str, float]:

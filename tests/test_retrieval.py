@@ -13,7 +13,7 @@ from citewise.embeddings import LocalEmbeddings
 from citewise.errors import InvalidKnowledgeBaseName, InvalidRequest, KnowledgeBaseNotFound
 from citewise.lexical import LexicalStore, tokenize
 from citewise.providers import build_store
-from citewise.retrieval import MAX_K, Retriever
+from citewise.retrieval import MAX_K, Retriever, zscore_fusion
 from citewise.settings import Settings
 from citewise.store import Hit
 from ingest.report import IngestReport
@@ -335,3 +335,21 @@ def test_a_retriever_survives_a_rebuild_of_its_knowledge_base(
     build_store(make_settings()).drop("default")
     with pytest.raises(KnowledgeBaseNotFound):
         search(retriever, question)
+
+
+def test_zscore_fusion_standardises_each_list_and_fills_gaps_with_its_floor() -> None:
+    dense = [("a", 3.0), ("b", 1.0)]  # z: a +1, b -1; floor -1
+    bm25 = [("b", 10.0), ("c", 4.0), ("d", 1.0)]  # mean 5, std sqrt(14)
+
+    fused = zscore_fusion([dense, bm25], [1.0, 2.0])
+
+    spread = 14**0.5
+    expected = {
+        "a": 1.0 + 2 * (1.0 - 5.0) / spread,
+        "b": -1.0 + 2 * (10.0 - 5.0) / spread,
+        "c": -1.0 + 2 * (4.0 - 5.0) / spread,
+        "d": -1.0 + 2 * (1.0 - 5.0) / spread,
+    }
+    assert list(fused) == sorted(expected, key=expected.__getitem__, reverse=True)
+    assert fused == pytest.approx(expected)
+    assert zscore_fusion([[], bm25], [1.0, 1.0]) == pytest.approx(zscore_fusion([bm25], [1.0]))
