@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml offline/en_core_web_sm/pyproject.toml
 
 demo: install
 	$(BIN)/citewise ingest data/sample
-	$(BIN)/citewise serve --host $(HOST) --port $(PORT)
+	$(BIN)/citewise serve --host $(HOST) --port $(PORT) --demo
 
 test: install
+	scripts/ensure-chromium
 	CITEWISE_TEST_REDIS_URL="$$(scripts/ensure-redis)" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -24,6 +24,8 @@ STATUS: dict[type[errors.CitewiseError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.KnowledgeBaseNotFound: 404,
+    errors.UnknownWidget: 404,
+    errors.AnswerNotFound: 404,
     errors.ConversationNotFound: 404,
     errors.RateLimited: 429,
     errors.RateLimiterUnavailable: 503,

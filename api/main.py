@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import admin, errors, openai_compat, routes
+from api import admin, errors, openai_compat, routes, widget
+from api.cors import WidgetCORSMiddleware
 from citewise import __version__
 from citewise.generators.base import Generator
 from citewise.providers import Services, build_services
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     app.include_router(routes.router)
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
+    app.include_router(widget.router)
+    app.add_middleware(WidgetCORSMiddleware)
     return app
 
 

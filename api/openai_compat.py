@@ -74,17 +74,18 @@ def question_of(body: ChatRequest) -> Question:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, services: ServicesDep, _: AskCaller
+    body: ChatRequest, services: ServicesDep, caller: AskCaller
 ) -> JSONResponse | EventSourceResponse:
     """Answer the last user message from the knowledge base named by ``model``.
 
     Stateless, as the protocol is: the history comes in ``messages``, and no server-side
     conversation is kept. Answers are cached like ``/v1/ask``'s (header ``X-Citewise-Cache``).
     """
+    caller.knowledge_base(body.model, body.model)  # a widget's token names its one kb
     question = question_of(body)
     created = int(time.time())
     if not body.stream:
-        asked = await services.asking.ask(question, converse=False)
+        asked = await services.asking.ask(question, owner=caller.owner, converse=False)
         answer = asked.payload()
         completion = {
             "id": f"chatcmpl-{answer['answer_id']}",
@@ -103,7 +104,7 @@ async def chat_completions(
             "refused": answer["refused"],
         }
         return JSONResponse(completion, headers={CACHE_HEADER: asked.cache})
-    cache, events = await services.asking.stream(question, converse=False)
+    cache, events = await services.asking.stream(question, owner=caller.owner, converse=False)
     first = await anext(events)  # bad requests fail here, as plain 4xx
     return EventSourceResponse(
         _chunks(first, events, body.model, created),

@@ -14,6 +14,7 @@ from api.errors import error_body
 from api.events import as_sse
 from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
 from api.security import CACHE_HEADER, AskCaller, SearchCaller
+from citewise.access import Caller
 from citewise.answering import Question, hit_record
 from citewise.generators.base import Turn
 
@@ -28,10 +29,10 @@ _CACHE_DOC = {
 }
 
 
-def question_of(body: AskRequest, default_kb: str) -> Question:
+def question_of(body: AskRequest, caller: Caller, default_kb: str) -> Question:
     return Question(
         text=body.question,
-        kb=body.kb or default_kb,
+        kb=caller.knowledge_base(body.kb, default_kb),
         history=[Turn(m.role, m.content) for m in body.history],
         k=body.k,
         filters=body.filters,
@@ -39,12 +40,14 @@ def question_of(body: AskRequest, default_kb: str) -> Question:
 
 
 @router.post("/v1/search", response_model=SearchResponse, tags=["answers"])
-async def search(body: SearchRequest, services: ServicesDep, _: SearchCaller) -> dict[str, Any]:
+async def search(
+    body: SearchRequest, services: ServicesDep, caller: SearchCaller
+) -> dict[str, Any]:
     """The best passages for a query, without an answer."""
     hits = await asyncio.to_thread(
         services.retriever.search,
         body.query,
-        kb=body.kb or services.settings.default_kb,
+        kb=caller.knowledge_base(body.kb, services.settings.default_kb),
         k=body.k,
         mode=body.mode,
         filters=body.filters,
@@ -60,7 +63,7 @@ async def search(body: SearchRequest, services: ServicesDep, _: SearchCaller) ->
 )
 async def ask(body: AskRequest, services: ServicesDep, caller: AskCaller) -> Response:
     """A grounded answer with verified citations, all at once."""
-    question = question_of(body, services.settings.default_kb)
+    question = question_of(body, caller, services.settings.default_kb)
     asked = await services.asking.ask(question, body.conversation_id, caller.owner)
     # Sent as bytes: a cached answer is stored ready to send and is not parsed again.
     return Response(asked.body, media_type="application/json", headers={CACHE_HEADER: asked.cache})
@@ -82,7 +85,7 @@ async def ask_stream(
     body: AskRequest, services: ServicesDep, caller: AskCaller
 ) -> EventSourceResponse:
     """The same answer as server-sent events: sources, delta..., citations, done (or error)."""
-    question = question_of(body, services.settings.default_kb)
+    question = question_of(body, caller, services.settings.default_kb)
     cache, events = await services.asking.stream(question, body.conversation_id, caller.owner)
     # Pull the first event before answering: a bad request still gets a plain 4xx.
     first = await anext(events)

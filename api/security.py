@@ -1,7 +1,9 @@
-"""API keys and rate limits as dependencies: one per route family.
+"""API keys, widget tokens and rate limits as dependencies: one per route family.
 
 Order matters: the client IP's limit is counted before the key is checked (so guessing keys is
-rate limited too), then the key, then the key's own limit.
+rate limited too), then the key, then the key's own limit. A request carrying a widget token
+(``X-Widget-Token``) is a widget's visitor: the token stands in for a query key, and the
+widget's own limit applies (all its visitors together).
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ CACHE_HEADER = "X-Citewise-Cache"
 # Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+_widget_token = APIKeyHeader(
+    name="X-Widget-Token",
+    auto_error=False,
+    description="A help widget's page token, from POST /v1/widget/token.",
+)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ApiKeyDep = Annotated[str | None, Security(_api_key)]
+WidgetTokenDep = Annotated[str | None, Security(_widget_token)]
 
 
 def client_ip(request: Request) -> str:
@@ -32,9 +40,17 @@ def client_ip(request: Request) -> str:
 
 def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awaitable[Caller]]:
     async def guard(
-        request: Request, services: ServicesDep, bearer: BearerDep, api_key: ApiKeyDep
+        request: Request,
+        services: ServicesDep,
+        bearer: BearerDep,
+        api_key: ApiKeyDep,
+        widget_token: WidgetTokenDep,
     ) -> Caller:
         await services.limiter.check(family, "ip", client_ip(request))
+        if widget_token is not None and need == "query":
+            grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
+            await services.limiter.check(family, "widget", grant.widget_id)
+            return Caller("widget", f"widget-{grant.widget_id}", grant.kb)
         presented = bearer.credentials if bearer is not None else api_key
         caller = services.keys.authorize(presented, need)
         if caller.keyed:
@@ -47,3 +63,14 @@ def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awa
 SearchCaller = Annotated[Caller, Depends(_guard("search", "query"))]
 AskCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
 AdminCaller = Annotated[Caller, Depends(_guard("admin", "admin"))]
+# Feedback: from a widget's visitors (token) or anyone who may ask.
+FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query"))]
+
+
+async def _token_exchange(request: Request, services: ServicesDep) -> None:
+    # Public by design (a widget holds no key): only the client's rate limit applies here;
+    # the widget's own limit is counted once the widget id is known.
+    await services.limiter.check("widget", "ip", client_ip(request))
+
+
+TokenExchange = Annotated[None, Depends(_token_exchange)]

@@ -30,20 +30,33 @@ from pydantic import SecretStr
 
 from citewise.errors import Forbidden, Unauthorized
 
-Role = Literal["admin", "query", "public"]
+Role = Literal["admin", "query", "widget", "public"]
 PUBLIC_OWNER = "public"
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: a role, and an owner name for per-key state (never the key)."""
+    """Who is asking: a role, and an owner name for per-key state (never the key).
+
+    A help widget's visitors are one caller per widget (``widget-<id>``), bound to the widget's
+    knowledge base.
+    """
 
     role: Role
     owner: str = PUBLIC_OWNER
+    kb: str | None = None  # the only knowledge base this caller may use, if bound to one
 
     @property
     def keyed(self) -> bool:
-        return self.role != "public"
+        return self.role in ("admin", "query")
+
+    def knowledge_base(self, requested: str | None, default: str) -> str:
+        """The knowledge base a request may use: its own choice, unless the caller is bound."""
+        if self.kb is None:
+            return requested or default
+        if requested is not None and requested != self.kb:
+            raise Forbidden(f"this widget answers from knowledge base {self.kb!r} only")
+        return self.kb
 
 
 def _digest(configured: str) -> bytes:

@@ -8,7 +8,9 @@
    without embedding or retrieving anything;
 3. on a miss take the entry's lock and compute; an identical question arriving meanwhile waits
    for that answer instead of computing it again (single flight);
-4. store the answer and the conversation turn in the same round trip, then finish.
+4. store the answer and the conversation turn in the same round trip, then finish;
+5. log the outcome (refused, low confidence) and, for a computed answer, the record feedback
+   will point at (``citewise.outcomes``).
 
 Whenever Redis fails, steps 2-4 are skipped (header ``X-Citewise-Cache: bypass``) and the
 answer is computed as if there were no cache.
@@ -40,6 +42,7 @@ from citewise.citations import Citation
 from citewise.conversations import Append, Conversations, checked_id, new_id, turn_json
 from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalStore
+from citewise.outcomes import OutcomeLog
 from citewise.redis_client import RedisUnavailable
 from citewise.retrieval import Filters
 
@@ -68,6 +71,7 @@ class _Plan:
     given: bool  # the caller named the conversation
     append: Append | None
     key: AnswerKey | None
+    owner: str
 
 
 @dataclass
@@ -94,12 +98,14 @@ class AskService:
         lexical: LexicalStore,
         cache: AnswerCache | None,
         conversations: Conversations | None,
+        outcomes: OutcomeLog | None = None,
     ) -> None:
         self.answerer = answerer
         self.settings = answerer.settings
         self.lexical = lexical
         self.cache = cache
         self.conversations = conversations
+        self.outcomes = outcomes
 
     async def ask(
         self,
@@ -113,6 +119,7 @@ class AskService:
         plan = await self._plan(question, conversation_id, owner, converse)
         served = await self._serve(plan)
         if served.body is not None:
+            await self._note_cached(plan, served.body)
             return Asked(HIT, _cached_body(served.body, plan.conversation_id))
         answer, parts = Answer(answer_id="", answer=""), list[str]()
         async for event in self._compute(plan, served.flight):
@@ -131,6 +138,7 @@ class AskService:
         plan = await self._plan(question, conversation_id, owner, converse)
         served = await self._serve(plan)
         if served.body is not None:
+            await self._note_cached(plan, served.body)
             return HIT, _replay(served.body, served.deltas, plan.conversation_id)
         return served.status, self._compute(plan, served.flight)
 
@@ -163,7 +171,7 @@ class AskService:
                 key = self.cache.key_for(
                     question.kb, corpus, text, kept, question.k, question.filters
                 )
-        return _Plan(question, conversation_id, given, append, key)
+        return _Plan(question, conversation_id, given, append, key, owner)
 
     async def _serve(self, plan: _Plan) -> _Served:
         """A cached entry (possibly after waiting for another request), or what to compute."""
@@ -192,6 +200,14 @@ class AskService:
                 if isinstance(event, DoneEvent):
                     conversation_id = await self._finish(plan, flight, answer, parts)
                     event = replace(event, conversation_id=conversation_id)
+                    if self.outcomes is not None:
+                        await self.outcomes.answered(
+                            answer.to_dict(),
+                            plan.question.text,
+                            plan.question.kb,
+                            plan.owner,
+                            computed=True,
+                        )
                 yield event
         finally:
             if flight is not None and flight.token is not None and not flight.finished:
@@ -221,6 +237,12 @@ class AskService:
             log.warning("answer not cached and conversation turn not saved: Redis unavailable")
         # A new conversation that could not be saved does not exist: do not hand out its id.
         return plan.conversation_id if (stored or plan.given) else None
+
+    async def _note_cached(self, plan: _Plan, body: bytes) -> None:
+        if self.outcomes is not None:
+            await self.outcomes.cached_answer(
+                body, plan.question.text, plan.question.kb, plan.owner
+            )
 
     def _cache(self) -> AnswerCache:
         assert self.cache is not None

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from citewise.cli_eval import app as eval_app
+from citewise.cli_report import report
 from citewise.console import (
     Bar,
     FilterOption,
@@ -29,6 +30,7 @@ from citewise.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(eval_app, name="eval")
+app.command()(report)
 
 
 @app.command()
@@ -194,13 +196,47 @@ def _filters(raw: list[str] | None) -> dict[str, Any]:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Also serve a demo host page with the help widget on PORT+1 (another origin).",
+        ),
+    ] = False,
+    demo_documents: Annotated[
+        Path, typer.Option(help="Folder the demo page publishes under /kb/ for citation links.")
+    ] = Path("data/sample"),
 ) -> None:
     """Run the HTTP service."""
+    import threading
+
     import uvicorn
 
     from api.main import create_app
 
-    uvicorn.run(create_app(Settings()), host=host, port=port)
+    settings = Settings()
+    if demo:
+        from api.demo import DEMO_WIDGET, demo_app
+        from citewise.settings import WidgetSpec
+
+        page = f"http://{host}:{port + 1}"
+        origins = [page] + ([f"http://localhost:{port + 1}"] if host == "127.0.0.1" else [])
+        widgets = {DEMO_WIDGET: WidgetSpec(origins=origins), **settings.widgets}
+        base_urls = {settings.default_kb: f"{page}/kb/", **settings.kb_base_urls}
+        settings = settings.model_copy(update={"widgets": widgets, "kb_base_urls": base_urls})
+        pages = uvicorn.Server(
+            uvicorn.Config(
+                demo_app(f"http://{host}:{port}", demo_documents.resolve()),
+                host=host,
+                port=port + 1,
+                log_level="warning",
+            )
+        )
+        # A thread: uvicorn handles signals in the main thread only, so Ctrl-C stops the API
+        # there and the process (and this daemon thread) with it.
+        threading.Thread(target=pages.run, daemon=True).start()
+        stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
+    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 def main() -> None:

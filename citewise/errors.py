@@ -7,7 +7,12 @@
     ├── KnowledgeBaseNotFound      no collection for that knowledge base
     ├── ConversationNotFound       no live conversation with that id
     ├── Unauthorized               no API key, or an unknown one
+    │   ├── WidgetTokenInvalid     a widget token that was not signed here or is malformed
+    │   └── WidgetTokenExpired     a widget token past its lifetime (fetch a new one)
     ├── Forbidden                  a valid key that may not use the endpoint
+    │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
+    ├── UnknownWidget              no help widget with that id
+    ├── AnswerNotFound             feedback on an answer id that is unknown or too old
     ├── RateLimited                over a rate limit (carries retry_after)
     ├── RateLimiterUnavailable     limits cannot be checked and the policy is fail-closed
     ├── CacheUnavailable           an admin cache operation cannot reach Redis
@@ -129,3 +134,35 @@ class CacheUnavailable(CitewiseError):
     """Raised when an admin cache operation cannot reach Redis (or Redis is switched off)."""
 
     code = "cache_unavailable"
+
+
+class WidgetTokenInvalid(Unauthorized):
+    """Raised when a widget token is malformed or was not signed with this service's key."""
+
+    code = "widget_token_invalid"
+
+
+class WidgetTokenExpired(Unauthorized):
+    """Raised when a widget token has outlived CITEWISE_WIDGET_TOKEN_TTL_S."""
+
+    code = "widget_token_expired"
+
+
+class OriginNotAllowed(Forbidden):
+    """Raised when a widget (or its token) is used from a page origin it was not registered
+    for, or without an Origin at all."""
+
+    code = "origin_not_allowed"
+
+
+class UnknownWidget(CitewiseError):
+    """Raised when a widget id is not registered."""
+
+    code = "unknown_widget"
+
+
+class AnswerNotFound(CitewiseError):
+    """Raised when feedback names an answer id that is unknown or older than
+    CITEWISE_ANSWER_RECORD_TTL_S."""
+
+    code = "answer_not_found"

@@ -16,11 +16,13 @@ from citewise.embeddings import LocalEmbeddings, model_dimension
 from citewise.generators.base import Generator
 from citewise.lexical import LexicalStore
 from citewise.offline import prepare_offline
+from citewise.outcomes import OutcomeLog
 from citewise.rate_limits import Limiter
 from citewise.redis_client import RedisHandle, connect
 from citewise.retrieval import Retriever
 from citewise.settings import Settings
 from citewise.store import ChunkStore, open_client
+from citewise.widgets import Widgets
 
 
 def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalEmbeddings:
@@ -89,6 +91,8 @@ class Services:
     asking: AskService
     keys: KeyRing
     limiter: Limiter
+    widgets: Widgets
+    outcomes: OutcomeLog | None
 
     def close(self) -> None:
         """Release Redis connections (the CLI; the app closes them in its lifespan)."""
@@ -115,7 +119,8 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         conversations = Conversations(
             redis, settings.conversation_ttl_s, settings.max_history_turns
         )
-    asking = AskService(answerer, lexical, answers, conversations)
+    outcomes = OutcomeLog(redis, settings) if redis is not None else None
+    asking = AskService(answerer, lexical, answers, conversations, outcomes)
     keys = KeyRing(settings.admin_keys, settings.query_keys)
     return Services(
         settings,
@@ -128,4 +133,6 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         asking,
         keys,
         Limiter(redis, settings),
+        Widgets(settings, redis),
+        outcomes,
     )

@@ -3,8 +3,9 @@
 The counting is the ``limits`` library's (Redis storage, Lua scripts, one round trip per
 check), sharing Citewise's connection pool and key prefix (``prefix:rl:...``; every key
 expires after two windows). Families: ``search`` (search, models), ``ask`` (ask, stream,
-chat completions), ``admin``. Each has a limit per client IP and one per key, in ``limits``
-notation (``"60/minute"``, ``"10/second;500/hour"``, ``"none"``).
+chat completions), ``admin``, ``widget`` (widget token exchange, feedback). Each has a limit
+per client IP, one per key and, for the families a help widget uses, one per widget, in
+``limits`` notation (``"60/minute"``, ``"10/second;500/hour"``, ``"none"``).
 
 The default strategy is the sliding-window counter: the current and the previous fixed
 window's counts, the previous one weighted by how much of it still overlaps the sliding
@@ -37,12 +38,14 @@ from citewise.settings import Settings
 
 log = logging.getLogger("citewise.limits")
 
-Family = Literal["search", "ask", "admin"]
-Scope = Literal["ip", "key"]
-FAMILIES: tuple[Family, ...] = ("search", "ask", "admin")
+Family = Literal["search", "ask", "admin", "widget"]
+Scope = Literal["ip", "key", "widget"]
+FAMILIES: tuple[Family, ...] = ("search", "ask", "admin", "widget")
+SCOPES: tuple[Scope, ...] = ("ip", "key", "widget")
 
 
 NO_LIMIT = {"", "none", "off"}
+_SCOPE_NAMES: dict[Scope, str] = {"ip": "client", "key": "API key", "widget": "help widget"}
 
 
 def _parse(setting: str, value: str) -> list[limits.RateLimitItem]:
@@ -64,11 +67,10 @@ class Limiter:
         self._fail_open = settings.rate_limit_fail_open
         self._limits: dict[Family, dict[Scope, list[limits.RateLimitItem]]] = {}
         for family in FAMILIES:
-            ip_setting, key_setting = f"rate_limit_{family}_per_ip", f"rate_limit_{family}_per_key"
-            self._limits[family] = {
-                "ip": _parse(ip_setting, getattr(settings, ip_setting)),
-                "key": _parse(key_setting, getattr(settings, key_setting)),
-            }
+            self._limits[family] = {}
+            for scope in SCOPES:  # a family/scope pair without a setting has no limit
+                setting = f"rate_limit_{family}_per_{scope}"
+                self._limits[family][scope] = _parse(setting, getattr(settings, setting, "none"))
         self._strategy: RateLimiter | None = None
         if handle is not None:
             storage = RedisStorage(
@@ -114,7 +116,6 @@ class Limiter:
                 ) from exc
             retry_after = max(1, math.ceil(window.reset_time - time.time()))
             raise RateLimited(
-                f"rate limit of {item} per {'API key' if scope == 'key' else 'client'} "
-                f"reached; retry in {retry_after}s",
+                f"rate limit of {item} per {_SCOPE_NAMES[scope]} reached; retry in {retry_after}s",
                 retry_after,
             )

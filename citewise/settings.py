@@ -7,11 +7,20 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REDIS_OFF = "off"
 _HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class WidgetSpec(BaseModel):
+    """A help widget a site owner registered: the pages it may run on and what it answers from."""
+
+    origins: list[str] = Field(
+        description="Page origins (scheme://host[:port]) the widget may be used from."
+    )
+    kb: str = Field(default="default", description="The knowledge base it answers from.")
 
 
 class Settings(BaseSettings):
@@ -180,6 +189,19 @@ class Settings(BaseSettings):
     rate_limit_admin_per_key: str = Field(
         default="60/minute", description="Admin limit per API key ('none': no limit)."
     )
+    rate_limit_search_per_widget: str = Field(
+        default="600/minute", description="Search limit per help widget, all visitors together."
+    )
+    rate_limit_ask_per_widget: str = Field(
+        default="300/minute", description="Ask limit per help widget, all visitors together."
+    )
+    rate_limit_widget_per_ip: str = Field(
+        default="30/minute",
+        description="Widget token exchanges and feedback per client IP ('none': no limit).",
+    )
+    rate_limit_widget_per_widget: str = Field(
+        default="1200/minute", description="Token exchanges and feedback per help widget."
+    )
     rate_limit_strategy: Literal["sliding-window", "moving-window"] = Field(
         default="sliding-window",
         description="sliding-window: two counters per window, weighted (O(1) memory); "
@@ -188,6 +210,32 @@ class Settings(BaseSettings):
     rate_limit_fail_open: bool = Field(
         default=True,
         description="When Redis cannot be reached: let requests through (true) or answer 503.",
+    )
+
+    widgets: dict[str, WidgetSpec] = Field(
+        default_factory=dict,
+        description="JSON map of help widget id -> {origins, kb}; more can be registered "
+        "through the admin API.",
+    )
+    widget_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs widget tokens (at least 32 characters); unset: a random "
+        "one kept in CITEWISE_HOME/widget-secret. Replicas behind one balancer must share it.",
+    )
+    widget_token_ttl_s: int = Field(
+        default=900, ge=30, le=86400, description="Lifetime of a widget's page token."
+    )
+    answer_record_ttl_s: int = Field(
+        default=7 * 86400,
+        ge=60,
+        description="How long feedback can still be given on an answer (its question is kept "
+        "that long).",
+    )
+    outcome_log_max: int = Field(
+        default=100_000,
+        ge=100,
+        description="Refusals, low-confidence answers and feedback kept for `citewise report` "
+        "(oldest dropped first).",
     )
 
     @field_validator("admin_keys", "query_keys", mode="before")
@@ -214,6 +262,13 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 16 characters long")
         return keys
 
+    @field_validator("widget_secret")
+    @classmethod
+    def _check_widget_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("CITEWISE_WIDGET_SECRET must be at least 32 characters long")
+        return secret
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -235,6 +290,10 @@ class Settings(BaseSettings):
     @property
     def lock_dir(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def widget_secret_path(self) -> Path:
+        return self.home / "widget-secret"
 
     @property
     def redis_path(self) -> Path:

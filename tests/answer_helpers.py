@@ -128,9 +128,11 @@ class _Server(uvicorn.Server):
 
 
 @contextmanager
-def serve(app: Any, startup_timeout: float = 120.0) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread; yields its base URL."""
-    sock = free_socket()
+def serve(
+    app: Any, startup_timeout: float = 120.0, sock: socket.socket | None = None
+) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread (on ``sock`` if given); yields its URL."""
+    sock = sock or free_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

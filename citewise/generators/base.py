@@ -44,18 +44,24 @@ _REFERRING = re.compile(
 _CONTINUATION = re.compile(r"^\s*(and|but|also|what about|how about|why|so)\b", re.IGNORECASE)
 
 
+SHORT_QUESTION_WORDS = 3
+
+
 def condense_heuristic(question: str, history: Sequence[Turn]) -> str:
     """Offline follow-up handling: a question that leans on the conversation gets the last
     user question prepended, so retrieval sees what "it" or "that plan" refers to.
 
-    A question leans on the conversation when it is short (six words or fewer), starts like a
-    continuation ("and", "what about"), or uses a referring word ("it", "those", "there").
+    A question leans on the conversation when it is very short (three words or fewer: "and
+    pricing?"), starts like a continuation ("and", "what about"), or uses a referring word
+    ("it", "those", "there"). Short but complete questions ("Which four plans does Tallybird
+    have?") stand alone: with the earlier question prepended, they were answered about that
+    one (found by the widget's browser tests).
     """
     earlier = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
     if not earlier:
         return question
     leans = (
-        len(question.split()) <= 6
+        len(question.split()) <= SHORT_QUESTION_WORDS
         or _CONTINUATION.search(question) is not None
         or _REFERRING.search(question) is not None
     )
