@@ -20,12 +20,15 @@ log = logging.getLogger("citewise.api")
 
 # Most specific first: the lookup walks each error's class hierarchy (its MRO).
 STATUS: dict[type[errors.CitewiseError], int] = {
+    errors.UploadTooLarge: 413,
     errors.InvalidRequest: 400,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.KnowledgeBaseNotFound: 404,
     errors.UnknownWidget: 404,
     errors.AnswerNotFound: 404,
+    errors.JobNotFound: 404,
+    errors.QueueUnavailable: 503,
     errors.ConversationNotFound: 404,
     errors.RateLimited: 429,
     errors.RateLimiterUnavailable: 503,

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import admin, errors, openai_compat, routes, widget
+from api import admin, errors, jobs, openai_compat, routes, widget
 from api.cors import WidgetCORSMiddleware
 from citewise import __version__
 from citewise.generators.base import Generator
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     app.include_router(widget.router)
+    app.include_router(jobs.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app
 

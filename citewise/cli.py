@@ -23,9 +23,10 @@ from citewise.console import (
     KbOption,
     fail,
     progress_bar,
+    stderr,
     stdout,
 )
-from citewise.errors import CitewiseError
+from citewise.errors import CitewiseError, InvalidRequest
 from citewise.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -43,6 +44,12 @@ def ingest(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Drop the knowledge base first.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Keep running: re-ingest whenever files change (Ctrl-C stops)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk, embed and store documents; re-runs pay only for what changed."""
@@ -52,28 +59,92 @@ def ingest(
 
     settings = Settings()
     kb = kb or settings.default_kb
+    if watch and dry_run:
+        fail(InvalidRequest("--watch and --dry-run do not go together"), as_json)
     try:
-        with progress_bar() as progress:
-            # A dry run writes nothing: it uses a Redis it is given, but starts no embedded one.
-            redis = connect(settings, start_embedded=not dry_run)
-            try:
-                embeddings = cached(settings, build_embeddings(settings), redis)
-                pipeline = IngestPipeline(
-                    settings, build_store(settings, create=not dry_run), embeddings
-                )
+        # A dry run writes nothing: it uses a Redis it is given, but starts no embedded one.
+        redis = connect(settings, start_embedded=not dry_run)
+        try:
+            embeddings = cached(settings, build_embeddings(settings), redis)
+            pipeline = IngestPipeline(
+                settings, build_store(settings, create=not dry_run), embeddings
+            )
+            with progress_bar() as progress:
                 report = pipeline.run(
                     paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
                 )
-            finally:
-                if redis is not None:
-                    redis.close()
+            _show(report, as_json)
+            if watch:
+                _watch(pipeline, paths, kb, settings.watch_debounce_ms, as_json)
+        finally:
+            if redis is not None:
+                redis.close()
     except CitewiseError as error:
         fail(error, as_json)
+    raise typer.Exit(1 if report.files_failed else 0)
+
+
+def _show(report: Any, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
+        sys.stdout.flush()
     else:
         _print_report(report)
-    raise typer.Exit(1 if report.files_failed else 0)
+
+
+def _watch(pipeline: Any, paths: list[Path], kb: str, debounce_ms: int, as_json: bool) -> None:
+    """Re-ingest after each burst of changes: watchfiles waits for ``debounce_ms`` of quiet,
+    so saving ten files (or an editor's write-rename dance) is one run, not ten."""
+    import watchfiles
+
+    def again(*, quiet_if_unchanged: bool) -> None:
+        try:
+            with progress_bar() as progress:
+                report = pipeline.run(paths, kb, progress=Bar(progress))
+        except CitewiseError as error:  # e.g. busy: say so, keep watching
+            stderr.print(f"error: {error}")
+            return
+        if report.changed_anything or report.files_failed or not quiet_if_unchanged:
+            _show(report, as_json)
+
+    armed = False
+    # The watcher only starts watching when first iterated, and yields nothing until a change:
+    # yield_on_timeout makes it say when it is armed, so a change made between the first
+    # ingest and that moment is caught by one catch-up run rather than missed.
+    for changes in watchfiles.watch(
+        *paths, debounce=debounce_ms, yield_on_timeout=True, rust_timeout=500,
+        raise_interrupt=False,
+    ):  # fmt: skip
+        if not armed:
+            armed = True
+            again(quiet_if_unchanged=True)
+            stderr.print(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)")
+        elif changes:
+            again(quiet_if_unchanged=False)
+
+
+@app.command()
+def worker(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Run the jobs already queued, then exit.")
+    ] = False,
+) -> None:
+    """Run ingest jobs queued through POST /v1/kbs/{kb}/ingest (RQ, over the service's Redis)."""
+    from rq import Worker
+
+    from citewise.errors import QueueUnavailable
+    from citewise.jobs import JobQueue
+    from citewise.redis_client import connect
+
+    settings = Settings()
+    redis = connect(settings)
+    if redis is None:
+        fail(QueueUnavailable("the job queue needs Redis, which is switched off"), False)
+    try:
+        queue = JobQueue(redis, settings).queue
+        Worker([queue], connection=redis.sync).work(burst=burst, logging_level="INFO")
+    finally:
+        redis.close()
 
 
 def _print_report(report: Any) -> None:

@@ -3,7 +3,8 @@
     CitewiseError                  base; its message is safe to show a user
     ├── ConfigurationError         settings that cannot work (fails at start-up)
     ├── InvalidRequest             a caller asked for something malformed
-    │   └── InvalidKnowledgeBaseName
+    │   ├── InvalidKnowledgeBaseName
+    │   └── UploadTooLarge         an uploaded file or request over its size limit
     ├── KnowledgeBaseNotFound      no collection for that knowledge base
     ├── ConversationNotFound       no live conversation with that id
     ├── Unauthorized               no API key, or an unknown one
@@ -13,6 +14,8 @@
     │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
     ├── UnknownWidget              no help widget with that id
     ├── AnswerNotFound             feedback on an answer id that is unknown or too old
+    ├── JobNotFound                no ingest job with that id (or it is too old)
+    ├── QueueUnavailable           ingest jobs need Redis, which is off or unreachable
     ├── RateLimited                over a rate limit (carries retry_after)
     ├── RateLimiterUnavailable     limits cannot be checked and the policy is fail-closed
     ├── CacheUnavailable           an admin cache operation cannot reach Redis
@@ -166,3 +169,21 @@ class AnswerNotFound(CitewiseError):
     CITEWISE_ANSWER_RECORD_TTL_S."""
 
     code = "answer_not_found"
+
+
+class JobNotFound(CitewiseError):
+    """Raised when an ingest job id is unknown or its record has expired."""
+
+    code = "job_not_found"
+
+
+class QueueUnavailable(CitewiseError):
+    """Raised when ingest jobs cannot be queued or read: Redis is off or unreachable."""
+
+    code = "queue_unavailable"
+
+
+class UploadTooLarge(InvalidRequest):
+    """Raised when an uploaded file, or a whole upload, is over its size limit."""
+
+    code = "upload_too_large"

@@ -14,6 +14,7 @@ from citewise.conversations import Conversations
 from citewise.embedding_cache import CachedEmbeddings
 from citewise.embeddings import LocalEmbeddings, model_dimension
 from citewise.generators.base import Generator
+from citewise.jobs import JobQueue
 from citewise.lexical import LexicalStore
 from citewise.offline import prepare_offline
 from citewise.outcomes import OutcomeLog
@@ -93,6 +94,7 @@ class Services:
     limiter: Limiter
     widgets: Widgets
     outcomes: OutcomeLog | None
+    jobs: JobQueue | None  # ingest jobs (RQ over the same Redis); None without Redis
 
     def close(self) -> None:
         """Release Redis connections (the CLI; the app closes them in its lifespan)."""
@@ -135,4 +137,5 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         Limiter(redis, settings),
         Widgets(settings, redis),
         outcomes,
+        JobQueue(redis, settings) if redis is not None else None,
     )

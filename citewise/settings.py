@@ -212,6 +212,25 @@ class Settings(BaseSettings):
         description="When Redis cannot be reached: let requests through (true) or answer 503.",
     )
 
+    ingest_root: Path | None = Field(
+        default=None,
+        description="Folder under which POST /v1/kbs/{kb}/ingest may name server-side paths; "
+        "unset: only uploads are accepted.",
+    )
+    max_upload_mb: float = Field(default=20.0, gt=0, description="Largest uploaded file.")
+    max_upload_files: int = Field(default=200, ge=1, description="Most files in one upload.")
+    job_timeout_s: int = Field(
+        default=3600, ge=10, description="An ingest job running longer is stopped."
+    )
+    job_result_ttl_s: int = Field(
+        default=7 * 86400, ge=60, description="How long a finished job's state can be read."
+    )
+    watch_debounce_ms: int = Field(
+        default=1500,
+        ge=50,
+        description="`citewise ingest --watch`: quiet time after the last change before "
+        "re-ingesting.",
+    )
     widgets: dict[str, WidgetSpec] = Field(
         default_factory=dict,
         description="JSON map of help widget id -> {origins, kb}; more can be registered "
@@ -290,6 +309,10 @@ class Settings(BaseSettings):
     @property
     def lock_dir(self) -> Path:
         return self.home / "locks"
+
+    @property
+    def uploads_path(self) -> Path:
+        return self.home / "uploads"
 
     @property
     def widget_secret_path(self) -> Path:

@@ -1,0 +1,184 @@
+"""Ingest jobs for real: the API queues them in Redis, `citewise worker --burst` runs them in a
+subprocess, the API reports their state; plus `citewise ingest --watch`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from citewise.jobs import queue_name
+from citewise.settings import Settings
+from tests.cli import citewise_env, command
+from tests.conftest import SAMPLE
+
+ADMIN_KEY = "admin-key-1234567890abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """The ingest root, holding two small folders of the sample help centre."""
+    root = tmp_path / "documents"
+    for folder, names in {
+        "billing": ["managing-your-subscription.md", "plans-and-pricing.html"],
+        "expenses": ["mileage-and-per-diem.md"],
+    }.items():
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy(SAMPLE / folder / name, root / folder / name)
+    return root
+
+
+@pytest.fixture
+def env(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str) -> Iterator[Any]:
+    values = citewise_env(
+        tmp_path / "home",
+        cache_dir,
+        CITEWISE_REDIS_URL=redis_url,
+        CITEWISE_REDIS_PREFIX=redis_prefix,
+    )
+    yield values
+    # RQ keeps its keys under "rq:", named by our queue (which carries the prefix) and job ids.
+    client = redis.Redis.from_url(redis_url)
+    name = queue_name(redis_prefix)
+    doomed = [k for k in client.scan_iter("rq:*", count=1000) if name.encode() in k]
+    for job in client.lrange(f"rq:queue:{name}", 0, -1):
+        doomed.append(b"rq:job:" + job)
+    for key in client.scan_iter(f"{redis_prefix}:*", count=1000):
+        doomed.append(key)
+    if doomed:
+        client.delete(*doomed)
+    client.close()
+
+
+@pytest.fixture
+def client(env: dict[str, str], root: Path, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        home=Path(env["CITEWISE_HOME"]),
+        cache_dir=Path(env["CITEWISE_CACHE_DIR"]),
+        redis_url=env["CITEWISE_REDIS_URL"],
+        redis_prefix=env["CITEWISE_REDIS_PREFIX"],
+        admin_keys=ADMIN_KEY,
+        ingest_root=root,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def work(env: dict[str, str]) -> None:
+    """Run every queued job in a real worker process, then return."""
+    done = subprocess.run(
+        command("worker", "--burst"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_queued_ingest_runs_in_the_worker_and_reports_progress_and_result(
+    client: TestClient, env: dict[str, str]
+) -> None:
+    submitted = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()
+    assert job["state"] == "queued" and job["kb"] == "billing"
+    busy = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "kb_busy"
+    assert job["job_id"] in busy.json()["error"]["message"]
+    other = client.post("/v1/kbs/expenses/ingest", json={"path": "expenses"}, headers=ADMIN)
+    assert other.status_code == 202  # one job per knowledge base, not one in all
+
+    work(env)
+
+    state = client.get(f"/v1/jobs/{job['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "finished", state
+    assert state["progress"]["done"] == state["progress"]["total"] == 2
+    assert state["report"]["files_added"] == 2 and state["report"]["chunks_added"] > 0
+    assert state["started_at"] >= state["enqueued_at"] and state["ended_at"] >= state["started_at"]
+    hits = client.post("/v1/search", json={"query": "annual billing", "kb": "billing"}).json()
+    assert hits["hits"][0]["source"] in {"plans-and-pricing.html", "managing-your-subscription.md"}
+
+    again = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert again.status_code == 202  # the claim was released when the job ended
+
+
+def test_a_failing_job_says_why_without_internals(
+    client: TestClient, env: dict[str, str], root: Path
+) -> None:
+    submitted = client.post("/v1/kbs/gone/ingest", json={"path": "expenses"}, headers=ADMIN)
+    shutil.rmtree(root / "expenses")  # vanishes before the worker gets to it
+    work(env)
+    state = client.get(f"/v1/jobs/{submitted.json()['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "failed"
+    assert state["error"]["code"] == "invalid_request"
+    assert "Traceback" not in json.dumps(state)
+    retry = client.post("/v1/kbs/gone/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert retry.status_code == 202  # a failed job does not hold the knowledge base
+
+
+def test_paths_must_stay_inside_the_ingest_root(client: TestClient, tmp_path: Path) -> None:
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "keys.md").write_text("# Keys\n\nnothing to see\n", encoding="utf-8")
+    (tmp_path / "documents" / "sneaky").symlink_to(outside)
+    for path in ("../secret", str(outside), "sneaky", "billing/../../secret", "missing"):
+        refused = client.post("/v1/kbs/default/ingest", json={"path": path}, headers=ADMIN)
+        assert refused.status_code == 400, path
+        assert str(tmp_path) not in refused.text  # no server paths in the answer
+    malformed = client.post("/v1/kbs/default/ingest", content=b"{}", headers=ADMIN)
+    assert malformed.status_code == 400
+    anonymous = client.post("/v1/kbs/default/ingest", json={"path": "billing"})
+    assert anonymous.status_code == 401
+    unknown = client.get("/v1/jobs/" + "0" * 32, headers=ADMIN)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "job_not_found"
+
+
+def test_watch_re_ingests_after_a_change(env: dict[str, str], root: Path) -> None:
+    folder = root / "billing"
+    process = subprocess.Popen(
+        command("ingest", str(folder), "--kb", "watched", "--watch", "--json"),
+        env=env | {"CITEWISE_WATCH_DEBOUNCE_MS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: Queue[str] = Queue()
+    notes: Queue[str] = Queue()
+    readers = [
+        threading.Thread(target=lambda s=stream, q=sink: [q.put(line) for line in s or []])
+        for stream, sink in ((process.stdout, lines), (process.stderr, notes))
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        first = json.loads(lines.get(timeout=300))
+        assert first["files_added"] == 2
+        while "watching" not in notes.get(timeout=120):  # armed: no change can be missed now
+            pass
+        edited = folder / "managing-your-subscription.md"
+        edited.write_text(
+            edited.read_text(encoding="utf-8") + "\n\n## Pausing\n\nPausing is not possible.\n",
+            encoding="utf-8",
+        )
+        second = json.loads(lines.get(timeout=120))
+        assert second["files_changed"] == 1 and second["files_unchanged"] == 1
+        assert second["chunks_added"] >= 1
+    except Empty:
+        pytest.fail("the watcher printed no report in time")
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        for reader in readers:  # the pipes reach their end once the process is gone
+            reader.join(timeout=60)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
