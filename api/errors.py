@@ -40,6 +40,7 @@ STATUS: dict[type[errors.CitewiseError], int] = {
     errors.StoreUnavailable: 503,
     errors.ConfigurationError: 500,
     errors.DocumentError: 422,
+    errors.QualityGateFailed: 409,
 }
 
 

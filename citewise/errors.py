@@ -22,6 +22,7 @@
     ├── KnowledgeBaseBusy          another ingest holds the knowledge base's lock
     ├── EmbeddingModelMismatch     the collection was built with another model
     ├── DocumentError              one document could not be read or parsed
+    ├── QualityGateFailed          a gated ingest was not promoted: golden questions failed
     ├── StoreUnavailable           the vector store could not be reached
     └── GenerationFailed           the language model request failed
         └── GenerationTimeout      ... or did not answer in time
@@ -187,3 +188,10 @@ class UploadTooLarge(InvalidRequest):
     """Raised when an uploaded file, or a whole upload, is over its size limit."""
 
     code = "upload_too_large"
+
+
+class QualityGateFailed(CitewiseError):
+    """Raised when a gated ingest is not promoted because its golden questions no longer find
+    their documents; the live knowledge base is left as it was."""
+
+    code = "quality_gate_failed"

@@ -65,6 +65,7 @@ class JobView:
     ended_at: float | None
     report: dict[str, Any] | None
     error: dict[str, str] | None
+    gate: dict[str, Any] | None  # the golden questions' verdict, for a gated ingest
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class JobView:
             "ended_at": self.ended_at,
             "report": self.report,
             "error": self.error,
+            "gate": self.gate,
         }
 
 
@@ -165,6 +167,7 @@ def view(job: Job) -> JobView:
         ended_at=_epoch(job.ended_at),
         report=report if isinstance(report, dict) else None,
         error=error,
+        gate=meta.get("gate"),
     )
 
 
@@ -206,8 +209,10 @@ return 0
 
 def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dict[str, Any]:
     """The job: runs in the worker's work horse, with the worker's settings."""
+    from citewise.errors import QualityGateFailed
     from citewise.providers import build_embeddings, build_store, cached
     from citewise.redis_client import connect
+    from ingest.gate import gated_ingest, load_golden
     from ingest.pipeline import IngestPipeline
 
     job = get_current_job()
@@ -217,9 +222,20 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
     try:
         embeddings = cached(settings, build_embeddings(settings), handle)
         pipeline = IngestPipeline(settings, build_store(settings), embeddings)
-        report = pipeline.run(
-            [Path(p) for p in paths], kb, rebuild=rebuild, progress=_JobProgress(job)
+        folders, progress = [Path(p) for p in paths], _JobProgress(job)
+        golden = load_golden(settings, kb)
+        if golden is None:
+            return pipeline.run(folders, kb, rebuild=rebuild, progress=progress).to_json()
+        report, gate = gated_ingest(
+            pipeline, folders, kb, golden, rebuild=rebuild, progress=progress
         )
+        job.meta["gate"] = gate.to_json()
+        job.save_meta()  # type: ignore[no-untyped-call]
+        if not gate.passed:
+            raise QualityGateFailed(
+                f"not promoted: {gate.found} of {gate.questions} golden questions found their "
+                f"document (at least {gate.threshold:.0%} needed); {kb!r} is unchanged"
+            )
         return report.to_json()
     except CitewiseError as error:  # safe to show; anything else stays in the worker log
         job.meta["error"] = {"code": error.code, "message": str(error)}

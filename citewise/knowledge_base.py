@@ -7,11 +7,24 @@ import re
 from citewise.errors import InvalidKnowledgeBaseName
 
 COLLECTION_PREFIX = "citewise-"
+# A gated ingest builds the next state of ``kb`` as ``kb.staging``: no caller can name it,
+# since '.' is not allowed in knowledge base names, and no real knowledge base can collide.
+STAGING_SUFFIX = ".staging"
 _VALID = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,46}[a-z0-9])?$")
 
 
-def validate_kb(name: str) -> str:
-    """Return ``name`` if it is a valid knowledge base name, else raise with the rule."""
+def staging_of(kb: str) -> str:
+    return validate_kb(kb) + STAGING_SUFFIX
+
+
+def validate_kb(name: str, *, internal: bool = False) -> str:
+    """Return ``name`` if it is a valid knowledge base name, else raise with the rule.
+
+    ``internal`` also accepts a staging name (the store and the pipeline use those; callers
+    of the API cannot)."""
+    if internal and name.endswith(STAGING_SUFFIX):
+        validate_kb(name.removesuffix(STAGING_SUFFIX))
+        return name
     if not _VALID.match(name):
         raise InvalidKnowledgeBaseName(
             f"invalid knowledge base name {name!r}: use 1-48 lowercase letters, digits, "
@@ -21,4 +34,4 @@ def validate_kb(name: str) -> str:
 
 
 def collection_name(kb: str) -> str:
-    return f"{COLLECTION_PREFIX}{validate_kb(kb)}"
+    return f"{COLLECTION_PREFIX}{validate_kb(kb, internal=True)}"

@@ -23,6 +23,7 @@ from langchain_core.embeddings import Embeddings
 
 from citewise import models
 from citewise.errors import InvalidRequest
+from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalIndex, LexicalStore
 from citewise.settings import Settings
 from citewise.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
@@ -102,8 +103,11 @@ class Retriever:
         k: int,
         mode: SearchMode | str | None = None,
         filters: Filters | Mapping[str, Any] | None = None,
+        internal: bool = False,
     ) -> list[Hit]:
-        """The ``k`` best chunks of ``kb`` for ``query``, best first."""
+        """The ``k`` best chunks of ``kb`` for ``query``, best first (``internal``: ``kb`` may
+        be a staging name, which callers of the API cannot search)."""
+        validate_kb(kb, internal=internal)
         query = _checked_query(query)
         if not 1 <= k <= MAX_K:
             raise InvalidRequest(f"k must be between 1 and {MAX_K}")

@@ -225,6 +225,24 @@ class Settings(BaseSettings):
     job_result_ttl_s: int = Field(
         default=7 * 86400, ge=60, description="How long a finished job's state can be read."
     )
+    golden_dir: Path | None = Field(
+        default=None,
+        description="Folder of golden questions, <kb>.jsonl; a knowledge base with a file "
+        "there is ingested by jobs through a staging copy, promoted only if they pass. "
+        "Unset: CITEWISE_HOME/golden.",
+    )
+    golden_k: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="A golden question passes if its document is in this many top results.",
+    )
+    golden_min_hit_rate: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="Share of golden questions that must pass for a gated ingest to be promoted.",
+    )
     watch_debounce_ms: int = Field(
         default=1500,
         ge=50,

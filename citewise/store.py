@@ -121,6 +121,51 @@ class ChunkStore:
         if self._client is not None and self.exists(kb):
             self._client.delete_collection(collection_name(kb))
 
+    def copy(self, source: str, target: str) -> int:
+        """Make ``target`` an exact copy of ``source`` (vectors included, nothing re-embedded);
+        returns the number of chunks copied. ``target`` is dropped first."""
+        self.drop(target)
+        into = self.knowledge_base(target, create=True)
+        if not self.exists(source):
+            return 0
+        collection = self.knowledge_base(source)._collection
+        copied = 0
+        while True:
+            found = collection.get(
+                include=["documents", "metadatas", "embeddings"],
+                limit=into._max_batch,
+                offset=copied,
+            )
+            if not found["ids"]:
+                return copied
+            into._collection.upsert(
+                ids=found["ids"],
+                embeddings=found["embeddings"],
+                documents=found["documents"],
+                metadatas=found["metadatas"],
+            )
+            copied += len(found["ids"])
+
+    def promote(self, staging: str, kb: str) -> None:
+        """Make ``staging`` the collection of ``kb``, retiring the old one.
+
+        Renames, not copies: the old collection is renamed aside, the staging one takes the
+        name, the old one is deleted. Searches that had the old collection open keep reading
+        it until it is deleted, then reopen by name (``StaleKnowledgeBase``); between the two
+        renames (milliseconds) a search finds no collection and answers 404.
+        """
+        assert self._client is not None
+        retired = f"{collection_name(kb)}.old"
+        if retired in {c.name for c in self._client.list_collections()}:
+            self._client.delete_collection(retired)  # left by a promotion that was killed
+        if self.exists(kb):
+            self._client.get_collection(collection_name(kb)).modify(name=retired)
+        self._client.get_collection(collection_name(staging)).modify(name=collection_name(kb))
+        self.forget(kb)
+        self.forget(staging)
+        if retired in {c.name for c in self._client.list_collections()}:
+            self._client.delete_collection(retired)
+
     def _check_model(self, kb: str, metadata: Mapping[str, Any]) -> None:
         recorded = metadata.get(MODEL_KEY)
         dimension = metadata.get(DIMENSION_KEY)

@@ -103,6 +103,26 @@ class Manifest:
         with self._db:
             self._db.execute("DELETE FROM files WHERE kb = ? AND source = ?", (self.kb, source))
 
+    def copy_to(self, target: str, *, move: bool = False) -> None:
+        """Make ``target``'s records a copy of this knowledge base's (``move``: and drop
+        these), in one transaction."""
+        with self._db:
+            for table in ("files", "kbs"):
+                self._db.execute(f"DELETE FROM {table} WHERE kb = ?", (target,))
+            self._db.execute(
+                "INSERT INTO files (kb, source, root, file_hash, status, chunk_count, updated_at)"
+                " SELECT ?, source, root, file_hash, status, chunk_count, updated_at"
+                " FROM files WHERE kb = ?",
+                (target, self.kb),
+            )
+            self._db.execute(
+                "INSERT INTO kbs (kb, fingerprint) SELECT ?, fingerprint FROM kbs WHERE kb = ?",
+                (target, self.kb),
+            )
+            if move:
+                self._db.execute("DELETE FROM files WHERE kb = ?", (self.kb,))
+                self._db.execute("DELETE FROM kbs WHERE kb = ?", (self.kb,))
+
     def forget_all(self) -> None:
         with self._db:
             self._db.execute("DELETE FROM files WHERE kb = ?", (self.kb,))

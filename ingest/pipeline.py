@@ -121,9 +121,11 @@ class IngestPipeline:
         dry_run: bool = False,
         rebuild: bool = False,
         progress: Progress | None = None,
+        internal: bool = False,
     ) -> IngestReport:
-        """Bring knowledge base ``kb`` in line with the files under ``paths``."""
-        validate_kb(kb)
+        """Bring knowledge base ``kb`` in line with the files under ``paths`` (``internal``:
+        ``kb`` may be a staging name, see ``ingest.gate``)."""
+        validate_kb(kb, internal=internal)
         started = time.perf_counter()
         found = discover(list(paths))
         report = IngestReport(kb=kb, dry_run=dry_run, skipped=found.skipped)

@@ -182,3 +182,31 @@ def test_watch_re_ingests_after_a_change(env: dict[str, str], root: Path) -> Non
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_gated_job_is_refused_when_its_golden_questions_fail(
+    client: TestClient, env: dict[str, str], root: Path
+) -> None:
+    golden = Path(env["CITEWISE_HOME"]) / "golden" / "billing.jsonl"
+    golden.parent.mkdir(parents=True)
+    question = {"question": "How do I cancel my subscription?",
+                "source": "managing-your-subscription.md"}  # fmt: skip
+    golden.write_text(json.dumps(question) + "\n", encoding="utf-8")
+
+    first = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN).json()
+    work(env)
+    state = client.get(f"/v1/jobs/{first['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "finished", state
+    assert state["gate"]["passed"] and state["gate"]["found"] == 1
+
+    (root / "billing" / "managing-your-subscription.md").unlink()
+    second = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN).json()
+    work(env)
+    state = client.get(f"/v1/jobs/{second['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "failed"
+    assert state["error"]["code"] == "quality_gate_failed"
+    assert (
+        not state["gate"]["passed"] and state["gate"]["missed"][0]["source"] == question["source"]
+    )
+    hits = client.post("/v1/search", json={"query": "cancel subscription", "kb": "billing"})
+    assert hits.json()["hits"][0]["source"] == "managing-your-subscription.md"  # still live
