@@ -3,6 +3,7 @@ says degraded, rate limits follow their policy, and everything recovers by itsel
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,49 @@ def test_the_embedded_redis_is_the_default(tmp_path: Path, home: Path, cache_dir
     # Stopped with the app (saving its data under the home), not left running.
     assert (settings.redis_path / "citewise.rdb").exists()
     assert not (settings.redis_path / "citewise.rdb.settings").exists()
+
+
+def test_redis_stopped_under_a_load_of_answers_loses_none_and_recovers(
+    home: Path, cache_dir: Path, server: RedisServer
+) -> None:
+    """Eight clients ask without pause while Redis is killed and brought back."""
+    questions = [INVITATION, "How do I cancel my subscription?", "How do refunds work?"]
+    statuses: list[tuple[int, str]] = []
+    progress = threading.Condition()
+    stop = threading.Event()
+
+    def client_loop(url: str, n: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                question = f"{questions[n % len(questions)]} ({n % 2})"
+                response = client.post("/v1/ask", json={"question": question})
+                with progress:
+                    statuses.append((response.status_code, response.headers.get(CACHE, "")))
+                    progress.notify_all()
+                n += 1
+
+    def wait_for(count: int) -> None:
+        with progress:
+            assert progress.wait_for(lambda: len(statuses) >= count, timeout=120), len(statuses)
+
+    app = create_app(settings_for(home, cache_dir, server.url, rate_limit_ask_per_ip="none"))
+    with serve(app) as url:
+        clients = [threading.Thread(target=client_loop, args=(url, n)) for n in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            wait_for(40)
+            server.kill()
+            killed_at = len(statuses)
+            wait_for(killed_at + 40)
+            server.start()
+            restarted_at = len(statuses)
+            wait_for(restarted_at + 80)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(timeout=120)
+    assert {code for code, _ in statuses} == {200}  # not one answer failed
+    during = {cache for _, cache in statuses[killed_at + 8 : restarted_at]}
+    assert "bypass" in during
+    assert "hit" in {cache for _, cache in statuses[restarted_at + 40 :]}  # caching again
