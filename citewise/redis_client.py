@@ -110,7 +110,7 @@ class RedisHandle:
         try:
             result = call(self.sync)
         except (redis.RedisError, OSError) as exc:
-            self.breaker.failed(exc)
+            self._failed(exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         self.breaker.succeeded()
         return result
@@ -122,10 +122,17 @@ class RedisHandle:
         try:
             result = await call(self.aio)
         except (redis.RedisError, OSError) as exc:
-            self.breaker.failed(exc)
+            self._failed(exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         self.breaker.succeeded()
         return result
+
+    def _failed(self, error: BaseException) -> None:
+        # Every pooled connection busy is this process being saturated, not Redis failing:
+        # that call goes without Redis, the others keep using it.
+        if isinstance(error, redis.ConnectionError) and "No connection available" in str(error):
+            return
+        self.breaker.failed(error)
 
     async def ping(self) -> bool:
         """Whether Redis answers now (ignores the breaker; readiness probes use it)."""
@@ -168,13 +175,29 @@ def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle |
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": settings.redis_timeout_s,
     }
+    # Pools that wait (briefly) for a free connection instead of failing: redis-py's default
+    # pool raises at 100 connections, and 200 concurrent answer streams reached that, which
+    # looked like Redis being down (bench/sse_streams.py).
+    pool: dict[str, Any] = {
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_timeout_s,
+    }
     # One immediate retry on a broken connection (a pooled socket to a restarted server), none
     # on timeouts: a slow Redis must cost one timeout, not several.
     sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     async_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     if settings.redis_url:
-        sync = redis.Redis.from_url(settings.redis_url, retry=sync_retry, **options)
-        aio = aioredis.Redis.from_url(settings.redis_url, retry=async_retry, **options)
+        # from_pool: the client owns its pool and closes it with itself.
+        sync = redis.Redis.from_pool(
+            redis.BlockingConnectionPool.from_url(
+                settings.redis_url, retry=sync_retry, **options, **pool
+            )
+        )
+        aio = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, retry=async_retry, **options, **pool
+            )
+        )
         return RedisHandle(
             sync, aio, settings.redis_prefix, settings.redis_retry_s, _describe(settings.redis_url)
         )
@@ -186,8 +209,24 @@ def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle |
         log.warning("embedded Redis could not start (%s); running without Redis", exc)
         return None
     socket = str(embedded.socket_file)
-    sync = redis.Redis(unix_socket_path=socket, retry=sync_retry, **options)
-    aio = aioredis.Redis(unix_socket_path=socket, retry=async_retry, **options)
+    sync = redis.Redis.from_pool(
+        redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            connection_class=redis.UnixDomainSocketConnection,
+            path=socket,
+            retry=sync_retry,
+            **options,
+            **pool,
+        )
+    )
+    aio = aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool(
+            connection_class=aioredis.UnixDomainSocketConnection,
+            path=socket,
+            retry=async_retry,
+            **options,
+            **pool,
+        )
+    )
     return RedisHandle(
         sync,
         aio,

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="Namespace of every key Citewise writes, so deployments can share a server.",
     )
+    redis_max_connections: int = Field(
+        default=512,
+        ge=4,
+        description="Connections each process may open to Redis (per client: async and sync); "
+        "a request finding all busy waits up to CITEWISE_REDIS_TIMEOUT_S for one.",
+    )
     redis_timeout_s: float = Field(
         default=0.1, gt=0, le=10, description="Connect and read timeout of each Redis call."
     )
