@@ -238,6 +238,22 @@ class Settings(BaseSettings):
         "(oldest dropped first).",
     )
 
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="How `citewise serve` (and the app under uvicorn) writes its log: one JSON "
+        "object per line, or plain text lines for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Lowest level the service's own and uvicorn's loggers write; other "
+        "libraries write warnings and above.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("admin_keys", "query_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
