@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from api import admin, errors, openai_compat, routes, widget
+from api import admin, errors, metrics, openai_compat, routes, widget
 from api.cors import WidgetCORSMiddleware
 from api.observability import RequestObserver
 from citewise import __version__
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     app.include_router(widget.router)
+    app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app
 
@@ -86,6 +87,8 @@ def _announce(services: Services) -> None:
         )
     elif services.keys.queries_public:
         log.warning("no query keys configured: search, ask and chat are open to anyone")
+    if services.settings.metrics_key is None:
+        log.info("/metrics is open to anyone who can reach this port (no CITEWISE_METRICS_KEY)")
     if services.redis is None:
         log.warning(
             "running without Redis: no embedding or answer cache, no server-side "
