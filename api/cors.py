@@ -26,7 +26,7 @@ class WidgetCORSMiddleware(CORSMiddleware):
             app,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-Widget-Token"],
-            expose_headers=["X-Citewise-Cache", "Retry-After"],
+            expose_headers=["X-Citewise-Cache", "Retry-After", "X-Request-Id"],
             max_age=600,
         )
         self._token_exchange = CORSMiddleware(

@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
-from api import admin, errors, jobs, openai_compat, routes, widget
+from api import admin, errors, jobs, metrics, openai_compat, routes, widget
 from api.cors import WidgetCORSMiddleware
+from api.observability import RequestObserver
 from citewise import __version__
 from citewise.generators.base import Generator
+from citewise.logs import configure_logging
 from citewise.providers import Services, build_services
 from citewise.settings import Settings
 
@@ -26,9 +29,22 @@ Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`.
 """
 
 
+class _CitewiseAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # add_middleware places middleware inside Starlette's ServerErrorMiddleware; this one
+        # goes outside it, so the 500 that sends for an unhandled error gets a request id too.
+        return RequestObserver(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, generator: Generator | None = None) -> FastAPI:
-    """Build the Citewise HTTP application; ``generator`` overrides the configured provider."""
+    """Build the Citewise HTTP application; ``generator`` overrides the configured provider.
+
+    Also sets up this process's logging (CITEWISE_LOG_FORMAT, CITEWISE_LOG_LEVEL): the factory
+    is the one place both ``citewise serve`` and ``uvicorn --factory`` run, after uvicorn
+    configured its own loggers.
+    """
     settings = settings or Settings()
+    configure_logging(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,13 +65,16 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
         if services.redis is not None:
             await services.redis.aclose()
 
-    app = FastAPI(title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = _CitewiseAPI(
+        title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     app.include_router(widget.router)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app
 
@@ -69,6 +88,8 @@ def _announce(services: Services) -> None:
         )
     elif services.keys.queries_public:
         log.warning("no query keys configured: search, ask and chat are open to anyone")
+    if services.settings.metrics_key is None:
+        log.info("/metrics is open to anyone who can reach this port (no CITEWISE_METRICS_KEY)")
     if services.redis is None:
         log.warning(
             "running without Redis: no embedding or answer cache, no server-side "

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
+from api import readiness
 from api.deps import ServicesDep
-from api.errors import error_body
 from api.events import as_sse
 from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
 from api.security import CACHE_HEADER, AskCaller, SearchCaller
@@ -105,31 +105,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Readiness: the store answers, the model is loaded, the default knowledge base exists.
+    """Readiness, with the state of each component (`ok`, `degraded` or `down`).
 
-    Redis is reported but does not decide: without it answers are still served (uncached,
-    rate limits per CITEWISE_RATE_LIMIT_FAIL_OPEN), so an unreachable Redis makes the status
-    `degraded` with HTTP 200, not 503.
+    The store, the model and the default knowledge base decide: any of them down is 503
+    `not_ready`. Redis and the job queue on it are reported but do not decide: without them
+    answers are still served (uncached, rate limits per CITEWISE_RATE_LIMIT_FAIL_OPEN), so an
+    unreachable Redis makes the status `degraded` with HTTP 200, not 503.
     """
-    checks: dict[str, bool] = {"model_loaded": services.model.loaded}
-    try:
-        names = await asyncio.to_thread(services.store.knowledge_bases)
-        checks["store_reachable"] = True
-        checks["default_kb_present"] = services.settings.default_kb in names
-    except Exception:
-        checks["store_reachable"] = False
-        checks["default_kb_present"] = False
-    ready = all(checks.values())
-    degraded = []
-    if services.redis is not None:
-        checks["redis_reachable"] = await services.redis.ping()
-        if not checks["redis_reachable"]:
-            degraded.append("redis_reachable")
-    status = "degraded" if ready and degraded else "ready" if ready else "not_ready"
-    body: dict[str, Any] = {"status": status, "checks": checks}
-    if degraded:
-        body["degraded"] = degraded
-    if not ready:
-        failing = ", ".join(n for n, ok in checks.items() if not ok and n not in degraded)
-        body.update(error_body("not_ready", f"failing checks: {failing}"))
-    return JSONResponse(body, status_code=200 if ready else 503)
+    found = await readiness.check(services)
+    return JSONResponse(found.body(), status_code=200 if found.ready else 503)

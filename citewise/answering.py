@@ -8,12 +8,13 @@ endpoint re-frames it. In order: ``sources``, ``delta``..., ``citations``, ``don
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from citewise import models
+from citewise import metrics, models
 from citewise.citations import Citation, MarkerFilter, deep_link, strip_invalid_markers, verify
 from citewise.errors import InvalidRequest
 from citewise.generators.base import REFUSAL, Generator, Turn, is_refusal
@@ -141,7 +142,8 @@ class Answerer:
 
         markers = MarkerFilter(len(relevant))
         parts: list[str] = []
-        async for piece in self.generator.stream(standalone, relevant):
+        pieces = self.generator.stream(standalone, relevant)
+        async for piece in _measured(pieces, self.settings.answer_provider):
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)
@@ -190,6 +192,28 @@ class Answerer:
                 f"the question is longer than {self.settings.max_question_chars} characters"
             )
         return text
+
+
+async def _measured(pieces: AsyncIterator[str], provider: str) -> AsyncIterator[str]:
+    """The provider's pieces, counted, with the time to the first and to the last observed.
+
+    The times are wall time of the loop that consumes them, so they include sending each
+    piece on; that is small next to a model's pace, and it is what a caller waits for.
+    """
+    count = metrics.GENERATED_PIECES.labels(provider)
+    characters = metrics.GENERATED_CHARACTERS.labels(provider)
+    started = time.perf_counter()
+    first = True
+    async for piece in pieces:
+        if first:
+            metrics.GENERATION_FIRST_TOKEN_SECONDS.labels(provider).observe(
+                time.perf_counter() - started
+            )
+            first = False
+        count.inc()
+        characters.inc(len(piece))
+        yield piece
+    metrics.GENERATION_SECONDS.labels(provider).observe(time.perf_counter() - started)
 
 
 def relevance(question_terms: set[str], hit: Hit) -> float:

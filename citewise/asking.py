@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 
+from citewise import metrics
 from citewise.answer_cache import AnswerCache, AnswerKey, Entry, corpus_version, serialise
 from citewise.answering import (
     Answer,
@@ -175,6 +176,11 @@ class AskService:
 
     async def _serve(self, plan: _Plan) -> _Served:
         """A cached entry (possibly after waiting for another request), or what to compute."""
+        served = await self._look_up(plan)
+        metrics.ANSWER_CACHE.labels(served.status).inc()
+        return served
+
+    async def _look_up(self, plan: _Plan) -> _Served:
         if self.cache is None or plan.key is None:
             return _Served(BYPASS)
         try:

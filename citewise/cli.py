@@ -300,14 +300,17 @@ def serve(
                 demo_app(f"http://{host}:{port}", demo_documents.resolve()),
                 host=host,
                 port=port + 1,
-                log_level="warning",
+                log_config=None,  # the API's app configures logging for the whole process
+                access_log=False,
             )
         )
         # A thread: uvicorn handles signals in the main thread only, so Ctrl-C stops the API
         # there and the process (and this daemon thread) with it.
         threading.Thread(target=pages.run, daemon=True).start()
         stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
-    uvicorn.run(create_app(settings), host=host, port=port)
+    # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
+    # by default); its access line is replaced by ours, which knows routes and request ids.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 def main() -> None:

@@ -25,10 +25,20 @@ import numpy as np
 import redis
 from langchain_core.embeddings import Embeddings
 
+from citewise import metrics
 from citewise.embeddings import LocalEmbeddings
 from citewise.redis_client import RedisHandle, RedisUnavailable
 
 BATCH = 1000  # keys per MGET / pipeline
+
+
+class _Namespace:
+    """The keys of one kind of text (documents or queries), and its hit and miss counters."""
+
+    def __init__(self, prefix: str, kind: str) -> None:
+        self.prefix = prefix
+        self.hits = metrics.EMBEDDING_CACHE.labels(kind, "hit")
+        self.misses = metrics.EMBEDDING_CACHE.labels(kind, "miss")
 
 
 class CachedEmbeddings(Embeddings):
@@ -39,8 +49,8 @@ class CachedEmbeddings(Embeddings):
         self._handle = handle
         self._ttl_s = ttl_s
         identity = f"{model.model_name}@{model.max_tokens}"
-        self._documents = handle.key("emb", identity, "d") + ":"
-        self._queries = handle.key("emb", identity, "q") + ":"
+        self._documents = _Namespace(handle.key("emb", identity, "d") + ":", "document")
+        self._queries = _Namespace(handle.key("emb", identity, "q") + ":", "query")
 
     @property
     def model_name(self) -> str:
@@ -65,10 +75,10 @@ class CachedEmbeddings(Embeddings):
         """The vectors, and how many texts came from the cache instead of the model."""
         return self._embed(texts, self._documents)
 
-    def _embed(self, texts: Sequence[str], namespace: str) -> tuple[list[list[float]], int]:
+    def _embed(self, texts: Sequence[str], namespace: _Namespace) -> tuple[list[list[float]], int]:
         if not texts:
             return [], 0
-        keys = [self._key(namespace, t) for t in texts]
+        keys = [self._key(namespace.prefix, t) for t in texts]
         unique = list(dict.fromkeys(keys))
         found = self._read(unique)
         vectors: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
@@ -76,6 +86,8 @@ class CachedEmbeddings(Embeddings):
             if raw is not None and len(raw) == 4 * self.model.dimension:
                 vectors[key] = np.frombuffer(raw, dtype="<f4")
         hits = sum(1 for k in keys if k in vectors)
+        namespace.hits.inc(hits)
+        namespace.misses.inc(len(keys) - hits)  # Redis away counts too: those are computed
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in vectors}
         if missing:
             computed = self.model.embed_array(list(missing.values()))
@@ -86,7 +98,7 @@ class CachedEmbeddings(Embeddings):
 
     def cached_count(self, texts: Sequence[str]) -> int:
         """How many of these texts are cached (dry runs plan with it); 0 if Redis is away."""
-        keys = list(dict.fromkeys(self._key(self._documents, t) for t in texts))
+        keys = list(dict.fromkeys(self._key(self._documents.prefix, t) for t in texts))
         total = 0
         try:
             for start in range(0, len(keys), BATCH):

@@ -12,6 +12,7 @@ vectors even when only BM25 found it, so one relevance floor works in every mode
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +22,7 @@ import numpy as np
 from cachetools import LRUCache
 from langchain_core.embeddings import Embeddings
 
-from citewise import models
+from citewise import metrics, models
 from citewise.errors import InvalidRequest
 from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalIndex, LexicalStore
@@ -114,11 +115,14 @@ class Retriever:
         mode = _checked_mode(mode or self.settings.retrieval_mode)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
+        started = time.perf_counter()
         try:
-            return self._search(query, self.store.opened(kb), k, mode, filters)
+            hits = self._search(query, self.store.opened(kb), k, mode, filters)
         except StaleKnowledgeBase:  # dropped and re-created (ingest --rebuild) since opened
             self.store.forget(kb)
-            return self._search(query, self.store.opened(kb), k, mode, filters)
+            hits = self._search(query, self.store.opened(kb), k, mode, filters)
+        metrics.RETRIEVAL_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
+        return hits
 
     def _search(
         self,

@@ -281,6 +281,42 @@ class Settings(BaseSettings):
         "(oldest dropped first).",
     )
 
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="How `citewise serve` (and the app under uvicorn) writes its log: one JSON "
+        "object per line, or plain text lines for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Lowest level the service's own and uvicorn's loggers write; other "
+        "libraries write warnings and above.",
+    )
+    metrics_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token GET /metrics requires (at least 16 characters); unset: "
+        "/metrics is open to anyone who can reach the port.",
+    )
+
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus_client's own variable (no CITEWISE_ prefix; it reads it when "
+        "imported): an empty directory shared by the uvicorn workers, where each process "
+        "writes its metrics so /metrics can add them up. Unset: one process, metrics in memory.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_key")
+    @classmethod
+    def _check_metrics_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError("CITEWISE_METRICS_KEY must be at least 16 characters long")
+        return key
+
     @field_validator("admin_keys", "query_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:

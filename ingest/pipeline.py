@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from filelock import FileLock, Timeout
 from langchain_core.embeddings import Embeddings
 
+from citewise import metrics
 from citewise.embedding_cache import CachedEmbeddings
 from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
@@ -148,6 +149,8 @@ class IngestPipeline:
             finally:
                 lock.release()
         report.seconds = time.perf_counter() - started
+        if not dry_run:
+            _record(report)
         return report
 
     def add_documents(
@@ -369,6 +372,23 @@ def _deleted(files: list[SourceFile], roots: list[Path], records: dict[str, Any]
     present = {f.source for f in files}
     walked = {str(r) for r in roots}
     return sorted(s for s, r in records.items() if r.root in walked and s not in present)
+
+
+def _record(report: IngestReport) -> None:
+    """Count a finished ingest in the metrics of the process that ran it (``citewise ingest``
+    adds to a server's /metrics when both share PROMETHEUS_MULTIPROC_DIR)."""
+    kb = report.kb
+    for outcome, files in (
+        ("added", report.files_added),
+        ("changed", report.files_changed),
+        ("unchanged", report.files_unchanged),
+        ("deleted", report.files_deleted),
+        ("skipped", report.files_skipped),
+        ("failed", report.files_failed),
+    ):
+        metrics.INGEST_FILES.labels(kb, outcome).inc(files)  # zeros too: the series exist
+    metrics.INGEST_CHUNKS_EMBEDDED.labels(kb).inc(report.chunks_embedded)
+    metrics.INGEST_SECONDS.labels(kb).observe(report.seconds)
 
 
 def _hash_file(path: Path) -> str:
