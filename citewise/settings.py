@@ -60,6 +60,25 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=4096, description="Chunk size in tokens.")
     chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
     max_file_mb: float = Field(default=50.0, gt=0, description="Larger files are refused.")
+    max_uncompressed_mb: float = Field(
+        default=100.0,
+        gt=0,
+        description="A Word file whose parts unpack to more than this is refused, before "
+        "anything is inflated (parsing costs many times the XML's size in memory).",
+    )
+    max_compression_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="A Word file with a part over 1 MB that inflates more than this many times "
+        "its stored size is refused as a zip bomb.",
+    )
+    max_nesting_depth: int = Field(
+        default=256,
+        ge=8,
+        le=256,
+        description="HTML elements, or Markdown lists and quotes, nested deeper refuse the "
+        "document. At most 256: the HTML parser silently drops anything deeper.",
+    )
     parse_workers: int = Field(
         default=1, ge=0, description="Processes parsing documents while embedding runs; 0: inline."
     )

@@ -38,6 +38,7 @@ from citewise.store import ChunkStore, KnowledgeBase
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover
 from ingest.document import ParsedDocument
+from ingest.guards import ParseLimits
 from ingest.manifest import DONE, PENDING, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.report import IngestReport
@@ -307,7 +308,10 @@ class IngestPipeline:
         """Parsed files that succeeded, counted as added or changed; failures reported."""
         by_source = {t.file.source: t for t in todo}
         for parsed in parse_all(
-            [t.file for t in todo], self._chunking, self.settings.parse_workers
+            [t.file for t in todo],
+            self._chunking,
+            self.settings.parse_workers,
+            ParseLimits.from_settings(self.settings),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
