@@ -20,6 +20,7 @@ log = logging.getLogger("citewise.api")
 
 # Most specific first: the lookup walks each error's class hierarchy (its MRO).
 STATUS: dict[type[errors.CitewiseError], int] = {
+    errors.UploadTooLarge: 413,
     errors.InvalidRequest: 400,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,

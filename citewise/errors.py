@@ -3,7 +3,8 @@
     CitewiseError                  base; its message is safe to show a user
     ├── ConfigurationError         settings that cannot work (fails at start-up)
     ├── InvalidRequest             a caller asked for something malformed
-    │   └── InvalidKnowledgeBaseName
+    │   ├── InvalidKnowledgeBaseName
+    │   └── UploadTooLarge         an uploaded file over CITEWISE_MAX_FILE_MB
     ├── KnowledgeBaseNotFound      no collection for that knowledge base
     ├── ConversationNotFound       no live conversation with that id
     ├── Unauthorized               no API key, or an unknown one
@@ -52,6 +53,12 @@ class InvalidKnowledgeBaseName(InvalidRequest):
     """Raised when a knowledge base name is not 1-48 of [a-z0-9_-], starting alphanumeric."""
 
     code = "invalid_kb_name"
+
+
+class UploadTooLarge(InvalidRequest):
+    """Raised when an uploaded file is larger than CITEWISE_MAX_FILE_MB."""
+
+    code = "upload_too_large"
 
 
 class KnowledgeBaseNotFound(CitewiseError):
