@@ -134,7 +134,12 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="Key for the LLM endpoint.")
     llm_model: str = Field(default="gpt-4o-mini", description="Chat model name.")
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    llm_timeout_s: float = Field(default=30.0, gt=0, description="Per-request LLM timeout.")
+    llm_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Each LLM request, a streamed answer included, must be complete within "
+        "this many seconds.",
+    )
     llm_max_retries: int = Field(default=2, ge=0, description="Retries on LLM errors.")
     fake_replies: list[str] = Field(
         default_factory=lambda: ["Citewise answers from your documents [1]."],
