@@ -58,6 +58,12 @@ class InvalidKnowledgeBaseName(InvalidRequest):
     code = "invalid_kb_name"
 
 
+class UploadTooLarge(InvalidRequest):
+    """Raised when an uploaded file, or a whole upload, is over its size limit."""
+
+    code = "upload_too_large"
+
+
 class KnowledgeBaseNotFound(CitewiseError):
     """Raised when a knowledge base has never been ingested."""
 
@@ -182,12 +188,6 @@ class QueueUnavailable(CitewiseError):
     """Raised when ingest jobs cannot be queued or read: Redis is off or unreachable."""
 
     code = "queue_unavailable"
-
-
-class UploadTooLarge(InvalidRequest):
-    """Raised when an uploaded file, or a whole upload, is over its size limit."""
-
-    code = "upload_too_large"
 
 
 class QualityGateFailed(CitewiseError):

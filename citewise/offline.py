@@ -1,7 +1,9 @@
 """Make third-party libraries work with no network, before they are first used.
 
 tiktoken downloads its BPE vocabulary on first use; unstructured pings telemetry; Chroma
-reports anonymised usage. Each is switched to a local, silent path here, idempotently.
+reports anonymised usage; onnxruntime (1.2x+ on Linux) keeps a device id and an event store
+under ~/.cache/Microsoft and a session file in $TMPDIR, and uploads them. Each is switched to a
+local, silent path here, idempotently, before the library starts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ _QUIET_ENVIRONMENT = {
     "ANONYMIZED_TELEMETRY": "False",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # onnxruntime reads these once, when its environment starts: the first name is the one its
+    # current wheels know, the second the one later releases renamed it to.
+    "ORT_DISABLE_TELEMETRY": "1",
+    "ORT_TELEMETRY_DISABLED": "1",
 }
 
 

@@ -60,6 +60,25 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=4096, description="Chunk size in tokens.")
     chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
     max_file_mb: float = Field(default=50.0, gt=0, description="Larger files are refused.")
+    max_uncompressed_mb: float = Field(
+        default=100.0,
+        gt=0,
+        description="A Word file whose parts unpack to more than this is refused, before "
+        "anything is inflated (parsing costs many times the XML's size in memory).",
+    )
+    max_compression_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="A Word file with a part over 1 MB that inflates more than this many times "
+        "its stored size is refused as a zip bomb.",
+    )
+    max_nesting_depth: int = Field(
+        default=256,
+        ge=8,
+        le=256,
+        description="HTML elements, or Markdown lists and quotes, nested deeper refuse the "
+        "document. At most 256: the HTML parser silently drops anything deeper.",
+    )
     parse_workers: int = Field(
         default=1, ge=0, description="Processes parsing documents while embedding runs; 0: inline."
     )
@@ -115,7 +134,12 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="Key for the LLM endpoint.")
     llm_model: str = Field(default="gpt-4o-mini", description="Chat model name.")
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    llm_timeout_s: float = Field(default=30.0, gt=0, description="Per-request LLM timeout.")
+    llm_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Each LLM request, a streamed answer included, must be complete within "
+        "this many seconds.",
+    )
     llm_max_retries: int = Field(default=2, ge=0, description="Retries on LLM errors.")
     fake_replies: list[str] = Field(
         default_factory=lambda: ["Citewise answers from your documents [1]."],

@@ -26,13 +26,21 @@ class Discovery:
     # Folders walked in full: only under these can a missing file mean a deleted one.
     # (A file named on its own says nothing about its siblings.)
     roots: list[Path]
+    # (source, reason): entries of a supported type that must not be read, reported as failures
+    refused: list[tuple[str, str]]
 
 
 def discover(paths: list[Path]) -> Discovery:
-    """Walk files and folders (hidden entries and symlinked folders are not followed)."""
+    """Walk files and folders (hidden entries and symlinked folders are not followed).
+
+    A folder's contents never lead out of it: a symlinked file whose target lies outside the
+    folder is refused, as are broken links, pipes and devices (reading a pipe blocks forever)
+    and names that are not UTF-8 (they cannot be stored as a citation's source).
+    """
     files: list[SourceFile] = []
     skipped: list[str] = []
     roots: list[Path] = []
+    refused: list[tuple[str, str]] = []
     for given in paths:
         if not given.exists():
             raise InvalidRequest(f"no such file or folder: {given}")
@@ -44,11 +52,34 @@ def discover(paths: list[Path]) -> Discovery:
             roots.append(root)
         for path in candidates:
             source = path.relative_to(root).as_posix()
-            if path.suffix.lower() in PARSERS:
-                files.append(SourceFile(root, path, source))
+            if path.suffix.lower() not in PARSERS:
+                skipped.append(_printable(source))
+            elif reason := _refusal(path, root, source):
+                refused.append((_printable(source), reason))
             else:
-                skipped.append(source)
-    return Discovery(files, skipped, roots)
+                files.append(SourceFile(root, path, source))
+    return Discovery(files, skipped, roots, refused)
+
+
+def _refusal(path: Path, root: Path, source: str) -> str | None:
+    """Why ``path`` must not be read, or None. Only the file itself can be a link here: the
+    walk does not enter symlinked folders and ``root`` is already resolved."""
+    if _printable(source) != source:
+        return "the file name is not valid UTF-8"
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            return "a symbolic link to a file outside the ingested folder (not followed)"
+        if not target.exists():
+            return "a broken symbolic link"
+    if not path.is_file():
+        return "not a regular file (a pipe, socket or device)"
+    return None
+
+
+def _printable(source: str) -> str:
+    """The name with undecodable bytes (kept by Python as surrogates) shown as U+FFFD."""
+    return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _walk(root: Path) -> list[Path]:

@@ -15,17 +15,18 @@ from typing import Any
 
 from citewise.errors import DocumentError
 from ingest.document import Block, ParsedDocument, slugify, split_explicit_anchor
+from ingest.guards import ParseLimits, check_archive, check_html_depth, check_markdown_depth
 
-Parser = Callable[[Path], ParsedDocument]
+Parser = Callable[[Path, ParseLimits], ParsedDocument]
 
 
-def parse(path: Path) -> ParsedDocument:
+def parse(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse one file, raising ``DocumentError`` with a one-line reason when it cannot."""
     parser = PARSERS.get(path.suffix.lower())
     if parser is None:
         raise DocumentError(f"unsupported file type {path.suffix!r}")
     try:
-        document = parser(path)
+        document = parser(path, limits or ParseLimits())
     except DocumentError:
         raise
     except Exception as exc:  # parsers raise anything; the ingest must go on
@@ -109,18 +110,20 @@ def _table_rows(html: str) -> str:
     return "\n".join(line for line in lines if line.strip(" |"))
 
 
-def parse_markdown(path: Path) -> ParsedDocument:
+def parse_markdown(path: Path, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.md import partition_md
 
     text = read_text(path)
+    check_markdown_depth(text, limits)
     return _from_elements(partition_md(text=text), _title_from_name(path), {})
 
 
-def parse_html(path: Path) -> ParsedDocument:
+def parse_html(path: Path, limits: ParseLimits) -> ParsedDocument:
     from bs4 import BeautifulSoup
     from unstructured.partition.html import partition_html
 
     text = read_text(path)
+    check_html_depth(text, limits)
     soup = BeautifulSoup(text, "lxml")
     anchors = {
         h.get_text(" ", strip=True): str(h["id"])
@@ -134,9 +137,10 @@ def parse_html(path: Path) -> ParsedDocument:
     return document
 
 
-def parse_docx(path: Path) -> ParsedDocument:
+def parse_docx(path: Path, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.docx import partition_docx
 
+    check_archive(path, limits)
     # Word headings have no fragment ids a browser could jump to.
     return _from_elements(partition_docx(filename=str(path)), _title_from_name(path), None)
 
@@ -147,7 +151,7 @@ _UNDERLINE = re.compile(r"^(=+|-+)\s*$")
 _BULLET = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
 
 
-def parse_text(path: Path) -> ParsedDocument:
+def parse_text(path: Path, limits: ParseLimits) -> ParsedDocument:
     """Paragraphs split on blank lines; headings are underlined lines or short UPPERCASE lines."""
     text = read_text(path)
     blocks: list[Block] = []
@@ -183,8 +187,11 @@ def _looks_like_caps_heading(line: str) -> bool:
 # --- PDF ------------------------------------------------------------------------------------
 
 
-def parse_pdf(path: Path) -> ParsedDocument:
-    """Text page by page with pypdf; lines set in a larger font than the body become headings."""
+def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
+    """Text page by page with pypdf; lines set in a larger font than the body become headings.
+
+    pypdf bounds what one compressed stream may inflate to by itself (``pypdf.filters``).
+    """
     from pypdf import PdfReader
 
     reader = PdfReader(path)

@@ -24,6 +24,7 @@ from citewise.models import Chunk
 from citewise.offline import prepare_offline
 from ingest.chunking import Chunker
 from ingest.discovery import SourceFile
+from ingest.guards import ParseLimits
 from ingest.loaders import parse
 
 INLINE_BELOW = 8  # files; fewer than this are parsed in-process
@@ -50,10 +51,12 @@ def _chunker(config: ChunkingConfig) -> Chunker:
     return Chunker(config.chunk_tokens, config.chunk_overlap, config.encoding)
 
 
-def parse_and_chunk(file: SourceFile, config: ChunkingConfig) -> Parsed:
+def parse_and_chunk(
+    file: SourceFile, config: ChunkingConfig, limits: ParseLimits | None = None
+) -> Parsed:
     """Parse one file into chunks, or say in one line why it cannot be."""
     try:
-        document = parse(file.path)
+        document = parse(file.path, limits)
         return Parsed(file, _chunker(config).chunk(document, file.source), None)
     except DocumentError as exc:
         return Parsed(file, None, str(exc))
@@ -61,11 +64,16 @@ def parse_and_chunk(file: SourceFile, config: ChunkingConfig) -> Parsed:
         return Parsed(file, None, f"{type(exc).__name__} while parsing")
 
 
-def parse_all(files: list[SourceFile], config: ChunkingConfig, workers: int) -> Iterator[Parsed]:
+def parse_all(
+    files: list[SourceFile],
+    config: ChunkingConfig,
+    workers: int,
+    limits: ParseLimits | None = None,
+) -> Iterator[Parsed]:
     """Results in input order; parsing runs ahead of the consumer in worker processes."""
     if workers <= 0 or len(files) < INLINE_BELOW:
         for file in files:
-            yield parse_and_chunk(file, config)
+            yield parse_and_chunk(file, config, limits)
         return
     # spawn, not fork: the parent may already hold onnxruntime and Chroma threads.
     context = multiprocessing.get_context("spawn")
@@ -75,7 +83,9 @@ def parse_all(files: list[SourceFile], config: ChunkingConfig, workers: int) -> 
         initializer=_die_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        yield from pool.map(parse_and_chunk, files, [config] * len(files), chunksize=2)
+        yield from pool.map(
+            parse_and_chunk, files, [config] * len(files), [limits] * len(files), chunksize=2
+        )
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -39,6 +39,7 @@ from citewise.store import ChunkStore, KnowledgeBase
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover
 from ingest.document import ParsedDocument
+from ingest.guards import ParseLimits
 from ingest.manifest import DONE, PENDING, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.report import IngestReport
@@ -130,8 +131,10 @@ class IngestPipeline:
         started = time.perf_counter()
         found = discover(list(paths))
         report = IngestReport(kb=kb, dry_run=dry_run, skipped=found.skipped)
-        report.files_seen = len(found.files) + len(found.skipped)
+        report.files_seen = len(found.files) + len(found.skipped) + len(found.refused)
         report.files_skipped = len(found.skipped)
+        for source, reason in found.refused:
+            report.fail(source, reason)
         if dry_run:
             self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
@@ -204,7 +207,7 @@ class IngestPipeline:
     def _plan(
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
-        files, roots = found.files, found.roots
+        files = found.files
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
             existing = None
             if not rebuild and self.store.exists(kb):
@@ -224,14 +227,14 @@ class IngestPipeline:
                 _count(report, work, embedded=len(texts) - cached)
                 report.embed_cache_hits += cached
                 report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
-            for source in _deleted(files, roots, records):
+            for source in _deleted(found, records):
                 report.files_deleted += 1
                 report.chunks_deleted += records[source].chunk_count
 
     def _apply(
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
-        files, roots = found.files, found.roots
+        files = found.files
         if rebuild:
             self.store.drop(kb)
         knowledge_base = self.store.knowledge_base(kb, create=True)
@@ -253,7 +256,7 @@ class IngestPipeline:
                     self._flush(batch, knowledge_base, manifest, report)
                     batch = _Batch()
             self._flush(batch, knowledge_base, manifest, report)
-            for source in _deleted(files, roots, records):
+            for source in _deleted(found, records):
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 report.files_deleted += 1
                 manifest.forget(source)
@@ -312,7 +315,10 @@ class IngestPipeline:
         """Parsed files that succeeded, counted as added or changed; failures reported."""
         by_source = {t.file.source: t for t in todo}
         for parsed in parse_all(
-            [t.file for t in todo], self._chunking, self.settings.parse_workers
+            [t.file for t in todo],
+            self._chunking,
+            self.settings.parse_workers,
+            ParseLimits.from_settings(self.settings),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
@@ -367,10 +373,11 @@ def _count(report: IngestReport, work: _FileWork, *, embedded: int) -> None:
     report.chunks_embedded += embedded
 
 
-def _deleted(files: list[SourceFile], roots: list[Path], records: dict[str, Any]) -> list[str]:
-    """Recorded sources under an ingested root whose file is gone."""
-    present = {f.source for f in files}
-    walked = {str(r) for r in roots}
+def _deleted(found: Discovery, records: dict[str, Any]) -> list[str]:
+    """Recorded sources under an ingested root whose file is gone. A refused file is still
+    there (a link now pointing outside): like a file that fails to parse, it keeps its chunks."""
+    present = {f.source for f in found.files} | {source for source, _ in found.refused}
+    walked = {str(r) for r in found.roots}
     return sorted(s for s, r in records.items() if r.root in walked and s not in present)
 
 

@@ -265,3 +265,21 @@ def test_changing_chunk_settings_rechunks_everything(ingest: Ingest, corpus: Pat
     report = ingest(corpus, chunk_tokens=120, chunk_overlap=20)
     assert report.files_changed == 5 and report.files_unchanged == 0
     assert report.chunks_added > 0
+
+
+def test_a_file_turned_into_a_link_out_of_the_folder_is_refused_and_keeps_its_chunks(
+    ingest: Ingest, make_settings: Callable[..., Settings], corpus: Path, tmp_path: Path
+) -> None:
+    ingest(corpus)
+    before = snapshot(make_settings())
+    outside = tmp_path / "outside.md"
+    outside.write_text("# Private\n\nNot part of the corpus at all.\n", encoding="utf-8")
+    markdown = next(corpus.glob("*.md"))
+    markdown.unlink()
+    markdown.symlink_to(outside)
+
+    report = ingest(corpus)
+
+    [failure] = report.failures
+    assert failure.path == markdown.name and "outside the ingested folder" in failure.error
+    assert report.files_deleted == 0 and snapshot(make_settings()) == before

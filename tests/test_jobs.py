@@ -210,3 +210,34 @@ def test_a_gated_job_is_refused_when_its_golden_questions_fail(
     )
     hits = client.post("/v1/search", json={"query": "cancel subscription", "kb": "billing"})
     assert hits.json()["hits"][0]["source"] == "managing-your-subscription.md"  # still live
+
+
+def test_uploaded_files_are_ingested_under_safe_names_within_limits(
+    client: TestClient, env: dict[str, str]
+) -> None:
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads" / "uploaded"
+    page = (SAMPLE / "billing" / "managing-your-subscription.md").read_bytes()
+    files = [
+        ("files", ("../../etc/cancel.md", page, "text/markdown")),
+        ("files", ("notes.txt", b"Gift cards never expire.\n", "text/plain")),
+    ]
+    submitted = client.post("/v1/kbs/uploaded/ingest", files=files, headers=ADMIN)
+    assert submitted.status_code == 202, submitted.text
+    assert sorted(p.name for p in uploads.iterdir()) == ["cancel.md", "notes.txt"]
+    work(env)
+    state = client.get(f"/v1/jobs/{submitted.json()['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "finished" and state["report"]["files_added"] == 2
+
+    over = b"x" * (int(Settings().max_upload_mb * 2**20) + 1)
+    too_big = client.post(
+        "/v1/kbs/uploaded/ingest",
+        files=[("files", ("ok.md", page, "text/markdown")), ("files", ("big.txt", over))],
+        headers=ADMIN,
+    )
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "upload_too_large"
+    wrong = client.post(
+        "/v1/kbs/uploaded/ingest", files=[("files", ("tool.exe", b"MZ"))], headers=ADMIN
+    )
+    assert wrong.status_code == 400
+    # Neither refused request left a file behind, whole or partial.
+    assert sorted(p.name for p in uploads.iterdir()) == ["cancel.md", "notes.txt"]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from citewise.errors import DocumentError
+from citewise.settings import Settings
 from ingest.document import slugify, split_explicit_anchor
+from ingest.guards import PARSER_MAX_DEPTH, ParseLimits
 from ingest.loaders import parse
 from tests.conftest import SAMPLE
+from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
+
+HANDBOOK = SAMPLE / "account" / "admin-handbook.docx"
 
 
 def _heading_texts(path: Path) -> list[str]:
@@ -93,6 +99,70 @@ def test_unreadable_files_raise_a_one_line_document_error(
         parse(path)
     message = str(caught.value)
     assert message and "\n" not in message and reason in message
+
+
+# --- hostile files: refused before the parser sees them ---------------------------------------
+
+
+def refusal(path: Path, limits: ParseLimits | None = None) -> str:
+    with pytest.raises(DocumentError) as caught:
+        parse(path, limits)
+    return str(caught.value)
+
+
+def test_parse_limits_default_to_the_settings_defaults(tmp_path: Path) -> None:
+    assert ParseLimits.from_settings(Settings(home=tmp_path)) == ParseLimits()
+
+
+def test_a_docx_bomb_is_refused_from_its_directory(tmp_path: Path) -> None:
+    small = tmp_path / "small-bomb.docx"
+    docx_bomb(small, HANDBOOK, inflated_mib=2)  # 2 MiB of paragraphs in ~7 KiB
+    with zipfile.ZipFile(small) as archive:  # a sound archive: every part inflates, CRCs match
+        assert archive.testzip() is None
+        assert archive.read("word/document.xml").endswith(b"</w:body></w:document>")
+    assert "zip bomb" in refusal(small) and "CITEWISE_MAX_COMPRESSION_RATIO" in refusal(small)
+    assert "CITEWISE_MAX_UNCOMPRESSED_MB" in refusal(small, ParseLimits(max_uncompressed_bytes=1))
+
+
+def test_small_parts_may_compress_well(tmp_path: Path) -> None:
+    # The sample's own parts are under 1 MiB; a tight ratio limit does not refuse them.
+    assert parse(HANDBOOK, ParseLimits(max_compression_ratio=2)).blocks
+
+
+@pytest.mark.parametrize("suffix", [".html", ".md"])
+def test_html_as_deep_as_the_parser_reads_is_kept_one_deeper_is_refused(
+    tmp_path: Path, suffix: str
+) -> None:
+    # <html> and <body> count: at the limit the deepest text is still parsed; one level more
+    # and libxml2 would drop it without a word, so it is refused instead.
+    at_limit = tmp_path / f"at-limit{suffix}"
+    at_limit.write_text(nested_html(PARSER_MAX_DEPTH - 2) + "\n\nAfter.\n", encoding="utf-8")
+    assert "Deep." in parse(at_limit).text()
+
+    deeper = tmp_path / f"deeper{suffix}"
+    deeper.write_text(nested_html(PARSER_MAX_DEPTH - 1), encoding="utf-8")
+    assert "nested more than 256 levels deep" in refusal(deeper)
+    assert "nested more than 20 levels" in refusal(at_limit, ParseLimits(max_nesting_depth=20))
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (nested_list_markdown(2_000), True),
+        (">" * 300 + " quoted\n", True),
+        ("> " * 100 + "quoted\n\nParagraph.\n", False),
+        (nested_list_markdown(60) + "\nParagraph.\n", False),
+        ("Text.\n\n```\n" + " " * 400 + "indented code is text\n```\n", False),
+        ("Text.\n" + " " * 400 + "\n\nTrailing blanks nest nothing.\n", False),
+    ],
+)
+def test_markdown_nesting(tmp_path: Path, text: str, refused: bool) -> None:
+    path = tmp_path / "nested.md"
+    path.write_text(text, encoding="utf-8")
+    if refused:
+        assert "lists or quotes nested more than 256 levels deep" in refusal(path)
+    else:
+        assert parse(path).blocks
 
 
 def test_offline_vocabulary_matches_tiktoken_and_is_idempotent(cache_dir: Path) -> None:

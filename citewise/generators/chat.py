@@ -53,13 +53,22 @@ class ChatGenerator:
         ]
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+        """The model's answer as it arrives, all of it within ``timeout`` seconds.
+
+        The timeout bounds the whole answer, not each wait: a model that trickles a token every
+        few seconds would otherwise hold the stream (and the client) open for ever. Only waits
+        on the model are cut short; the consumer's time between pieces counts but is never
+        interrupted.
+        """
         stream = cast(
             AsyncGenerator[Any, None], self.model.astream(self.messages(question, sources))
         )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(stream), self.timeout)
+                    chunk = await asyncio.wait_for(anext(stream), deadline - loop.time())
                 except StopAsyncIteration:
                     return
                 if isinstance(chunk.content, str) and chunk.content:

@@ -1,0 +1,147 @@
+"""Checks that refuse a hostile file before a parser sees it.
+
+Parsers trust their input: python-docx inflates a whole XML part into memory, libxml2 (under
+unstructured's HTML and Markdown support) silently drops everything nested deeper than 256
+elements, and Python-Markdown recurses once per level of list or quote, so a few thousand
+levels take minutes and end in ``RecursionError``. Each check here is cheap and linear in the
+file: it reads a zip's central directory, or streams markup once without building a tree.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from citewise.errors import DocumentError
+from citewise.settings import Settings
+
+# libxml2's HTML parser reads at most this many nested elements (<html> counts) and drops the
+# rest without an error; nothing deeper can be parsed, whatever the setting says.
+PARSER_MAX_DEPTH = 256
+# Small parts may compress extremely well (an empty styles table, a run of spaces) and are
+# harmless; the ratio only matters once a part inflates to real memory.
+RATIO_CHECKED_ABOVE = 1 << 20
+_MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Limits on what a file may expand into; defaults match the settings' defaults."""
+
+    max_uncompressed_bytes: int = 100 * _MB
+    max_compression_ratio: float = 100.0
+    max_nesting_depth: int = PARSER_MAX_DEPTH
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParseLimits:
+        return cls(
+            max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
+            max_compression_ratio=settings.max_compression_ratio,
+            max_nesting_depth=settings.max_nesting_depth,
+        )
+
+
+def check_archive(path: Path, limits: ParseLimits) -> None:
+    """Refuse a zip (a .docx) that would inflate too far, from its central directory alone.
+
+    The sizes there can be trusted as upper bounds: Python's zipfile never inflates a member
+    past its declared size (it stops and fails the CRC check instead).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DocumentError(f"not a valid Word file (zip): {exc}") from exc
+    total = sum(m.file_size for m in members)
+    if total > limits.max_uncompressed_bytes:
+        raise DocumentError(
+            f"unpacks to {total / _MB:,.0f} MB, over the {limits.max_uncompressed_bytes / _MB:g}"
+            " MB limit (CITEWISE_MAX_UNCOMPRESSED_MB)"
+        )
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > RATIO_CHECKED_ABOVE and ratio > limits.max_compression_ratio:
+            raise DocumentError(
+                f"part {member.filename!r} is compressed {ratio:,.0f}:1, over the "
+                f"{limits.max_compression_ratio:g}:1 limit (CITEWISE_MAX_COMPRESSION_RATIO); "
+                "a zip bomb?"
+            )
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthCounter:
+    """An lxml parser target: counts open elements as libxml2 sees them, builds nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.depth = 0
+
+    def start(self, tag: str, attrib: Any) -> None:
+        self.depth += 1
+        if self.depth > self.limit:
+            raise _TooDeep  # stops the parser at once: the rest need not be read
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, data: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def check_html_depth(text: str, limits: ParseLimits) -> None:
+    """Refuse markup nested deeper than the limit (implied end tags are applied as a browser
+    would, so 300 unclosed ``<p>`` are siblings, not 300 levels)."""
+    from lxml import etree
+
+    limit = min(limits.max_nesting_depth, PARSER_MAX_DEPTH)
+    # huge_tree lifts libxml2's own depth cap for this count only, so the count is exact.
+    parser = etree.HTMLParser(target=_DepthCounter(limit), huge_tree=True, no_network=True)
+    try:
+        parser.feed(text)
+        parser.close()
+    except _TooDeep:
+        raise DocumentError(_too_deep(limit)) from None
+
+
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def check_markdown_depth(text: str, limits: ParseLimits) -> None:
+    """Refuse Markdown whose lists and quotes nest deeper than the limit, and raw HTML in it
+    that does. A level of list costs two HTML elements (``<ul><li>``) and is indented at least
+    two columns, so a line's depth is estimated as its ``>`` markers plus its indent in columns.
+    Fenced code is not counted: its indentation is text."""
+    limit = min(limits.max_nesting_depth, PARSER_MAX_DEPTH)
+    fenced = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        quotes = columns = 0
+        for char in line:
+            if char == ">":
+                quotes += 1
+            elif char == " ":
+                columns += 1
+            elif char == "\t":
+                columns += 4 - columns % 4
+            else:
+                if quotes + columns > limit:  # a blank line's spaces nest nothing
+                    raise DocumentError(_too_deep(limit, "lists or quotes"))
+                break
+    check_html_depth(text, limits)
+
+
+def _too_deep(limit: int, what: str = "elements") -> str:
+    return f"{what} nested more than {limit} levels deep (CITEWISE_MAX_NESTING_DEPTH)"
