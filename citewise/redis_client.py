@@ -48,6 +48,7 @@ class Breaker:
 
     def __init__(self, retry_s: float) -> None:
         self.retry_s = retry_s
+        self.failures = 0  # calls that failed on Redis (not those skipped while open)
         self._open_until = 0.0
         self._down = False
         self._lock = threading.Lock()
@@ -61,6 +62,7 @@ class Breaker:
 
     def failed(self, error: BaseException) -> None:
         with self._lock:
+            self.failures += 1
             first = not self._down
             self._down = True
             self._open_until = time.monotonic() + self.retry_s

@@ -29,15 +29,19 @@ ODD_NAME = "Réunion; $(touch pwned) & 'quoted' <b>\u202eelif\tnew\nline.md"
 # Runs the real `citewise ingest --json`, then reports the peak resident memory of the process
 # and of its parse worker (a reaped child): exact high-water marks from the kernel, where
 # sampling RSS from outside could miss a short spike.
+# Peak memory is read from VmHWM, this process's own high-water mark: getrusage's ru_maxrss
+# survives exec, so in a long test run it reported the pytest process's size (2.4 GB), not
+# the ingest's. Parsing runs inline (CITEWISE_PARSE_WORKERS=0) so one process does it all.
 RUN_INGEST = """
-import resource, sys
+import re, sys
+from pathlib import Path
 from citewise.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as stop:
     status = stop.code
-peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF,
-                                                resource.RUSAGE_CHILDREN))
+status_text = Path("/proc/self/status").read_text()
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", status_text).group(1))
 sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
 sys.exit(status)
 """
@@ -134,6 +138,7 @@ def test_hostile_files_are_refused_and_the_rest_is_ingested(
         "CITEWISE_HOME": str(home),
         "CITEWISE_CACHE_DIR": str(cache_dir),
         "CITEWISE_REDIS_URL": "off",
+        "CITEWISE_PARSE_WORKERS": "0",
         "HOME": str(user_home),
         "TMPDIR": str(temp),
     }
