@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.errors import error_body
 from api.events import as_sse
@@ -18,7 +19,7 @@ from citewise.access import Caller
 from citewise.answering import Question, hit_record
 from citewise.generators.base import Turn
 
-router = APIRouter()
+router = APIRouter(route_class=TextRoute)
 
 _CACHE_DOC = {
     CACHE_HEADER: {
