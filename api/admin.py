@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.schemas import FlushRequest, FlushResponse
 from api.security import AdminCaller
@@ -19,7 +20,7 @@ from citewise.redis_client import RedisUnavailable
 from citewise.report import Group, group_outcomes, parse_since
 from citewise.settings import WidgetSpec
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(route_class=TextRoute, prefix="/v1/admin", tags=["admin"])
 
 
 @router.post("/cache/flush", response_model=FlushResponse)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.security import CACHE_HEADER, AskCaller, SearchCaller
 from citewise.answering import (
@@ -31,7 +32,7 @@ from citewise.answering import (
 from citewise.errors import CitewiseError, InvalidRequest
 from citewise.generators.base import Turn
 
-router = APIRouter(tags=["openai-compatible"])
+router = APIRouter(route_class=TextRoute, tags=["openai-compatible"])
 
 
 class ChatMessage(BaseModel):

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
 from api import readiness
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.events import as_sse
 from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
@@ -18,7 +19,7 @@ from citewise.access import Caller
 from citewise.answering import Question, hit_record
 from citewise.generators.base import Turn
 
-router = APIRouter()
+router = APIRouter(route_class=TextRoute)
 
 _CACHE_DOC = {
     CACHE_HEADER: {

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.security import FeedbackCaller, TokenExchange, client_ip
 from citewise.errors import CacheUnavailable
 from citewise.outcomes import MAX_COMMENT_CHARS
 
-router = APIRouter(tags=["help widget"])
+router = APIRouter(route_class=TextRoute, tags=["help widget"])
 
 SCRIPT_MAX_AGE_S = 300  # a new release reaches pages within five minutes
 

@@ -17,6 +17,7 @@ started from the command line.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ LIVE = {
     JobStatus.DEFERRED,
     JobStatus.SCHEDULED,
 }
-PROGRESS_EVERY_S = 0.5  # how often a running job writes its progress to Redis
+PROGRESS_EVERY_S = 0.5
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")  # how often a running job writes its progress to Redis
 
 
 def queue_name(prefix: str) -> str:
@@ -109,6 +111,8 @@ class JobQueue:
         return view(job)
 
     def get(self, job_id: str) -> JobView:
+        if not _JOB_ID.match(job_id):  # ours are uuid4 hex; RQ raises on odd characters
+            raise JobNotFound(f"no ingest job {job_id[:64]!r}")
         try:
             job = Job.fetch(job_id, connection=self._redis)
         except NoSuchJobError as exc:
