@@ -58,12 +58,13 @@ def ingest(
             redis = connect(settings, start_embedded=not dry_run)
             try:
                 embeddings = cached(settings, build_embeddings(settings), redis)
-                pipeline = IngestPipeline(
-                    settings, build_store(settings, create=not dry_run), embeddings
-                )
-                report = pipeline.run(
-                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-                )
+                store = build_store(settings, create=not dry_run)
+                try:
+                    report = IngestPipeline(settings, store, embeddings).run(
+                        paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
+                    )
+                finally:
+                    store.close()
             finally:
                 if redis is not None:
                     redis.close()

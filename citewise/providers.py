@@ -21,7 +21,7 @@ from citewise.rate_limits import Limiter
 from citewise.redis_client import RedisHandle, connect
 from citewise.retrieval import Retriever
 from citewise.settings import Settings
-from citewise.store import ChunkStore, open_client
+from citewise.store import ChunkStore, connect_server, open_client
 from citewise.widgets import Widgets
 
 
@@ -56,8 +56,18 @@ def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
     With ``create`` off, a missing store is not created (dry runs write nothing).
     """
     prepare_offline(settings.cache_dir)
+    dimension = model_dimension(settings.embedding_model)
+    if settings.chroma_url is not None:
+        # Connected on first use: a server that is down now must not stop a service starting.
+        return ChunkStore(
+            None,
+            settings.embedding_model,
+            dimension,
+            connect=lambda: connect_server(settings),
+            where=settings.chroma_url,
+        )
     client = open_client(settings, create=create)
-    return ChunkStore(client, settings.embedding_model, model_dimension(settings.embedding_model))
+    return ChunkStore(client, settings.embedding_model, dimension)
 
 
 def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
@@ -95,9 +105,11 @@ class Services:
     outcomes: OutcomeLog | None
 
     def close(self) -> None:
-        """Release Redis connections (the CLI; the app closes them in its lifespan)."""
+        """Release Redis and Chroma server connections (the CLI; the app closes them in its
+        lifespan)."""
         if self.redis is not None:
             self.redis.close()
+        self.store.close()
 
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
