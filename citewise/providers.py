@@ -15,6 +15,7 @@ from citewise.embedding_cache import CachedEmbeddings
 from citewise.embeddings import LocalEmbeddings, model_dimension
 from citewise.generators.base import Generator
 from citewise.lexical import LexicalStore
+from citewise.lexical_sync import LexicalSync
 from citewise.offline import prepare_offline
 from citewise.outcomes import OutcomeLog
 from citewise.rate_limits import Limiter
@@ -119,7 +120,12 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
     embeddings = cached(settings, model, redis)
     store = build_store(settings)
     lexical = LexicalStore.from_settings(settings)
-    retriever = Retriever(settings, store, embeddings, lexical)
+    # On one machine the ingest's index is this process's index; with a Chroma server the
+    # ingest may be elsewhere, and each process follows the generation it recorded there.
+    sync = None
+    if settings.chroma_server:
+        sync = LexicalSync(lexical, store, settings.bm25_sync_s)
+    retriever = Retriever(settings, store, embeddings, lexical, sync)
     generator = generator or build_generator(settings, embeddings)
     answerer = Answerer(settings, retriever, generator)
     identity = getattr(generator, "cache_identity", None)
@@ -132,7 +138,7 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
             redis, settings.conversation_ttl_s, settings.max_history_turns
         )
     outcomes = OutcomeLog(redis, settings) if redis is not None else None
-    asking = AskService(answerer, lexical, answers, conversations, outcomes)
+    asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
     keys = KeyRing(settings.admin_keys, settings.query_keys)
     return Services(
         settings,

@@ -24,6 +24,7 @@ from langchain_core.embeddings import Embeddings
 from citewise import models
 from citewise.errors import InvalidRequest
 from citewise.lexical import LexicalIndex, LexicalStore
+from citewise.lexical_sync import LexicalSync
 from citewise.settings import Settings
 from citewise.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
 
@@ -87,11 +88,13 @@ class Retriever:
         store: ChunkStore,
         embeddings: Embeddings,
         lexical: LexicalStore | None = None,
+        sync: LexicalSync | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
         self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
         self._passages = PassageCache(settings.passage_cache_size)
 
     def search(
@@ -110,6 +113,8 @@ class Retriever:
         mode = _checked_mode(mode or self.settings.retrieval_mode)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
+        if self.sync is not None:
+            self.sync.refresh(kb)
         try:
             return self._search(query, self.store.opened(kb), k, mode, filters)
         except StaleKnowledgeBase:  # dropped and re-created (ingest --rebuild) since opened
