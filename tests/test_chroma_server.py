@@ -232,13 +232,24 @@ def assert_unavailable(response: Any, port: int) -> None:
 
 
 def test_a_dead_server_is_a_503_and_a_restarted_one_serves_again(
-    chroma_server: ChromaServer, primary: Path, cache_dir: Path, tmp_path: Path
+    chroma_server: ChromaServer,
+    primary: Path,
+    cache_dir: Path,
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
 ) -> None:
-    settings = server_settings(chroma_server, primary, cache_dir)
+    settings = server_settings(
+        chroma_server, primary, cache_dir, redis_url=redis_url, redis_prefix=redis_prefix
+    )
     with app(settings) as client:
         assert search(client, REMINDERS)
+        assert client.post("/v1/ask", json={"question": REMINDERS}).status_code == 200
         chroma_server.kill()
         try:
+            # An answer cached before retrieves nothing: Redis still serves it.
+            cached = client.post("/v1/ask", json={"question": REMINDERS})
+            assert cached.status_code == 200 and cached.headers["x-citewise-cache"] == "hit"
             assert_unavailable(
                 client.post("/v1/search", json={"query": "late fees"}), chroma_server.port
             )
