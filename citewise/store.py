@@ -90,13 +90,17 @@ def connect_server(settings: Settings) -> ClientAPI:
     ssl = parts.scheme == "https"
     timeout = httpx.Timeout(settings.chroma_timeout_s)
     options: dict[str, Any] = {"anonymized_telemetry": False}
+    headers = {}
     if settings.chroma_token is not None:
+        token = settings.chroma_token.get_secret_value()
         options["chroma_client_auth_provider"] = _TOKEN_AUTH
-        options["chroma_client_auth_credentials"] = settings.chroma_token.get_secret_value()
+        options["chroma_client_auth_credentials"] = token
+        headers["Authorization"] = f"Bearer {token}"  # what that provider sends
     try:
         # The client's first request (who am I) has no timeout of ours yet, and a frozen
         # server would hold it forever: a heartbeat with a timeout goes first.
-        httpx.get(f"{url}/api/v2/heartbeat", timeout=timeout).raise_for_status()
+        heartbeat = httpx.get(f"{url}/api/v2/heartbeat", headers=headers, timeout=timeout)
+        heartbeat.raise_for_status()
         client = chromadb.HttpClient(
             host=str(parts.hostname),
             port=parts.port or (443 if ssl else 8000),

@@ -5,12 +5,15 @@ re-ingests; a server that dies, hangs and comes back."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -223,6 +226,59 @@ def test_a_replica_looks_at_the_store_at_most_once_per_interval(
     # Within the interval the new recording was not even read: the copy is the first one.
     assert LexicalStore.from_settings(replica).current_generation("slow") == first
     assert recorded(ingesting, "slow") != first
+
+
+@contextmanager
+def recording_proxy(target: str, seen: list[dict[str, str]]) -> Iterator[str]:
+    """A pass-through HTTP proxy in front of the Chroma server that notes each request's
+    headers: what a server (or gateway) that checks a token would see."""
+
+    class Forward(BaseHTTPRequestHandler):
+        def relay(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+            answer = httpx.request(
+                self.command, target + self.path, content=body, headers=headers, timeout=30
+            )
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("content-type", ""))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = relay
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=30)
+
+
+def test_the_token_goes_with_every_request(
+    chroma_server: ChromaServer, primary: Path, cache_dir: Path
+) -> None:
+    seen: list[dict[str, str]] = []
+    with recording_proxy(chroma_server.url, seen) as url:
+        settings = server_settings(
+            chroma_server, primary, cache_dir, chroma_url=url, chroma_token="t0ken-for-chroma"
+        )
+        store = build_store(settings)
+        try:
+            assert "default" in store.knowledge_bases()
+            assert store.recorded_generation("default")
+        finally:
+            store.close()
+    assert len(seen) >= 4  # heartbeat, identity, tenant and database checks, then ours
+    assert {h.get("authorization") for h in seen} == {"Bearer t0ken-for-chroma"}
 
 
 def assert_unavailable(response: Any, port: int) -> None:
