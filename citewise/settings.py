@@ -300,6 +300,8 @@ class Settings(BaseSettings):
             raise ValueError("CITEWISE_CHROMA_URL must look like http://host:port")
         if parts.path.strip("/") or parts.query or parts.fragment:
             raise ValueError("CITEWISE_CHROMA_URL must name the server only: no path or query")
+        if parts.username or parts.password:  # chromadb would drop them without a word
+            raise ValueError("put Chroma credentials in CITEWISE_CHROMA_TOKEN, not in the URL")
         return url.strip().rstrip("/")
 
     @field_validator("widget_secret")

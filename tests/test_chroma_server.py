@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from api.main import create_app
 from citewise.embeddings import LocalEmbeddings
@@ -88,6 +89,22 @@ def search(client: TestClient, query: str, kb: str = "default", mode: str = "hyb
     response = client.post("/v1/search", json={"query": query, "kb": kb, "mode": mode, "k": 5})
     assert response.status_code == 200, response.text
     return [(h["chunk_id"], round(h["score"], 4)) for h in response.json()["hits"]]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["chroma:8000", "ftp://chroma:8000", "http://chroma:8000/api/v2", "http://u:p@chroma:8000",
+     "http://chroma:port"],
+)  # fmt: skip
+def test_a_chroma_url_that_cannot_work_fails_at_start(url: str, cache_dir: Path) -> None:
+    with pytest.raises(ValidationError, match=r"CITEWISE_CHROMA|Chroma credentials"):
+        Settings(chroma_url=url, cache_dir=cache_dir)
+
+
+def test_a_chroma_url_names_the_server(cache_dir: Path) -> None:
+    settings = Settings(chroma_url=" https://chroma.example.com/ ", cache_dir=cache_dir)
+    assert settings.chroma_url == "https://chroma.example.com" and settings.chroma_server
+    assert not Settings(cache_dir=cache_dir).chroma_server
 
 
 @pytest.fixture(scope="module")
