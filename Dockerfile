@@ -1,5 +1,6 @@
-# One image for the API and the ingest job. Everything the app needs offline (embedding model,
-# tiktoken vocabularies, the spaCy stand-in) is installed at build time; nothing downloads at run time.
+# One image for the API, the ingest worker and one-off ingests (docker-compose.yml). Everything
+# the app needs offline (embedding model, tiktoken vocabularies, the spaCy stand-in) is installed
+# at build time; nothing downloads at run time.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \

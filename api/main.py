@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
             await close()
         if services.redis is not None:
             await services.redis.aclose()
+        await asyncio.to_thread(services.store.close)
 
     app = _CitewiseAPI(
         title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan

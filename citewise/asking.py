@@ -18,6 +18,7 @@ answer is computed as if there were no cache.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -43,6 +44,7 @@ from citewise.citations import Citation
 from citewise.conversations import Append, Conversations, checked_id, new_id, turn_json
 from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalStore
+from citewise.lexical_sync import LexicalSync
 from citewise.outcomes import OutcomeLog
 from citewise.redis_client import RedisUnavailable
 from citewise.retrieval import Filters
@@ -100,10 +102,12 @@ class AskService:
         cache: AnswerCache | None,
         conversations: Conversations | None,
         outcomes: OutcomeLog | None = None,
+        sync: LexicalSync | None = None,
     ) -> None:
         self.answerer = answerer
         self.settings = answerer.settings
         self.lexical = lexical
+        self.sync = sync
         self.cache = cache
         self.conversations = conversations
         self.outcomes = outcomes
@@ -167,6 +171,10 @@ class AskService:
         question = replace(question, text=text, history=kept)
         key = None
         if self.cache is not None:
+            # A cache hit retrieves nothing, so it must look at the store itself: a replica
+            # that served only hits would otherwise never see a re-ingest.
+            if self.sync is not None and self.sync.due(question.kb):
+                await asyncio.to_thread(self.sync.refresh, question.kb)
             corpus = corpus_version(self.lexical, question.kb)
             if corpus is not None:
                 key = self.cache.key_for(

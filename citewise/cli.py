@@ -66,16 +66,18 @@ def ingest(
         redis = connect(settings, start_embedded=not dry_run)
         try:
             embeddings = cached(settings, build_embeddings(settings), redis)
-            pipeline = IngestPipeline(
-                settings, build_store(settings, create=not dry_run), embeddings
-            )
-            with progress_bar() as progress:
-                report = pipeline.run(
-                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-                )
-            _show(report, as_json)
-            if watch:
-                _watch(pipeline, paths, kb, settings.watch_debounce_ms, as_json)
+            store = build_store(settings, create=not dry_run)
+            try:
+                pipeline = IngestPipeline(settings, store, embeddings)
+                with progress_bar() as progress:
+                    report = pipeline.run(
+                        paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
+                    )
+                _show(report, as_json)
+                if watch:
+                    _watch(pipeline, paths, kb, settings.watch_debounce_ms, as_json)
+            finally:
+                store.close()
         finally:
             if redis is not None:
                 redis.close()

@@ -6,7 +6,9 @@ chunk hash between builds, so only new chunk texts are tokenised (see ``bench/le
 the numbers at 100k chunks). Each build is written to a fresh folder and published by atomically
 replacing a ``CURRENT`` pointer file, so a reader never sees a half-written index and a killed
 ingest leaves the previous one in place; the index records the chunk ids it was built from, so a
-stale one is detected and rebuilt by the next ingest.
+stale one is detected and rebuilt by the next ingest. Builds in one folder are serialised by a
+file lock, as several processes may build there: an ingest and the serving processes that
+follow a Chroma server (``citewise.lexical_sync``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import bm25s
 import numpy as np
 import Stemmer
+from filelock import FileLock
 
 from citewise import models
 from citewise.settings import Settings
@@ -143,7 +146,12 @@ class LexicalStore:
             cached = self._loaded.get(kb)
             if cached is not None and cached.generation == generation:
                 return cached
-        index = self._read(kb, generation) if generation else LexicalIndex("", [], [], None)
+        try:
+            index = self._read(kb, generation) if generation else LexicalIndex("", [], [], None)
+        except FileNotFoundError:
+            if self.current_generation(kb) == generation:
+                raise  # not a race: the published index itself is incomplete
+            return self.load(kb)  # replaced and removed by another process's build meanwhile
         with self._lock:
             self._loaded[kb] = index
         return index
@@ -170,6 +178,22 @@ class LexicalStore:
             return False
         folder = self._folder(kb)
         folder.mkdir(parents=True, exist_ok=True)
+        # Knowledge base names never start with a dot: the lock is never taken for a folder.
+        with FileLock(str(self.root / f".{kb}.lock")):
+            if self.current_generation(kb) == generation:  # another process just built it
+                return False
+            self._build(kb, generation, ids, texts, metadatas)
+        return True
+
+    def _build(
+        self,
+        kb: str,
+        generation: str,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+    ) -> None:
+        folder = self._folder(kb)
         cache = _TokenCache(folder / "tokens.json")
         hashes = [
             str(m.get(models.CHUNK_HASH) or chunk_id)
@@ -196,7 +220,6 @@ class LexicalStore:
         for old in folder.iterdir():
             if old.is_dir() and old.name != generation:
                 shutil.rmtree(old, ignore_errors=True)
-        return True
 
     def drop(self, kb: str) -> None:
         shutil.rmtree(self._folder(kb), ignore_errors=True)

@@ -16,13 +16,14 @@ from citewise.embeddings import LocalEmbeddings, model_dimension
 from citewise.generators.base import Generator
 from citewise.jobs import JobQueue
 from citewise.lexical import LexicalStore
+from citewise.lexical_sync import LexicalSync
 from citewise.offline import prepare_offline
 from citewise.outcomes import OutcomeLog
 from citewise.rate_limits import Limiter
 from citewise.redis_client import RedisHandle, connect
 from citewise.retrieval import Retriever
 from citewise.settings import Settings
-from citewise.store import ChunkStore, open_client
+from citewise.store import ChunkStore, connect_server, open_client
 from citewise.widgets import Widgets
 
 
@@ -57,8 +58,18 @@ def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
     With ``create`` off, a missing store is not created (dry runs write nothing).
     """
     prepare_offline(settings.cache_dir)
+    dimension = model_dimension(settings.embedding_model)
+    if settings.chroma_url is not None:
+        # Connected on first use: a server that is down now must not stop a service starting.
+        return ChunkStore(
+            None,
+            settings.embedding_model,
+            dimension,
+            connect=lambda: connect_server(settings),
+            where=settings.chroma_url,
+        )
     client = open_client(settings, create=create)
-    return ChunkStore(client, settings.embedding_model, model_dimension(settings.embedding_model))
+    return ChunkStore(client, settings.embedding_model, dimension)
 
 
 def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
@@ -97,9 +108,11 @@ class Services:
     jobs: JobQueue | None  # ingest jobs (RQ over the same Redis); None without Redis
 
     def close(self) -> None:
-        """Release Redis connections (the CLI; the app closes them in its lifespan)."""
+        """Release Redis and Chroma server connections (the CLI; the app closes them in its
+        lifespan)."""
         if self.redis is not None:
             self.redis.close()
+        self.store.close()
 
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
@@ -109,7 +122,12 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
     embeddings = cached(settings, model, redis)
     store = build_store(settings)
     lexical = LexicalStore.from_settings(settings)
-    retriever = Retriever(settings, store, embeddings, lexical)
+    # On one machine the ingest's index is this process's index; with a Chroma server the
+    # ingest may be elsewhere, and each process follows the generation it recorded there.
+    sync = None
+    if settings.chroma_server:
+        sync = LexicalSync(lexical, store, settings.bm25_sync_s)
+    retriever = Retriever(settings, store, embeddings, lexical, sync)
     generator = generator or build_generator(settings, embeddings)
     answerer = Answerer(settings, retriever, generator)
     identity = getattr(generator, "cache_identity", None)
@@ -122,7 +140,7 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
             redis, settings.conversation_ttl_s, settings.max_history_turns
         )
     outcomes = OutcomeLog(redis, settings) if redis is not None else None
-    asking = AskService(answerer, lexical, answers, conversations, outcomes)
+    asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
     keys = KeyRing(settings.admin_keys, settings.query_keys)
     return Services(
         settings,

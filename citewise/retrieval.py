@@ -26,6 +26,7 @@ from citewise import metrics, models
 from citewise.errors import InvalidRequest
 from citewise.knowledge_base import validate_kb
 from citewise.lexical import LexicalIndex, LexicalStore
+from citewise.lexical_sync import LexicalSync
 from citewise.settings import Settings
 from citewise.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
 
@@ -89,11 +90,13 @@ class Retriever:
         store: ChunkStore,
         embeddings: Embeddings,
         lexical: LexicalStore | None = None,
+        sync: LexicalSync | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
         self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
         self._passages = PassageCache(settings.passage_cache_size)
 
     def search(
@@ -116,6 +119,8 @@ class Retriever:
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
         started = time.perf_counter()
+        if self.sync is not None:
+            self.sync.refresh(kb)
         try:
             hits = self._search(query, self.store.opened(kb), k, mode, filters)
         except StaleKnowledgeBase:  # dropped and re-created (ingest --rebuild) since opened

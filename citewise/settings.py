@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +44,29 @@ class Settings(BaseSettings):
         description="Machine-wide cache for offline assets (tiktoken vocabularies).",
     )
     default_kb: str = Field(default="default", description="Knowledge base used when none given.")
+
+    chroma_url: str | None = Field(
+        default=None,
+        description="Chroma server (http://host:port or https://host[:port]) shared by every "
+        "replica and worker; unset: the embedded store under CITEWISE_HOME/chroma.",
+    )
+    chroma_token: SecretStr | None = Field(
+        default=None,
+        description="Token sent to the Chroma server as 'Authorization: Bearer <token>'.",
+    )
+    chroma_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="Connect and read timeout of each request to the Chroma server.",
+    )
+    bm25_sync_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="With a Chroma server: how often a serving process compares its copy of a "
+        "knowledge base's BM25 index with the generation the last ingest recorded in Chroma "
+        "(0: on every request).",
+    )
 
     embedding_model: str = Field(
         default="all-MiniLM-L6-v2-int8",
@@ -365,6 +389,24 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 16 characters long")
         return keys
 
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url.strip())
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("CITEWISE_CHROMA_URL has an invalid port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("CITEWISE_CHROMA_URL must look like http://host:port")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("CITEWISE_CHROMA_URL must name the server only: no path or query")
+        if parts.username or parts.password:  # chromadb would drop them without a word
+            raise ValueError("put Chroma credentials in CITEWISE_CHROMA_TOKEN, not in the URL")
+        return url.strip().rstrip("/")
+
     @field_validator("widget_secret")
     @classmethod
     def _check_widget_secret(cls, secret: SecretStr | None) -> SecretStr | None:
@@ -405,6 +447,11 @@ class Settings(BaseSettings):
     @property
     def redis_path(self) -> Path:
         return self.home / "redis"
+
+    @property
+    def chroma_server(self) -> bool:
+        """Whether the store is a Chroma server (shared) rather than embedded (this machine)."""
+        return self.chroma_url is not None
 
     @property
     def redis_enabled(self) -> bool:

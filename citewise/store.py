@@ -3,17 +3,30 @@
 Chroma is used directly (no LangChain ``VectorStore`` wrapper): the ingest needs to read
 stored vectors back by content hash and to update metadata without re-embedding, which the
 wrapper does not expose.
+
+Two clients, one code path: the embedded ``PersistentClient`` under ``CITEWISE_HOME/chroma``
+(one machine), or ``HttpClient`` to the Chroma server named by ``CITEWISE_CHROMA_URL`` (shared
+by replicas and workers). In chromadb 1.5 both report the same batch limit, keep collection
+configuration and metadata alike (``modify`` replaces the metadata whole) and raise the same
+``NotFoundError`` for a dropped collection; what only the server can do is fail in transit,
+which becomes ``StoreUnavailable`` here, with a message that names no host or library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import NotFoundError
@@ -23,8 +36,15 @@ from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, Store
 from citewise.knowledge_base import COLLECTION_PREFIX, collection_name
 from citewise.settings import Settings
 
+log = logging.getLogger("citewise.store")
+
 MODEL_KEY = "citewise_embedding_model"
 DIMENSION_KEY = "citewise_embedding_dim"
+# The BM25 generation the last ingest published (``citewise.lexical_sync``).
+GENERATION_KEY = "citewise_bm25_generation"
+UNREACHABLE = "the vector store cannot be reached right now; try again shortly"
+_PAGE = 5000  # chunks per read when reading a whole knowledge base: bounded responses
+_TOKEN_AUTH = "chromadb.auth.token_authn.TokenAuthClientProvider"
 
 
 class StaleKnowledgeBase(Exception):
@@ -43,7 +63,14 @@ class Hit:
 
 
 def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
-    """The embedded Chroma under ``CITEWISE_HOME``; ``None`` if absent and ``create`` is off."""
+    """The Chroma client the settings name.
+
+    With ``CITEWISE_CHROMA_URL``, a client of that server (``create`` does not apply: the
+    server exists or is unreachable). Otherwise the embedded store under ``CITEWISE_HOME``;
+    ``None`` if it is absent and ``create`` is off.
+    """
+    if settings.chroma_url is not None:
+        return connect_server(settings)
     path = settings.chroma_path
     if not create and not path.exists():
         return None
@@ -55,14 +82,125 @@ def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
         raise StoreUnavailable(f"cannot open the vector store: {type(exc).__name__}") from exc
 
 
-class ChunkStore:
-    """All knowledge bases of one Chroma client, bound to one embedding model."""
+def connect_server(settings: Settings) -> ClientAPI:
+    """An ``HttpClient`` of the Chroma server, with ``CITEWISE_CHROMA_TIMEOUT_S`` on every call."""
+    url = settings.chroma_url
+    assert url is not None
+    parts = urlsplit(url)
+    ssl = parts.scheme == "https"
+    timeout = httpx.Timeout(settings.chroma_timeout_s)
+    options: dict[str, Any] = {"anonymized_telemetry": False}
+    headers = {}
+    if settings.chroma_token is not None:
+        token = settings.chroma_token.get_secret_value()
+        options["chroma_client_auth_provider"] = _TOKEN_AUTH
+        options["chroma_client_auth_credentials"] = token
+        headers["Authorization"] = f"Bearer {token}"  # what that provider sends
+    try:
+        # The client's first request (who am I) has no timeout of ours yet, and a frozen
+        # server would hold it forever: a heartbeat with a timeout goes first.
+        heartbeat = httpx.get(f"{url}/api/v2/heartbeat", headers=headers, timeout=timeout)
+        heartbeat.raise_for_status()
+        client = chromadb.HttpClient(
+            host=str(parts.hostname),
+            port=parts.port or (443 if ssl else 8000),
+            ssl=ssl,
+            settings=ChromaSettings(**options),
+        )
+    except Exception as exc:  # httpx errors, or chromadb's ValueError("Could not connect...")
+        log.warning("cannot connect to the Chroma server at %s: %s", url, _describe(exc))
+        raise StoreUnavailable(UNREACHABLE) from exc
+    # chromadb builds its httpx client without a timeout and offers no setting for one, so a
+    # server that stops answering would hang every request; set it on that client.
+    sessions = _sessions_of(client)
+    for session in sessions:
+        session.timeout = timeout
+    if not sessions:
+        log.warning("chromadb's HTTP client changed shape: CITEWISE_CHROMA_TIMEOUT_S not applied")
+    return client
 
-    def __init__(self, client: ClientAPI | None, model_name: str, dimension: int) -> None:
+
+def _sessions_of(client: ClientAPI) -> list[httpx.Client]:
+    """The httpx clients inside chromadb's ``HttpClient``: its own and its admin client's,
+    which has a separate one (private attributes: checked, never assumed)."""
+    sessions = []
+    for part in (client, getattr(client, "_admin_client", None)):
+        session = getattr(getattr(part, "_server", None), "_session", None)
+        if isinstance(session, httpx.Client):
+            sessions.append(session)
+    return sessions
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Reach:
+    """Turns a Chroma server that cannot be reached into ``StoreUnavailable``, and logs once
+    when it goes away and once when it is back (not once per request)."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._down = False
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TransportError as exc:  # refused, reset, timed out: never an HTTP status
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "the Chroma server at %s is unreachable: %s", self._where, _describe(exc)
+                )
+            raise StoreUnavailable(UNREACHABLE) from exc
+        if self._down:
+            self._down = False
+            log.info("the Chroma server at %s answers again", self._where)
+
+
+class ChunkStore:
+    """All knowledge bases of one Chroma client, bound to one embedding model.
+
+    ``connect`` makes the client on first use instead (the Chroma server): a service whose
+    store is down at start still starts, reports not ready, and connects when it can.
+    """
+
+    def __init__(
+        self,
+        client: ClientAPI | None,
+        model_name: str,
+        dimension: int,
+        *,
+        connect: Callable[[], ClientAPI] | None = None,
+        where: str = "embedded",
+    ) -> None:
         self._client = client
+        self._connect = connect
+        self._connecting = threading.Lock()
+        self._reach = _Reach(where)
         self.model_name = model_name
         self.dimension = dimension
         self._opened: dict[str, KnowledgeBase] = {}
+
+    def _api(self) -> ClientAPI | None:
+        if self._client is None and self._connect is not None:
+            with self._connecting:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def close(self) -> None:
+        """Release the connections of a server client this store made. An embedded client is
+        left open: chromadb shares it with every other client of the same folder."""
+        with self._connecting:
+            client, self._client = self._client, None
+        self._opened.clear()
+        if self._connect is not None and isinstance(client, Client):
+            sessions = _sessions_of(client)
+            client.close()
+            for session in sessions:  # chromadb's close leaves their connections open
+                session.close()
 
     def opened(self, kb: str) -> KnowledgeBase:
         """Like ``knowledge_base(kb)``, but kept open between calls (searches): opening costs
@@ -79,31 +217,53 @@ class ChunkStore:
     def knowledge_base(self, kb: str, *, create: bool = False) -> KnowledgeBase:
         """Open a knowledge base, refusing one built with another embedding model."""
         name = collection_name(kb)
-        if self._client is None:
+        client = self._api()
+        if client is None:
             raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist; ingest it first")
-        if create:
-            collection = self._client.get_or_create_collection(
-                name,
-                metadata={MODEL_KEY: self.model_name, DIMENSION_KEY: self.dimension},
-                configuration={"hnsw": {"space": "cosine"}},
-                embedding_function=None,
-            )
-        else:
-            try:
-                collection = self._client.get_collection(name, embedding_function=None)
-            except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
-                raise KnowledgeBaseNotFound(
-                    f"knowledge base {kb!r} does not exist; ingest it first"
-                ) from exc
+        with self._reach.guard():
+            if create:
+                collection = client.get_or_create_collection(
+                    name,
+                    metadata={MODEL_KEY: self.model_name, DIMENSION_KEY: self.dimension},
+                    configuration={"hnsw": {"space": "cosine"}},
+                    embedding_function=None,
+                )
+            else:
+                collection = self._collection(client, kb)
+            max_batch = client.get_max_batch_size()
         self._check_model(kb, collection.metadata or {})
-        return KnowledgeBase(kb, collection, self._client.get_max_batch_size())
+        return KnowledgeBase(kb, collection, max_batch, self._reach)
+
+    def recorded_generation(self, kb: str) -> str | None:
+        """The BM25 generation the last ingest of ``kb`` recorded, read fresh from the store
+        (one round trip); ``None`` if no ingest recorded one."""
+        client = self._api()
+        if client is None:
+            raise KnowledgeBaseNotFound(f"knowledge base {kb!r} does not exist; ingest it first")
+        with self._reach.guard():
+            metadata = self._collection(client, kb).metadata or {}
+        recorded = metadata.get(GENERATION_KEY)
+        return str(recorded) if recorded else None
+
+    @staticmethod
+    def _collection(client: ClientAPI, kb: str) -> Collection:
+        try:
+            return client.get_collection(collection_name(kb), embedding_function=None)
+        except (NotFoundError, ValueError) as exc:  # chromadb raised ValueError before 1.0
+            raise KnowledgeBaseNotFound(
+                f"knowledge base {kb!r} does not exist; ingest it first"
+            ) from exc
 
     def knowledge_bases(self) -> list[str]:
         """Names of every knowledge base in the store (raises if the store is unreachable)."""
-        if self._client is None:
+        client = self._api()
+        if client is None:
             return []
         try:
-            names = [c.name for c in self._client.list_collections()]
+            with self._reach.guard():
+                names = [c.name for c in client.list_collections()]
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             raise StoreUnavailable(f"cannot list knowledge bases: {type(exc).__name__}") from exc
         return sorted(
@@ -111,15 +271,19 @@ class ChunkStore:
         )
 
     def exists(self, kb: str) -> bool:
-        if self._client is None:
+        client = self._api()
+        if client is None:
             return False
-        return collection_name(kb) in {c.name for c in self._client.list_collections()}
+        with self._reach.guard():
+            return collection_name(kb) in {c.name for c in client.list_collections()}
 
     def drop(self, kb: str) -> None:
         """Delete a knowledge base's collection (used by ``--rebuild``)."""
         self.forget(kb)
-        if self._client is not None and self.exists(kb):
-            self._client.delete_collection(collection_name(kb))
+        client = self._api()
+        if client is not None and self.exists(kb):
+            with self._reach.guard():
+                client.delete_collection(collection_name(kb))
 
     def copy(self, source: str, target: str) -> int:
         """Make ``target`` an exact copy of ``source`` (vectors included, nothing re-embedded);
@@ -180,17 +344,32 @@ class ChunkStore:
 class KnowledgeBase:
     """One knowledge base's chunks in Chroma."""
 
-    def __init__(self, kb: str, collection: Collection, max_batch: int) -> None:
+    def __init__(
+        self, kb: str, collection: Collection, max_batch: int, reach: _Reach | None = None
+    ) -> None:
         self.kb = kb
         self._collection = collection
         self._max_batch = max(1, max_batch)
+        self._reach = reach or _Reach("embedded")
 
     def count(self) -> int:
-        return self._collection.count()
+        with self._reach.guard():
+            return self._collection.count()
+
+    def record_generation(self, generation: str) -> None:
+        """Record the BM25 generation just published in the collection's metadata, where
+        serving processes on other machines compare their copies with it."""
+        metadata = dict(self._collection.metadata or {})
+        if metadata.get(GENERATION_KEY) == generation:
+            return
+        metadata[GENERATION_KEY] = generation
+        with self._reach.guard():
+            self._collection.modify(metadata=metadata)  # replaces the metadata whole
 
     def chunks_of_source(self, source: str) -> dict[str, dict[str, Any]]:
         """id -> metadata of every stored chunk of one source document."""
-        found = self._collection.get(where={models.SOURCE: source}, include=["metadatas"])
+        with self._reach.guard():
+            found = self._collection.get(where={models.SOURCE: source}, include=["metadatas"])
         metadatas = found["metadatas"] or []
         return {i: dict(m or {}) for i, m in zip(found["ids"], metadatas, strict=True)}
 
@@ -199,7 +378,8 @@ class KnowledgeBase:
         vectors: dict[str, list[float]] = {}
         for batch in _batches(list(dict.fromkeys(hashes)), 500):
             where: Any = {models.CHUNK_HASH: {"$in": batch}}
-            found = self._collection.get(where=where, include=["metadatas", "embeddings"])
+            with self._reach.guard():
+                found = self._collection.get(where=where, include=["metadatas", "embeddings"])
             embeddings = found["embeddings"] if found["embeddings"] is not None else []
             for metadata, vector in zip(found["metadatas"] or [], embeddings, strict=True):
                 vectors.setdefault(str((metadata or {})[models.CHUNK_HASH]), list(vector))
@@ -208,57 +388,80 @@ class KnowledgeBase:
     def upsert(self, chunks: Sequence[models.Chunk], vectors: Sequence[Sequence[float]]) -> None:
         for start in range(0, len(chunks), self._max_batch):
             part = chunks[start : start + self._max_batch]
-            self._collection.upsert(
-                ids=[c.id for c in part],
-                embeddings=np.asarray(vectors[start : start + self._max_batch], dtype=np.float32),
-                documents=[c.text for c in part],
-                metadatas=[c.metadata for c in part],
-            )
+            with self._reach.guard():
+                self._collection.upsert(
+                    ids=[c.id for c in part],
+                    embeddings=np.asarray(
+                        vectors[start : start + self._max_batch], dtype=np.float32
+                    ),
+                    documents=[c.text for c in part],
+                    metadatas=[c.metadata for c in part],
+                )
 
     def update_metadata(self, chunks: Sequence[models.Chunk]) -> None:
         """Rewrite metadata (offsets, index) of chunks whose text and vector are unchanged."""
         for part in _batches(list(chunks), self._max_batch):
-            self._collection.update(ids=[c.id for c in part], metadatas=[c.metadata for c in part])
+            with self._reach.guard():
+                self._collection.update(
+                    ids=[c.id for c in part], metadatas=[c.metadata for c in part]
+                )
 
     def delete(self, ids: Sequence[str]) -> None:
         for part in _batches(list(ids), self._max_batch):
-            self._collection.delete(ids=part)
+            with self._reach.guard():
+                self._collection.delete(ids=part)
 
     def delete_source(self, source: str) -> int:
         ids = list(self.chunks_of_source(source))
         self.delete(ids)
         return len(ids)
 
+    def _everything(self, include: list[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """id -> (text, metadata) of every chunk, read a page at a time so that no response
+        grows with the knowledge base (the server sends JSON). Keyed by id: a chunk that
+        moved between pages while an ingest wrote is counted once."""
+        everything: dict[str, tuple[str, dict[str, Any]]] = {}
+        offset = 0
+        while True:
+            with self._reach.guard():
+                found = self._collection.get(include=include, limit=_PAGE, offset=offset)
+            ids = found["ids"]
+            documents = found["documents"] or [""] * len(ids)
+            metadatas = found["metadatas"] or [{}] * len(ids)
+            for i, d, m in zip(ids, documents, metadatas, strict=True):
+                everything[i] = (d or "", dict(m or {}))
+            if len(ids) < _PAGE:
+                return everything
+            offset += len(ids)
+
     def snapshot(self) -> dict[str, str]:
         """id -> chunk hash of everything stored: what tests compare after a crash."""
-        found = self._collection.get(include=["metadatas"])
         return {
-            i: str((m or {}).get(models.CHUNK_HASH))
-            for i, m in zip(found["ids"], found["metadatas"] or [], strict=True)
+            i: str(m.get(models.CHUNK_HASH))
+            for i, (_, m) in self._everything(["metadatas"]).items()
         }
 
     def ids(self) -> list[str]:
-        return list(self._collection.get(include=[])["ids"])
+        return list(self._everything([]))
 
     def ids_and_metadatas(self) -> tuple[list[str], list[dict[str, Any]]]:
-        found = self._collection.get(include=["metadatas"])
-        return list(found["ids"]), [dict(m or {}) for m in (found["metadatas"] or [])]
+        found = self._everything(["metadatas"])
+        return list(found), [m for _, m in found.values()]
 
     def all_chunks(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Every chunk's id, text and metadata (what the BM25 index is built from)."""
-        found = self._collection.get(include=["documents", "metadatas"])
-        documents = [d or "" for d in (found["documents"] or [])]
-        metadatas = [dict(m or {}) for m in (found["metadatas"] or [])]
-        return list(found["ids"]), documents, metadatas
+        found = self._everything(["documents", "metadatas"])
+        return list(found), [d for d, _ in found.values()], [m for _, m in found.values()]
 
     def fetch(self, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
         """Text, metadata and vector of these chunks, by id."""
         if not ids:
             return {}
         try:
-            found = self._collection.get(
-                ids=list(ids), include=["documents", "metadatas", "embeddings"]
-            )
+            with self._reach.guard():
+                found = self._collection.get(
+                    ids=list(ids), include=["documents", "metadatas", "embeddings"]
+                )
         except NotFoundError as exc:
             raise StaleKnowledgeBase(self.kb) from exc
         vectors = found["embeddings"] if found["embeddings"] is not None else []
@@ -284,12 +487,13 @@ class KnowledgeBase:
         if k <= 0:
             return []
         try:
-            found = self._collection.query(
-                query_embeddings=np.asarray([vector], dtype=np.float32),
-                n_results=k,
-                where=where,
-                include=["distances"],
-            )
+            with self._reach.guard():
+                found = self._collection.query(
+                    query_embeddings=np.asarray([vector], dtype=np.float32),
+                    n_results=k,
+                    where=where,
+                    include=["distances"],
+                )
         except NotFoundError as exc:
             raise StaleKnowledgeBase(self.kb) from exc
         distances = (found["distances"] or [[]])[0]
@@ -301,12 +505,13 @@ class KnowledgeBase:
         """The ``k`` nearest chunks by cosine similarity (none from an empty collection)."""
         if k <= 0:
             return []
-        found = self._collection.query(
-            query_embeddings=np.asarray([vector], dtype=np.float32),
-            n_results=k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
-        )
+        with self._reach.guard():
+            found = self._collection.query(
+                query_embeddings=np.asarray([vector], dtype=np.float32),
+                n_results=k,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
         ids = found["ids"][0]
         documents = (found["documents"] or [[]])[0]
         metadatas = (found["metadatas"] or [[]])[0]

@@ -267,10 +267,13 @@ class IngestPipeline:
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
         ids, metadatas = knowledge_base.ids_and_metadatas()
         generation = self.lexical.generation_of(ids, metadatas)
-        if self.lexical.current_generation(knowledge_base.kb) == generation:
-            return
-        ids, texts, metadatas = knowledge_base.all_chunks()
-        self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
+        if self.lexical.current_generation(knowledge_base.kb) != generation:
+            ids, texts, metadatas = knowledge_base.all_chunks()
+            self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
+        # Then in Chroma, for serving processes that cannot read this CITEWISE_HOME (replicas
+        # of a Chroma server): they rebuild their copies when it changes. Recorded even when
+        # the local index was already right, so a crash between the two steps heals.
+        knowledge_base.record_generation(generation)
 
     def _classify(
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport

@@ -8,7 +8,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -23,6 +23,9 @@ from ingest.report import IngestReport
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
+
+if TYPE_CHECKING:
+    from tests.chroma_helpers import ChromaServer
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +119,14 @@ def corpus(tmp_path: Path) -> Path:
 def snapshot(settings: Settings, kb: str = "default") -> dict[str, str]:
     """id -> content hash of everything stored in a knowledge base."""
     return build_store(settings).knowledge_base(kb).snapshot()
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
+    """A real ``chroma run`` for the module's tests, stopped afterwards."""
+    from tests.chroma_helpers import ChromaServer  # it imports this module
+
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server"))
+    server.start()
+    yield server
+    server.stop()
