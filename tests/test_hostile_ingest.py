@@ -22,27 +22,26 @@ from citewise.settings import Settings
 from tests.conftest import SAMPLE
 from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
 
-PEAK_RSS_LIMIT = 1536 * 1024 * 1024  # the ingest loads the model, Chroma and unstructured
+PEAK_RSS_LIMIT = 1536 * 1024 * 1024  # model, Chroma, unstructured: ~1.2 GB for five good files
 SECRET = "Aubergine-7731 is the vault code."  # only in a file outside the ingested folder
 ODD_NAME = "Réunion; $(touch pwned) & 'quoted' <b>\u202eelif\tnew\nline.md"
 
-# Runs the real `citewise ingest --json`, then reports the peak resident memory of the process
-# and of its parse worker (a reaped child): exact high-water marks from the kernel, where
-# sampling RSS from outside could miss a short spike.
-# Peak memory is read from VmHWM, this process's own high-water mark: getrusage's ru_maxrss
-# survives exec, so in a long test run it reported the pytest process's size (2.4 GB), not
-# the ingest's. Parsing runs inline (CITEWISE_PARSE_WORKERS=0) so one process does it all.
+# Runs the real `citewise ingest --json`, then reports the peak resident memory of the ingest
+# and of its parse worker: kernel high-water marks, which sampling from outside could miss.
+# The process's own is VmHWM, not getrusage: Linux carries ru_maxrss across exec, so that would
+# report pytest's size at the fork. A reaped child's ru_maxrss is the worker's (at most the
+# ingest's size when it started the worker, plus what parsing took).
 RUN_INGEST = """
-import re, sys
-from pathlib import Path
+import resource, sys
 from citewise.cli import app
 try:
     app(sys.argv[1:])
 except SystemExit as stop:
     status = stop.code
-status_text = Path("/proc/self/status").read_text()
-peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", status_text).group(1))
-sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
+with open("/proc/self/status") as proc:
+    own = next(int(line.split()[1]) for line in proc if line.startswith("VmHWM:"))
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+sys.stderr.write(f"\\npeak_rss_kib={max(own, worker)}\\n")
 sys.exit(status)
 """
 
@@ -138,7 +137,6 @@ def test_hostile_files_are_refused_and_the_rest_is_ingested(
         "CITEWISE_HOME": str(home),
         "CITEWISE_CACHE_DIR": str(cache_dir),
         "CITEWISE_REDIS_URL": "off",
-        "CITEWISE_PARSE_WORKERS": "0",
         "HOME": str(user_home),
         "TMPDIR": str(temp),
     }
