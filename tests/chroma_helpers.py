@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,21 +10,17 @@ from typing import IO
 
 import httpx
 
-from tests.answer_helpers import free_socket
+from tests.server_process import ServerProcess
 
 START_TIMEOUT_S = 60.0
 
 
-class ChromaServer:
+class ChromaServer(ServerProcess):
     """``chroma run`` on a free port, data under ``workdir``; the same port and data on restart."""
 
     def __init__(self, workdir: Path) -> None:
-        sock = free_socket()
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.workdir = workdir
+        super().__init__(workdir)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
@@ -51,24 +46,11 @@ class ChromaServer:
         raise AssertionError(f"chroma run did not answer within {START_TIMEOUT_S} s:\n{self.log()}")
 
     def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
+        super().kill()
         self._close_log()
 
-    def freeze(self) -> None:
-        """SIGSTOP: the port stays open and nothing answers (a server that hangs)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.thaw()
-            self.kill()
+        super().stop()
         self._close_log()
 
     def log(self) -> str:

