@@ -144,6 +144,22 @@ def stub(stub_server: tuple[StubLLM, str]) -> Iterator[StubLLM]:
     assert llm.hung_up.empty(), "a test left a hung-up request unchecked"
 
 
+def stub_settings(home: Path, cache_dir: Path, url: str, timeout: float) -> Settings:
+    """The openai provider pointed at the stub, without retries or Redis (every request
+    reaches the model; caching is tested in test_answer_cache.py)."""
+    return Settings(
+        home=home,
+        cache_dir=cache_dir,
+        answer_provider="openai",
+        llm_base_url=f"{url}/v1",
+        llm_api_key=API_KEY,
+        llm_model="stub-model",
+        llm_timeout_s=timeout,
+        llm_max_retries=0,
+        redis_url="off",
+    )
+
+
 @pytest.fixture
 def openai_client(
     stub_server: tuple[StubLLM, str], home: Path, cache_dir: Path
@@ -153,17 +169,7 @@ def openai_client(
     with ExitStack() as stack:
 
         def make(timeout: float = 10.0) -> TestClient:
-            settings = Settings(
-                home=home,
-                cache_dir=cache_dir,
-                answer_provider="openai",
-                llm_base_url=f"{url}/v1",
-                llm_api_key=API_KEY,
-                llm_model="stub-model",
-                llm_timeout_s=timeout,
-                llm_max_retries=0,
-                redis_url="off",  # every test reaches the model; caching: test_answer_cache.py
-            )
+            settings = stub_settings(home, cache_dir, url, timeout)
             return stack.enter_context(TestClient(create_app(settings)))
 
         yield make
@@ -282,18 +288,7 @@ def served(
 ) -> Iterator[tuple[str, LoopProbe]]:
     """The app, openai provider on the stub with a 2 s timeout, served by uvicorn in a thread."""
     _, url = stub_server
-    settings = Settings(
-        home=home,
-        cache_dir=cache_dir,
-        answer_provider="openai",
-        llm_base_url=f"{url}/v1",
-        llm_api_key=API_KEY,
-        llm_model="stub-model",
-        llm_timeout_s=TIMEOUT,
-        llm_max_retries=0,
-        redis_url="off",
-    )
-    probe = LoopProbe(create_app(settings))
+    probe = LoopProbe(create_app(stub_settings(home, cache_dir, url, TIMEOUT)))
     with serve(probe) as app_url:
         # One answer first: sse-starlette starts a shutdown watcher per event loop with the
         # first stream, which lives as long as the loop and is no request's leak.
