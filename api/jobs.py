@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import ServicesDep
 from api.security import AdminCaller
+from api.uploads import receive_uploads
 from citewise.errors import InvalidRequest, QueueUnavailable
 from citewise.jobs import JobQueue
 from citewise.knowledge_base import validate_kb
@@ -68,8 +69,6 @@ async def submit_ingest(
     jobs = _jobs(services)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        from api.uploads import receive_uploads
-
         folder, rebuild = await receive_uploads(request, kb, services.settings)
         paths = [str(folder)]
     else:

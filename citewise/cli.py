@@ -16,6 +16,7 @@ from rich.table import Table
 
 from citewise.cli_eval import app as eval_app
 from citewise.cli_report import report
+from citewise.cli_worker import worker
 from citewise.console import (
     Bar,
     FilterOption,
@@ -32,6 +33,7 @@ from citewise.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(eval_app, name="eval")
 app.command()(report)
+app.command()(worker)
 
 
 @app.command()
@@ -123,30 +125,6 @@ def _watch(pipeline: Any, paths: list[Path], kb: str, debounce_ms: int, as_json:
             stderr.print(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)")
         elif changes:
             again(quiet_if_unchanged=False)
-
-
-@app.command()
-def worker(
-    burst: Annotated[
-        bool, typer.Option("--burst", help="Run the jobs already queued, then exit.")
-    ] = False,
-) -> None:
-    """Run ingest jobs queued through POST /v1/kbs/{kb}/ingest (RQ, over the service's Redis)."""
-    from rq import Worker
-
-    from citewise.errors import QueueUnavailable
-    from citewise.jobs import JobQueue
-    from citewise.redis_client import connect
-
-    settings = Settings()
-    redis = connect(settings)
-    if redis is None:
-        fail(QueueUnavailable("the job queue needs Redis, which is switched off"), False)
-    try:
-        queue = JobQueue(redis, settings).queue
-        Worker([queue], connection=redis.sync).work(burst=burst, logging_level="INFO")
-    finally:
-        redis.close()
 
 
 def _print_report(report: Any) -> None:
