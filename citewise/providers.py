@@ -110,6 +110,8 @@ class Services:
     def close(self) -> None:
         """Release Redis and Chroma server connections (the CLI; the app closes them in its
         lifespan)."""
+        if isinstance(self.embeddings, CachedEmbeddings):
+            self.embeddings.close()  # its last query vectors reach Redis first
         if self.redis is not None:
             self.redis.close()
         self.store.close()

@@ -84,6 +84,7 @@ def test_queries_are_cached_and_read_back(
     query = "how long do refunds take"
     vector = cached.embed_query(query)
     assert vector == embeddings.embed_query(query)
+    cached.flush()  # query vectors are written in the background
 
     client = redis.Redis.from_url(redis_url)
     digest = hashlib.sha256(query.encode()).hexdigest()
@@ -114,3 +115,22 @@ def test_without_redis_the_model_answers(
     assert cached.embed_query(texts[0]) == embeddings.embed_query(texts[0])
     assert cached.cached_count(texts) == 0
     assert handle.breaker.down
+
+
+def test_closing_writes_the_last_query_vectors(
+    embeddings: LocalEmbeddings, handle: RedisHandle, redis_url: str, redis_prefix: str
+) -> None:
+    cached = CachedEmbeddings(embeddings, handle, ttl_s=600)
+    queries = [f"what does plan {n} cost" for n in range(5)]
+    vectors = [cached.embed_query(q) for q in queries]
+    cached.close()  # a stopping service: what was computed reaches Redis first
+
+    client = redis.Redis.from_url(redis_url)
+    for query, vector in zip(queries, vectors, strict=True):
+        digest = hashlib.sha256(query.encode()).hexdigest()
+        [key] = client.keys(f"{redis_prefix}:emb:*:q:{digest}")
+        assert np.array_equal(np.frombuffer(client.get(key), dtype="<f4"), np.float32(vector))
+    # Closed, it still embeds (nothing more is cached).
+    late = "a question after shutdown began"
+    assert cached.embed_query(late) == embeddings.embed_query(late)
+    assert client.keys(f"{redis_prefix}:emb:*:q:{hashlib.sha256(late.encode()).hexdigest()}") == []
