@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.redis_client import RedisUnavailable
 from citewise.report import Group, group_outcomes, parse_since
 from citewise.settings import WidgetSpec
+from citewise.threads import run_blocking
 
 router = APIRouter(route_class=TextRoute, prefix="/v1/admin", tags=["admin"])
 
@@ -76,5 +76,5 @@ async def missing_documents(
     def build() -> list[Group]:
         return group_outcomes(outcomes.read(kb=kb, since=start), services.embeddings)
 
-    groups = await asyncio.to_thread(build)
+    groups = await run_blocking(build)
     return {"kb": kb, "since": start, "groups": [g.to_dict() for g in groups[:limit]]}

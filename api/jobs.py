@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from citewise.jobs import JobQueue
 from citewise.knowledge_base import validate_kb
 from citewise.providers import Services
 from citewise.redis_client import RedisUnavailable
+from citewise.threads import run_blocking
 
 router = APIRouter(tags=["ingest jobs"])
 
@@ -80,7 +80,7 @@ async def submit_ingest(
             ) from exc
         paths, rebuild = [str(_under_root(body.path, services.settings.ingest_root))], body.rebuild
     try:
-        job = await asyncio.to_thread(jobs.submit, kb, paths, rebuild=rebuild)
+        job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
     except RedisUnavailable as exc:
         raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
     return job.to_dict()
@@ -91,7 +91,7 @@ async def job_state(job_id: str, services: ServicesDep, _: AdminCaller) -> dict[
     """An ingest job's state (queued, started, finished, failed), progress and report."""
     jobs = _jobs(services)
     try:
-        return (await asyncio.to_thread(jobs.get, job_id)).to_dict()
+        return (await run_blocking(jobs.get, job_id)).to_dict()
     except RedisUnavailable as exc:
         raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
 

@@ -9,12 +9,12 @@ and still HTTP 200. Details are fixed phrases: no addresses, paths or exception 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from api.errors import error_body
 from citewise.providers import Services
+from citewise.threads import run_blocking
 
 Status = Literal["ok", "degraded", "down"]
 REQUIRED = ("chroma", "model", "default_kb")
@@ -70,7 +70,7 @@ async def check(services: Services) -> Readiness:
     """Ask every component now (the store and Redis each get one call)."""
     found: dict[str, Component] = {}
     try:
-        names: list[str] | None = await asyncio.to_thread(services.store.knowledge_bases)
+        names: list[str] | None = await run_blocking(services.store.knowledge_bases)
     except Exception:
         names = None
     if names is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -18,6 +17,7 @@ from api.security import CACHE_HEADER, AskCaller, SearchCaller
 from citewise.access import Caller
 from citewise.answering import Question, hit_record
 from citewise.generators.base import Turn
+from citewise.threads import run_blocking
 
 router = APIRouter(route_class=TextRoute)
 
@@ -45,7 +45,7 @@ async def search(
     body: SearchRequest, services: ServicesDep, caller: SearchCaller
 ) -> dict[str, Any]:
     """The best passages for a query, without an answer."""
-    hits = await asyncio.to_thread(
+    hits = await run_blocking(
         services.retriever.search,
         body.query,
         kb=caller.knowledge_base(body.kb, services.settings.default_kb),

@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 from fastapi import Request
-from ingest.uploads import safe_upload_name
 from starlette.datastructures import UploadFile
 
 from citewise.errors import InvalidRequest, UploadTooLarge
 from citewise.settings import Settings
+from ingest.uploads import safe_upload_name
 
 TOTAL_FACTOR = 10  # a request may carry at most this many maximum-size files' worth of bytes
 READ_BYTES = 1 << 20

@@ -7,7 +7,6 @@ endpoint re-frames it. In order: ``sources``, ``delta``..., ``citations``, ``don
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,6 +21,7 @@ from citewise.lexical import tokenize
 from citewise.retrieval import Filters, Retriever
 from citewise.settings import Settings
 from citewise.store import Hit
+from citewise.threads import run_blocking
 
 OVERLAP_WEIGHT = 0.5  # weight of question-word overlap in a passage's relevance
 SOURCE_FLOOR_SHARE = 0.8  # once one passage clears the floor, others need this share of it
@@ -122,7 +122,7 @@ class Answerer:
         keep = self.settings.max_history_turns
         history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
         standalone = await self.generator.condense(text, history) if history else text
-        hits = await asyncio.to_thread(
+        hits = await run_blocking(
             self.retriever.search,
             standalone,
             kb=question.kb,

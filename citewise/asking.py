@@ -18,7 +18,6 @@ answer is computed as if there were no cache.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -48,6 +47,7 @@ from citewise.lexical_sync import LexicalSync
 from citewise.outcomes import OutcomeLog
 from citewise.redis_client import RedisUnavailable
 from citewise.retrieval import Filters
+from citewise.threads import run_blocking
 
 log = logging.getLogger("citewise.asking")
 
@@ -174,7 +174,7 @@ class AskService:
             # A cache hit retrieves nothing, so it must look at the store itself: a replica
             # that served only hits would otherwise never see a re-ingest.
             if self.sync is not None and self.sync.due(question.kb):
-                await asyncio.to_thread(self.sync.refresh, question.kb)
+                await run_blocking(self.sync.refresh, question.kb)
             corpus = corpus_version(self.lexical, question.kb)
             if corpus is not None:
                 key = self.cache.key_for(

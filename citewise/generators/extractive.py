@@ -12,7 +12,6 @@ cited_hit from 0.968 to 0.977.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from citewise.citations import Span, sentences
 from citewise.generators.base import REFUSAL, Turn, condense_heuristic
 from citewise.lexical import tokenize
 from citewise.store import Hit
+from citewise.threads import run_blocking
 
 LEXICAL_WEIGHT = 1.0  # share of question words matched, relative to cosine similarity
 PASSAGE_WEIGHT = 1.0  # the containing passage's cosine similarity to the question
@@ -55,7 +55,7 @@ class ExtractiveGenerator:
         return condense_heuristic(question, history)
 
     async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
-        answer = await asyncio.to_thread(self.compose, question, sources)
+        answer = await run_blocking(self.compose, question, sources)
         for piece in re.findall(r"\S+\s*", answer):
             yield piece
 
