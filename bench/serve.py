@@ -2,9 +2,9 @@
 
 1. ingests ``data/sample`` into a fresh home with the real pipeline;
 2. starts the service as it ships (``uvicorn --factory api.main:create_app`` in a subprocess:
-   extractive answers, the local model, the embedded Redis unless ``--redis-url``), with the
-   access log off and rate limits raised far above the load (they are still checked: one Redis
-   round trip per request);
+   extractive answers, the local model, the embedded Redis unless ``--redis-url``; its JSON
+   access log goes to a file, as in a deployment, not to this terminal), with rate limits
+   raised far above the load (they are still checked: one Redis round trip per request);
 3. drives it from a separate process (HTTP/1.1 keep-alive over loopback: the standard
    library client at concurrency 1, the lightest there is; httpx at 32), closed loop,
    a fixed number of requests at concurrency 1 and 32:
@@ -13,10 +13,17 @@
    - ``ask_miss``: ``/v1/ask`` with a question never asked before (extractive provider);
    - ``ask_hit``: ``/v1/ask`` with questions answered once before;
 4. measures, in the same run and on the same data, the raw cost of one Redis GET (the
-   service's Redis, a value the size of a cached answer), one query embedding and one Chroma
-   query (the same store, the depth retrieval uses): the limits the service cannot beat.
-   The search ratio is measured on its own: blocks of new search requests alternate with
-   blocks of raw measurements, so both see the same background noise.
+   service's Redis, a value the size of a cached answer) and of (query embedding + Chroma
+   query): a new question's text embedded, then that vector's top 50 with their text asked of
+   the same store, in one process with nothing around it (the dense search a plain RAG makes
+   per question): the limits the service cannot beat. The search ratio is measured on its own:
+   blocks of new search requests alternate with blocks of raw measurements, so both see the
+   same background noise.
+
+   Each part is also timed alone, warm (the same text embedded twice, the same vector queried
+   four times, the median kept), and the ratio to their sum is reported too. That sum is
+   lower than the pair's cost, since a part repeated on the same input finds its caches warm
+   and a new question does not; earlier runs of this benchmark used it as the limit.
 
 Latency targets are read at concurrency 1 (at concurrency 32 a closed loop's latency is
 concurrency / throughput by Little's law); throughput targets at concurrency 32.
@@ -215,6 +222,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="citewise-serve-"))
     server: subprocess.Popen[bytes] | None = None
+    server_log = (work / "server.log").open("wb")
     try:
         home = work / "home"
         env = server_env(home, args.redis_url)
@@ -238,8 +246,9 @@ def main() -> None:
             ],
             env=env,
             cwd=REPO,
+            stderr=server_log,
         )  # fmt: skip
-        wait_ready(url, server)
+        wait_ready(url, server, work / "server.log")
 
         phases = []
         for number, (phase, concurrency, requests) in enumerate(PHASES):
@@ -265,6 +274,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=60)
+        server_log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -287,13 +297,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     import httpx
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit("the server exited during start-up")
+            tail = log.read_text(errors="replace")[-4000:]
+            raise SystemExit(f"the server exited during start-up:\n{tail}")
         try:
             if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                 return
@@ -347,9 +358,16 @@ class RawCosts:
         self.embed_samples: list[float] = []
         self.chroma_samples: list[float] = []
         self.chroma_k5_samples: list[float] = []
+        self.pair_samples: list[float] = []
 
     def sample(self, salt: str) -> None:
-        """One query embedding per question (texts never seen), one Chroma query per vector."""
+        """Per question: the pair (a new text embedded, its vector queried), then the parts
+        alone (one embedding of another new text, one Chroma query per known vector)."""
+        for question in QUESTIONS:
+            text = f"{question} pair {salt}"
+            started = time.perf_counter()
+            self.knowledge_base.search(self.embeddings.embed_query(text), self.depth)
+            self.pair_samples.append(1000 * (time.perf_counter() - started))
         for question in QUESTIONS:
             text = f"{question} {salt}"
             self.embed_samples.append(timed(lambda t=text: self.embeddings.embed_query(t), 1))
@@ -366,6 +384,7 @@ class RawCosts:
         return {
             "redis_get_ms": round(self.redis_get_ms, 3),
             "redis_value_bytes": self.redis_value_bytes,
+            "embedding_then_chroma_ms": round(statistics.median(self.pair_samples), 3),
             "embed_query_ms": round(statistics.median(self.embed_samples), 3),
             "chroma_query_ms": round(statistics.median(self.chroma_samples), 3),
             "chroma_depth": self.depth,
@@ -386,12 +405,15 @@ def search_against_limit(url: str, raw: RawCosts) -> dict[str, Any]:
         raw.sample(f"raw{block}")
     search_p50 = 1000 * percentile(latencies, 0.50)
     costs = raw.summary()
-    limit = costs["embed_query_ms"] + costs["chroma_query_ms"]
+    limit = costs["embedding_then_chroma_ms"]
+    warm_parts = costs["embed_query_ms"] + costs["chroma_query_ms"]
     return {
         "search_requests": len(latencies),
         "search_p50_ms": round(search_p50, 2),
         "embedding_plus_chroma_ms": round(limit, 3),
         "ratio": round(search_p50 / limit, 3),
+        "warm_parts_ms": round(warm_parts, 3),
+        "ratio_to_warm_parts": round(search_p50 / warm_parts, 3),
         **costs,
     }
 
@@ -428,6 +450,7 @@ def summarise(
                 "result": ratio["ratio"],
                 "search_p50_ms": ratio["search_p50_ms"],
                 "embedding_plus_chroma_ms": ratio["embedding_plus_chroma_ms"],
+                "ratio_to_warm_parts": ratio["ratio_to_warm_parts"],
             },
         },
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
