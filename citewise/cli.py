@@ -15,11 +15,11 @@ import typer
 from rich.table import Table
 
 from citewise.cli_eval import app as eval_app
+from citewise.cli_query import ask, search
 from citewise.cli_report import report
 from citewise.cli_worker import worker
 from citewise.console import (
     Bar,
-    FilterOption,
     JsonOption,
     KbOption,
     fail,
@@ -32,6 +32,8 @@ from citewise.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(eval_app, name="eval")
+app.command()(search)
+app.command()(ask)
 app.command()(report)
 app.command()(worker)
 
@@ -154,93 +156,6 @@ def _print_report(report: Any) -> None:
         stdout.print(f"[dim]skipped[/] {skipped}")
     for failure in report.failures:
         stdout.print(f"[red]failed[/] {failure.path}: {failure.error}")
-
-
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="What to look for.")],
-    kb: KbOption = None,
-    k: Annotated[int, typer.Option("-k", help="How many hits.")] = 5,
-    mode: Annotated[
-        str | None, typer.Option(help="dense, bm25 or hybrid (default: CITEWISE_RETRIEVAL_MODE).")
-    ] = None,
-    filters: FilterOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Retrieve the passages that best match QUERY."""
-    from citewise.answering import hit_record
-    from citewise.providers import build_services
-
-    settings = Settings()
-    try:
-        services = build_services(settings)
-        try:
-            hits = services.retriever.search(
-                query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
-            )
-        finally:
-            services.close()
-    except CitewiseError as error:
-        fail(error, as_json)
-    rows = [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]
-    if as_json:
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return
-    for row in rows:
-        where = str(row["source"]) + (f" p.{row['page']}" if row["page"] else "")
-        stdout.print(
-            f"[bold]{row['rank']}.[/] {row['similarity']:.3f}  [cyan]{where}[/]  "
-            f"[dim]{row['heading']}[/]"
-        )
-        stdout.print("   " + " ".join(str(row["text"]).split())[:300])
-
-
-@app.command()
-def ask(
-    question: Annotated[str, typer.Argument(help="The question.")],
-    kb: KbOption = None,
-    k: Annotated[int | None, typer.Option("-k", help="Passages to answer from.")] = None,
-    filters: FilterOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Answer QUESTION from the knowledge base, with citations (JSON: the /v1/ask body)."""
-    import asyncio
-
-    from citewise.answering import Question
-    from citewise.providers import build_services
-
-    settings = Settings()
-    try:
-        services = build_services(settings)
-        try:
-            asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
-            answer = asyncio.run(services.answerer.ask(asked))
-        finally:
-            services.close()
-    except CitewiseError as error:
-        fail(error, as_json)
-    if as_json:
-        sys.stdout.write(json.dumps(answer.to_dict()) + "\n")
-        return
-    stdout.print(answer.answer)
-    if answer.citations:
-        stdout.print()
-    for citation in answer.citations:
-        flag = "" if citation.supported else " [yellow](not supported by the passage)[/]"
-        where = citation.source + (f" p.{citation.page}" if citation.page else "")
-        stdout.print(f"[bold][{citation.n}][/] [cyan]{where}[/] [dim]{citation.heading}[/]{flag}")
-        stdout.print(f"    \u201c{citation.quote}\u201d")
-
-
-def _filters(raw: list[str] | None) -> dict[str, Any]:
-    """``key=value`` options -> a filter mapping; numbers stay numbers."""
-    parsed: dict[str, Any] = {}
-    for item in raw or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"filter {item!r} is not KEY=VALUE", param_hint="--filter")
-        parsed[key.strip()] = int(value) if value.isdigit() else value
-    return parsed
 
 
 @app.command()

@@ -96,3 +96,28 @@ def test_the_embedded_redis_keeps_embeddings_between_runs(
     code, _ = run_json("search", "invoice", env=env)
     assert code == 0
     assert not (home / "redis" / "citewise.rdb.settings").exists()  # stopped every time
+
+
+def test_ask_goes_through_the_answer_cache_and_prints_text_as_written(
+    tmp_path: Path, corpus: Path, cache_dir: Path
+) -> None:
+    env = citewise_env(tmp_path / "home", cache_dir)
+    (corpus / "drafts.md").write_text(
+        "# Draft receipts\n\nReceipts tagged [draft] stay private to their owner until they "
+        "are submitted for approval.\n",
+        encoding="utf-8",
+    )
+    assert run_json("ingest", str(corpus), env=env)[0] == 0
+    question = "Who can see receipts tagged draft?"
+
+    code, first = run_json("ask", question, env=env)
+    assert code == 0 and first["cached"] is False
+    assert [c["source"] for c in first["citations"]] == ["drafts.md"]
+    code, again = run_json("ask", question, env=env)  # another process, the same Redis
+    assert code == 0 and again["cached"] is True
+    assert (again["answer"], again["citations"]) == (first["answer"], first["citations"])
+
+    shown = run("ask", question, env=env)
+    assert shown.returncode == 0
+    assert "[draft]" in shown.stdout  # document text, not Rich markup
+    assert "[1] drafts.md" in shown.stdout
