@@ -49,7 +49,7 @@ from citewise.redis_client import RedisHandle
 from citewise.settings import Settings
 
 # Bump when the stored entry or the answer pipeline changes in a way settings do not show.
-ANSWER_FORMAT = 1
+ANSWER_FORMAT = 2
 LOCK_SUFFIX = ":lock"
 
 # One round trip for a hit: resolve the flush epochs, read the entry, and when it is found

@@ -20,9 +20,16 @@ from citewise.store import Hit
 
 MARKER = re.compile(r"\[(\d{1,3})\]")
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or quote, or at
-# a line break. Deliberately simple: it runs on passages and answers, not on arbitrary prose.
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s*\[\d{1,3}\])*\s+(?=[\"'(\[A-Z0-9])|\n+")
+# a line break; not at the "2." that numbers a list item. Deliberately simple: it runs on
+# passages and answers, not on arbitrary prose.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)(?<!^\d\d\d\.)(?:\s*\[\d{1,3}\])*\s+(?=[\"'(\[A-Z0-9])|\n+",
+    re.MULTILINE,
+)
 SUPPORT_THRESHOLD = 0.5  # share of a claim's content words found in the cited passage
+# A list item's marker is layout, not text: a quote starts after it, and so does the text
+# fragment made from it (a rendered list shows a bullet, not a "- " a browser could match).
+_LIST_MARKER = re.compile(r"(?:[-*+\u2022]|\d{1,3}[.)])\s+(?=\S)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ def _span(text: str, start: int, end: int) -> list[Span]:
     if not stripped:
         return []
     begin = start + len(piece) - len(piece.lstrip())
+    marker = _LIST_MARKER.match(stripped)
+    if marker:
+        stripped, begin = stripped[marker.end() :], begin + marker.end()
     return [Span(stripped, begin, begin + len(stripped))]
 
 

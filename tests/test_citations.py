@@ -63,6 +63,23 @@ def test_markers_stay_with_their_sentence() -> None:
     assert all(text[s.start : s.end] == s.text for s in spans)
 
 
+def test_list_markers_are_not_part_of_a_sentence() -> None:
+    text = "Invitations:\n- An invitation is valid for 7 days.\n* Resend it from Users.\n" + (
+        "2. Admins approve.\n3) Owners sign.\n\u2022 Bullets too.\n-5 degrees is cold."
+    )
+    spans = sentences(text)
+    assert [s.text for s in spans] == [
+        "Invitations:",
+        "An invitation is valid for 7 days.",
+        "Resend it from Users.",
+        "Admins approve.",
+        "Owners sign.",
+        "Bullets too.",
+        "-5 degrees is cold.",
+    ]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+
+
 def test_no_split_before_lower_case_and_nothing_for_blank_text() -> None:
     assert [s.text for s in sentences("Use e.g. the web app. Then sync.")] == [
         "Use e.g. the web app.",

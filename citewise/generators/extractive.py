@@ -100,7 +100,7 @@ class ExtractiveGenerator:
 
 def _with_marker(sentence: str, n: int) -> str:
     """ "Refunds take 5 days." -> "Refunds take 5 days [1]." """
-    sentence = re.sub(r"^[-*\u2022]\s+", "", sentence.strip())  # a list item reads as prose
+    sentence = sentence.strip()  # spans start after a list item's marker (citations.sentences)
     if sentence and sentence[-1] in ".!?":
         return f"{sentence[:-1]} [{n}]{sentence[-1]}"
     return f"{sentence} [{n}]"
