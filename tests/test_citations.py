@@ -38,46 +38,43 @@ def hit(text: str, source: str = "billing/refunds.md", **metadata: object) -> Hi
 # --- sentences ------------------------------------------------------------------------------
 
 
-def test_sentence_offsets_point_back_into_the_text() -> None:
-    text = "  First one.  Second one? Third!\nFourth line without a stop\n\n  Fifth. "
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "  First one.  Second one? Third!\nFourth line without a stop\n\n  Fifth. ",
+            ["First one.", "Second one?", "Third!", "Fourth line without a stop", "Fifth."],
+            id="stops-and-line-breaks",
+        ),
+        pytest.param(
+            "Refunds take 14 days [1]. Annual plans are pro rata. [2][3] Seats cost 8 euros [1].",
+            [
+                "Refunds take 14 days [1].",
+                "Annual plans are pro rata. [2][3]",
+                "Seats cost 8 euros [1].",
+            ],
+            id="citation-markers-stay-with-their-sentence",
+        ),
+        pytest.param(
+            "Invitations:\n- An invitation is valid for 7 days.\n* Resend it from Users.\n"
+            "2. Admins approve.\n3) Owners sign.\n\u2022 Bullets too.\n-5 degrees is cold.",
+            [
+                "Invitations:",
+                "An invitation is valid for 7 days.",
+                "Resend it from Users.",
+                "Admins approve.",
+                "Owners sign.",
+                "Bullets too.",
+                "-5 degrees is cold.",
+            ],
+            id="list-item-markers-are-not-text",
+        ),
+    ],
+)
+def test_sentences_and_their_offsets(text: str, expected: list[str]) -> None:
     spans = sentences(text)
-    assert [s.text for s in spans] == [
-        "First one.",
-        "Second one?",
-        "Third!",
-        "Fourth line without a stop",
-        "Fifth.",
-    ]
-    for span in spans:
-        assert text[span.start : span.end] == span.text
-
-
-def test_markers_stay_with_their_sentence() -> None:
-    text = "Refunds take 14 days [1]. Annual plans are pro rata. [2][3] Seats cost 8 euros [1]."
-    spans = sentences(text)
-    assert [s.text for s in spans] == [
-        "Refunds take 14 days [1].",
-        "Annual plans are pro rata. [2][3]",
-        "Seats cost 8 euros [1].",
-    ]
-    assert all(text[s.start : s.end] == s.text for s in spans)
-
-
-def test_list_markers_are_not_part_of_a_sentence() -> None:
-    text = "Invitations:\n- An invitation is valid for 7 days.\n* Resend it from Users.\n" + (
-        "2. Admins approve.\n3) Owners sign.\n\u2022 Bullets too.\n-5 degrees is cold."
-    )
-    spans = sentences(text)
-    assert [s.text for s in spans] == [
-        "Invitations:",
-        "An invitation is valid for 7 days.",
-        "Resend it from Users.",
-        "Admins approve.",
-        "Owners sign.",
-        "Bullets too.",
-        "-5 degrees is cold.",
-    ]
-    assert all(text[s.start : s.end] == s.text for s in spans)
+    assert [s.text for s in spans] == expected
+    assert all(text[s.start : s.end] == s.text for s in spans)  # offsets point back into it
 
 
 def test_no_split_before_lower_case_and_nothing_for_blank_text() -> None:
