@@ -5,7 +5,9 @@ at a local OpenAI-compatible stub that paces its reply over HOLD_S seconds (the 
 hosted model). 200 clients each ask a different question on `/v1/ask/stream` at once, so no
 answer is cached or shared, and read their stream to the end. Meanwhile the server's resident
 memory is sampled four times a second. Reported: streams that ended with `done`, errors, stream
-durations, and resident memory before, at the peak and after.
+durations, resident memory before, at the peak and after, and how many of the 200 answers,
+all finishing in the same instant, made it into the answer cache (each question is asked again
+on `/v1/ask`, with the stub answering at once, and the hits are counted).
 
 Run:  .venv/bin/python bench/sse_streams.py [--streams 200] [--hold 60]
 Writes bench/results/sse_streams.json.
@@ -52,8 +54,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stub_llm(hold_s: float) -> Starlette:
-    """An OpenAI-compatible chat endpoint that spreads its reply over ``hold_s`` seconds."""
+def stub_llm(pace: dict[str, float]) -> Starlette:
+    """An OpenAI-compatible chat endpoint that spreads its reply over ``pace["hold_s"]``
+    seconds (read per request, so the benchmark can speed it up)."""
     pieces = [REPLY[i : i + 4] for i in range(0, len(REPLY), 4)]
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
@@ -64,6 +67,8 @@ def stub_llm(hold_s: float) -> Starlette:
 
     async def completions(request: Request) -> StreamingResponse:
         await request.json()
+
+        hold_s = pace["hold_s"]
 
         async def stream() -> Any:
             yield chunk({"role": "assistant", "content": ""})
@@ -78,9 +83,13 @@ def stub_llm(hold_s: float) -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
 
 
+def question(n: int) -> dict[str, str]:
+    return {"question": f"How long is an invitation valid? (reader {n})"}
+
+
 async def one_stream(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
     started = time.perf_counter()
-    body = {"question": f"How long is an invitation valid? (reader {n})"}
+    body = question(n)
     last = ""
     try:
         async with client.stream("POST", "/v1/ask/stream", json=body) as response:
@@ -101,6 +110,13 @@ async def drive(url: str, streams: int) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one_stream(client, n) for n in range(streams))))
 
 
+def count_cached(url: str, streams: int) -> int:
+    """How many of the streamed answers a repeated question finds in the answer cache."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        headers = [client.post("/v1/ask", json=question(n)).headers for n in range(streams)]
+    return sum(1 for h in headers if h.get("x-citewise-cache") == "hit")
+
+
 def rss_mb(process: psutil.Process) -> float:
     total = process.memory_info().rss
     for child in process.children(recursive=True):
@@ -117,8 +133,9 @@ def main() -> None:
     args = parser.parse_args()
 
     stub_port = free_port()
+    pace = {"hold_s": args.hold}
     stub = uvicorn.Server(
-        uvicorn.Config(stub_llm(args.hold), port=stub_port, log_level="warning", lifespan="off")
+        uvicorn.Config(stub_llm(pace), port=stub_port, log_level="warning", lifespan="off")
     )
     threading.Thread(target=stub.run, daemon=True).start()
 
@@ -174,6 +191,8 @@ def main() -> None:
         done.set()
         sampler.join()
         after = rss_mb(process)
+        pace["hold_s"] = 0.0  # a miss below is answered at once
+        cached = count_cached(url, args.streams)
 
         durations = [r["seconds"] for r in results if r["ok"]]
         errors: dict[str, int] = {}
@@ -193,6 +212,7 @@ def main() -> None:
             "rss_mb_peak": round(peak, 1),
             "rss_mb_after": round(after, 1),
             "rss_kb_per_stream": round(1024 * (peak - baseline) / args.streams, 1),
+            "answers_cached": cached,
             "machine": f"{os.cpu_count()} cores",
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,21 @@ class RedisUnavailable(Exception):
 
 
 class Breaker:
-    """Open for ``retry_s`` after a failure; logs once when Redis goes away and comes back."""
+    """Open for ``retry_s`` after a failure; logs once when Redis goes away and comes back.
+
+    A refused or dropped connection opens it at once. A timeout opens it only as the
+    ``TIMEOUTS_TO_OPEN``-th in a row with no success between: on saturated cores a call can
+    overrun the timeout while Redis is fine (200 answers finishing at once did), and one such
+    call must not switch caches and rate limits off for everyone; a frozen Redis times out
+    every call, so it still costs only a few timeouts.
+    """
+
+    TIMEOUTS_TO_OPEN = 3
 
     def __init__(self, retry_s: float) -> None:
         self.retry_s = retry_s
         self.failures = 0  # calls that failed on Redis (not those skipped while open)
+        self._timeouts_in_a_row = 0
         self._open_until = 0.0
         self._down = False
         self._lock = threading.Lock()
@@ -63,6 +73,11 @@ class Breaker:
     def failed(self, error: BaseException) -> None:
         with self._lock:
             self.failures += 1
+            if isinstance(error, (redis.TimeoutError, TimeoutError)):
+                self._timeouts_in_a_row += 1
+                if self._timeouts_in_a_row < self.TIMEOUTS_TO_OPEN:
+                    return
+            self._timeouts_in_a_row = 0
             first = not self._down
             self._down = True
             self._open_until = time.monotonic() + self.retry_s
@@ -75,9 +90,12 @@ class Breaker:
             )
 
     def succeeded(self) -> None:
+        self._timeouts_in_a_row = 0  # a plain store: a race only delays opening by a timeout
         if self._down:
             with self._lock:
-                recovered, self._down = self._down, False
+                # A call that was under way when the breaker opened got through: Redis is
+                # there, so stop skipping it now rather than at the end of the retry period.
+                recovered, self._down, self._open_until = self._down, False, 0.0
             if recovered:
                 log.warning("Redis reachable again: caches and rate limits back on")
 

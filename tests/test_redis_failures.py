@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from citewise.redis_client import Breaker
 from citewise.settings import Settings
 from tests.answer_helpers import serve, sse_events
 from tests.redis_helpers import RedisServer
@@ -74,7 +76,7 @@ def test_answers_survive_a_killed_redis_and_recover(
         assert ask(client)[0] == "hit"
 
 
-def test_a_frozen_redis_costs_one_timeout_not_one_per_call(
+def test_a_frozen_redis_costs_a_few_timeouts_not_one_per_call(
     home: Path, cache_dir: Path, server: RedisServer
 ) -> None:
     settings = settings_for(home, cache_dir, server.url, redis_retry_s=60.0)
@@ -88,9 +90,31 @@ def test_a_frozen_redis_costs_one_timeout_not_one_per_call(
         finally:
             server.thaw()
     assert statuses == ["bypass"] * 5
-    # Counted, not timed: the first Redis call timed out and opened the breaker, and every
-    # later call of the five requests skipped Redis instead of waiting out its own timeout.
-    assert breaker.failures == 1 and breaker.down
+    # Counted, not timed: the first calls timed out until the breaker opened, and every later
+    # call of the five requests skipped Redis instead of waiting out its own timeout.
+    assert breaker.failures == Breaker.TIMEOUTS_TO_OPEN and breaker.down
+
+
+def test_timeouts_between_successes_leave_the_breaker_closed() -> None:
+    breaker = Breaker(retry_s=60.0)
+    for _ in range(10):  # a saturated machine: some calls overrun, the others get through
+        breaker.failed(redis.TimeoutError("Timeout reading from socket"))
+        breaker.failed(TimeoutError())
+        breaker.succeeded()
+    assert breaker.available() and not breaker.down and breaker.failures == 20
+
+    for _ in range(Breaker.TIMEOUTS_TO_OPEN):  # nothing gets through: Redis is frozen
+        breaker.failed(redis.TimeoutError("Timeout reading from socket"))
+    assert not breaker.available() and breaker.down
+
+
+def test_a_refused_connection_opens_the_breaker_and_a_success_closes_it() -> None:
+    breaker = Breaker(retry_s=60.0)
+    breaker.failed(redis.ConnectionError("Connection refused"))
+    assert not breaker.available() and breaker.down
+    # A call already under way when it opened got through: Redis is back, no need to wait.
+    breaker.succeeded()
+    assert breaker.available() and not breaker.down
 
 
 def test_fail_closed_rate_limits_refuse_while_redis_is_down(
