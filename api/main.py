@@ -15,7 +15,6 @@ from api import admin, errors, jobs, metrics, openai_compat, routes, widget
 from api.cors import WidgetCORSMiddleware
 from api.observability import RequestObserver
 from citewise import __version__
-from citewise.embedding_cache import CachedEmbeddings
 from citewise.generators.base import Generator
 from citewise.logs import configure_logging
 from citewise.providers import Services, build_services
@@ -60,14 +59,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
         gc.freeze()
         yield
         gc.unfreeze()
-        close = getattr(services.answerer.generator, "aclose", None)
-        if close is not None:  # e.g. the LLM client's connections
-            await close()
-        if isinstance(services.embeddings, CachedEmbeddings):
-            await asyncio.to_thread(services.embeddings.close)
-        if services.redis is not None:
-            await services.redis.aclose()
-        await asyncio.to_thread(services.store.close)
+        await services.aclose()
 
     app = _CitewiseAPI(
         title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan

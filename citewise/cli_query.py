@@ -76,17 +76,12 @@ def ask(
         try:
             return await services.asking.ask(asked, converse=False)
         finally:
-            if services.redis is not None:  # its async connections belong to this event loop
-                await services.redis.aio.aclose()
+            await services.aclose()
 
     settings = Settings()
+    asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
     try:
-        services = build_services(settings)
-        try:
-            asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
-            body = asyncio.run(answer(services, asked)).payload()
-        finally:
-            services.close()
+        body = asyncio.run(answer(build_services(settings), asked)).payload()
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:

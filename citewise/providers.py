@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from langchain_core.embeddings import Embeddings
@@ -108,13 +109,22 @@ class Services:
     jobs: JobQueue | None  # ingest jobs (RQ over the same Redis); None without Redis
 
     def close(self) -> None:
-        """Release Redis and Chroma server connections (the CLI; the app closes them in its
-        lifespan)."""
+        """Release Redis and Chroma server connections (used without an event loop)."""
         if isinstance(self.embeddings, CachedEmbeddings):
             self.embeddings.close()  # its last query vectors reach Redis first
         if self.redis is not None:
             self.redis.close()
         self.store.close()
+
+    async def aclose(self) -> None:
+        """``close`` from inside the event loop that used the services (the app's lifespan, an
+        async CLI command): the LLM client and the async Redis connections belong to it."""
+        close = getattr(self.answerer.generator, "aclose", None)
+        if close is not None:  # e.g. the LLM client's connections
+            await close()
+        if self.redis is not None:
+            await self.redis.aio.aclose()
+        await asyncio.to_thread(self.close)  # the embedded Redis stops after its save
 
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:

@@ -17,7 +17,6 @@ last one out shuts it down, saving to ``citewise.rdb`` so the caches outlive res
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -164,10 +163,6 @@ class RedisHandle:
             return False
         self.breaker.succeeded()
         return True
-
-    async def aclose(self) -> None:
-        await self.aio.aclose()
-        await asyncio.to_thread(self.close)  # stopping the embedded server waits for its save
 
     def close(self) -> None:
         """Close our connections, and stop the embedded server unless another process (an
