@@ -41,6 +41,12 @@ RETRIEVAL_SECONDS = Histogram(
     ["mode"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+STORE_MISSING_CHUNKS = Counter(
+    "citewise_store_missing_chunks_total",
+    "Chunks a search's candidates named that the vector store could not return (skipped): an "
+    "ingest changed the knowledge base between the index read and the store read.",
+    ["kb"],
+)
 GENERATION_FIRST_TOKEN_SECONDS = Histogram(
     "citewise_generation_first_token_seconds",
     "From asking the answer provider to its first piece of answer text.",

@@ -122,22 +122,24 @@ class Retriever:
         if self.sync is not None:
             self.sync.refresh(kb)
         try:
-            hits = self._search(query, self.store.opened(kb), k, mode, filters)
+            hits = self._search(query, kb, k, mode, filters)
         except StaleKnowledgeBase:  # dropped and re-created (ingest --rebuild) since opened
             self.store.forget(kb)
-            hits = self._search(query, self.store.opened(kb), k, mode, filters)
+            hits = self._search(query, kb, k, mode, filters)
         metrics.RETRIEVAL_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
         return hits
 
     def _search(
         self,
         query: str,
-        knowledge_base: KnowledgeBase,
+        kb: str,
         k: int,
         mode: SearchMode,
         filters: Filters,
     ) -> list[Hit]:
-        index = self.lexical.load(knowledge_base.kb)
+        index = self.lexical.load(kb)
+        # Opened at the index's generation: a store another process changed is read anew.
+        knowledge_base = self.store.opened(kb, generation=index.generation or None)
         if filters:
             _check_filter_keys(filters, index)
         depth = max(self.settings.retrieval_candidates, k * 3)

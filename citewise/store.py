@@ -25,13 +25,14 @@ from urllib.parse import urlsplit
 import chromadb
 import httpx
 import numpy as np
-from chromadb.api import ClientAPI
+from chromadb.api import ClientAPI, ServerAPI
 from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import NotFoundError
+from chromadb.config import System
+from chromadb.errors import ChromaError, NotFoundError
 
-from citewise import models
+from citewise import metrics, models
 from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, StoreUnavailable
 from citewise.knowledge_base import COLLECTION_PREFIX, collection_name
 from citewise.settings import Settings
@@ -120,6 +121,22 @@ def connect_server(settings: Settings) -> ClientAPI:
     return client
 
 
+def fresh_view(client: ClientAPI) -> ClientAPI:
+    """A new embedded client of the same folder, with a view of it read anew from disk.
+
+    Chroma's embedded client loads each collection's vector index into memory once and never
+    notices what other processes write to the folder afterwards: after another process's
+    ingest it returns deleted ids and fails on new ones ("Error finding id"). chromadb shares
+    one client state per folder within a process, so the new state replaces it for every later
+    client of the folder; reads already under way finish on the old one. About 10 ms, plus the
+    index loads again on the next query.
+    """
+    system = System(client.get_settings())
+    system.instance(ServerAPI)  # type: ignore[type-abstract]  # as chromadb itself does
+    system.start()
+    return Client.from_system(system)
+
+
 def _sessions_of(client: ClientAPI) -> list[httpx.Client]:
     """The httpx clients inside chromadb's ``HttpClient``: its own and its admin client's,
     which has a separate one (private attributes: checked, never assumed)."""
@@ -182,6 +199,9 @@ class ChunkStore:
         self.model_name = model_name
         self.dimension = dimension
         self._opened: dict[str, KnowledgeBase] = {}
+        # The corpus generation each knowledge base was last read at (``opened``): a new one
+        # means some process wrote to it, which an embedded client does not see by itself.
+        self._read_at: dict[str, str] = {}
 
     def _api(self) -> ClientAPI | None:
         if self._client is None and self._connect is not None:
@@ -202,14 +222,49 @@ class ChunkStore:
             for session in sessions:  # chromadb's close leaves their connections open
                 session.close()
 
-    def opened(self, kb: str) -> KnowledgeBase:
+    @property
+    def embedded(self) -> bool:
+        """Whether this store reads a folder other processes may write to (not a server)."""
+        return self._connect is None and self._client is not None
+
+    def opened(self, kb: str, *, generation: str | None = None) -> KnowledgeBase:
         """Like ``knowledge_base(kb)``, but kept open between calls (searches): opening costs
         a metadata round trip, about 0.5 ms. ``StaleKnowledgeBase`` from one of its reads
-        means it was dropped meanwhile: ``forget`` it and open it again."""
+        means it was dropped meanwhile: ``forget`` it and open it again.
+
+        ``generation`` is the corpus generation the caller reads with (the published BM25
+        index). When it differs from the last one seen for ``kb``, an ingest, by this process or
+        another, changed the knowledge base, and an embedded client's view is renewed first
+        (``fresh_view``), so what the ingest wrote is found and what it deleted is gone.
+        """
+        if generation is not None:
+            self.follow(kb, generation)
         found = self._opened.get(kb)
+        if found is not None and found.view_is_stale:
+            self.renew()
+            found = None
         if found is None:
             found = self._opened[kb] = self.knowledge_base(kb)
         return found
+
+    def follow(self, kb: str, generation: str | None) -> None:
+        """Note the corpus generation ``kb`` is read or written at, renewing an embedded view
+        when it differs from the last one noted (another process changed the knowledge base)."""
+        if generation is None:
+            return
+        seen = self._read_at.get(kb)
+        self._read_at[kb] = generation
+        if seen is not None and seen != generation and self.embedded:
+            self.renew()
+
+    def renew(self) -> None:
+        """Read an embedded store anew from disk (see ``fresh_view``); a server needs nothing."""
+        with self._connecting:
+            if self.embedded:
+                assert self._client is not None
+                self._client = fresh_view(self._client)
+                self._opened.clear()
+                log.info("re-read the vector store from disk after a change by an ingest")
 
     def forget(self, kb: str) -> None:
         self._opened.pop(kb, None)
@@ -351,6 +406,9 @@ class KnowledgeBase:
         self._collection = collection
         self._max_batch = max(1, max_batch)
         self._reach = reach or _Reach("embedded")
+        # Set when a read found chunks the index lists but the store cannot return: another
+        # process changed the knowledge base behind this view (``ChunkStore.opened`` renews it).
+        self.view_is_stale = False
 
     def count(self) -> int:
         with self._reach.guard():
@@ -454,7 +512,8 @@ class KnowledgeBase:
         return list(found), [d for d, _ in found.values()], [m for _, m in found.values()]
 
     def fetch(self, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
-        """Text, metadata and vector of these chunks, by id."""
+        """Text, metadata and vector of these chunks, by id; ids the store cannot return are
+        left out (logged and counted: ``citewise_store_missing_chunks_total``)."""
         if not ids:
             return {}
         try:
@@ -464,6 +523,41 @@ class KnowledgeBase:
                 )
         except NotFoundError as exc:
             raise StaleKnowledgeBase(self.kb) from exc
+        except ChromaError:  # "Error finding id": one id of the batch is beyond this view
+            return self._fetch_one_by_one(ids)
+        return self._passages(found)
+
+    def _fetch_one_by_one(
+        self, ids: Sequence[str]
+    ) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
+        self.view_is_stale = True
+        fetched: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}
+        missing: list[str] = []
+        for chunk_id in ids:
+            try:
+                with self._reach.guard():
+                    found = self._collection.get(
+                        ids=[chunk_id], include=["documents", "metadatas", "embeddings"]
+                    )
+            except NotFoundError as exc:
+                raise StaleKnowledgeBase(self.kb) from exc
+            except ChromaError:
+                missing.append(chunk_id)
+                continue
+            fetched.update(self._passages(found))
+        if missing:
+            metrics.STORE_MISSING_CHUNKS.labels(self.kb).inc(len(missing))
+            log.warning(
+                "knowledge base %r: %d chunk(s) listed by the index could not be read from the "
+                "vector store and were skipped (an ingest changed it meanwhile): %s",
+                self.kb,
+                len(missing),
+                ", ".join(missing[:5]),
+            )
+        return fetched
+
+    @staticmethod
+    def _passages(found: Any) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
         vectors = found["embeddings"] if found["embeddings"] is not None else []
         return {
             i: (d or "", dict(m or {}), np.asarray(v, dtype=np.float32))

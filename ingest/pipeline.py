@@ -208,6 +208,7 @@ class IngestPipeline:
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
         files = found.files
+        self.store.follow(kb, self.lexical.current_generation(kb))
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
             existing = None
             if not rebuild and self.store.exists(kb):
@@ -235,6 +236,8 @@ class IngestPipeline:
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
         files = found.files
+        # A long-lived pipeline (--watch, a worker) reads what other processes wrote meanwhile.
+        self.store.follow(kb, self.lexical.current_generation(kb))
         if rebuild:
             self.store.drop(kb)
         knowledge_base = self.store.knowledge_base(kb, create=True)
@@ -274,6 +277,7 @@ class IngestPipeline:
         # of a Chroma server): they rebuild their copies when it changes. Recorded even when
         # the local index was already right, so a crash between the two steps heals.
         knowledge_base.record_generation(generation)
+        self.store.follow(knowledge_base.kb, generation)  # this process's own view is current
 
     def _classify(
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport

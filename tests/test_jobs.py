@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from queue import Empty, Queue
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from citewise.jobs import queue_name
 from citewise.settings import Settings
-from tests.cli import citewise_env, command
+from tests.cli import citewise_env, command, watching
 from tests.conftest import SAMPLE
 
 ADMIN_KEY = "admin-key-1234567890abcdef"
@@ -144,44 +143,22 @@ def test_paths_must_stay_inside_the_ingest_root(client: TestClient, tmp_path: Pa
 
 def test_watch_re_ingests_after_a_change(env: dict[str, str], root: Path) -> None:
     folder = root / "billing"
-    process = subprocess.Popen(
-        command("ingest", str(folder), "--kb", "watched", "--watch", "--json"),
-        env=env | {"CITEWISE_WATCH_DEBOUNCE_MS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: Queue[str] = Queue()
-    notes: Queue[str] = Queue()
-    readers = [
-        threading.Thread(target=lambda s=stream, q=sink: [q.put(line) for line in s or []])
-        for stream, sink in ((process.stdout, lines), (process.stderr, notes))
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        first = json.loads(lines.get(timeout=300))
-        assert first["files_added"] == 2
-        while "watching" not in notes.get(timeout=120):  # armed: no change can be missed now
-            pass
-        edited = folder / "managing-your-subscription.md"
-        edited.write_text(
-            edited.read_text(encoding="utf-8") + "\n\n## Pausing\n\nPausing is not possible.\n",
-            encoding="utf-8",
-        )
-        second = json.loads(lines.get(timeout=120))
-        assert second["files_changed"] == 1 and second["files_unchanged"] == 1
-        assert second["chunks_added"] >= 1
-    except Empty:
-        pytest.fail("the watcher printed no report in time")
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        for reader in readers:  # the pipes reach their end once the process is gone
-            reader.join(timeout=60)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    quick = env | {"CITEWISE_WATCH_DEBOUNCE_MS": "200"}
+    with watching(str(folder), "--kb", "watched", env=quick) as watcher:
+        try:
+            first = watcher.next_report(timeout=300)
+            assert first["files_added"] == 2
+            watcher.wait_until_armed()
+            edited = folder / "managing-your-subscription.md"
+            edited.write_text(
+                edited.read_text(encoding="utf-8") + "\n\n## Pausing\n\nPausing is not possible.\n",
+                encoding="utf-8",
+            )
+            second = watcher.next_report()
+            assert second["files_changed"] == 1 and second["files_unchanged"] == 1
+            assert second["chunks_added"] >= 1
+        except Empty:
+            pytest.fail("the watcher printed no report in time")
 
 
 def test_a_gated_job_is_refused_when_its_golden_questions_fail(
