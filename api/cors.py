@@ -15,7 +15,7 @@ from __future__ import annotations
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from citewise.widgets import Widgets
+from citewise.serving.widgets import Widgets
 
 TOKEN_PATH = "/v1/widget/token"
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from citewise.providers import Services
+from citewise.wiring import Services
 
 
 async def get_services(request: Request) -> Services:

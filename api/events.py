@@ -24,7 +24,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from citewise.answering import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
+from citewise.answer.answerer import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
 from citewise.errors import CitewiseError
 
 log = logging.getLogger("citewise.api")

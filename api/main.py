@@ -11,14 +11,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from api import admin, errors, jobs, metrics, openai_compat, routes, widget
+from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.observability import RequestObserver
+from api.routes import admin, chat_completions, health, jobs, metrics, query, widget
 from citewise import __version__
-from citewise.generators.base import Generator
+from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
-from citewise.providers import Services, build_services
 from citewise.settings import Settings
+from citewise.wiring import Services, build_services
 
 log = logging.getLogger("citewise.api")
 
@@ -65,8 +66,9 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
         title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
     errors.install(app)
-    app.include_router(routes.router)
-    app.include_router(openai_compat.router)
+    app.include_router(query.router)
+    app.include_router(health.router)
+    app.include_router(chat_completions.router)
     app.include_router(admin.router)
     app.include_router(widget.router)
     app.include_router(jobs.router)

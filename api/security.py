@@ -15,8 +15,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import ServicesDep
-from citewise.access import Caller
-from citewise.rate_limits import Family
+from citewise.serving.access import Caller
+from citewise.serving.rate_limits import Family
 
 CACHE_HEADER = "X-Citewise-Cache"
 

@@ -134,10 +134,10 @@ def api_process_rss_mb(settings: Any, url: str) -> dict[str, float]:
 def main() -> None:
     import numpy as np
 
-    from citewise.lexical import LexicalStore
-    from citewise.lexical_sync import LexicalSync
-    from citewise.providers import build_embeddings, build_services, build_store
+    from citewise.search.lexical import LexicalStore
+    from citewise.search.lexical_sync import LexicalSync
     from citewise.settings import Settings
+    from citewise.wiring import build_embeddings, build_services, build_store
     from ingest.pipeline import IngestPipeline
 
     with tempfile.TemporaryDirectory(prefix="citewise-bench-chroma-") as work:

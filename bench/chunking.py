@@ -48,8 +48,8 @@ import numpy as np
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 
-from citewise.embeddings import MINILM_INT8, LocalEmbeddings  # noqa: E402
 from citewise.offline import prepare_offline  # noqa: E402
+from citewise.search.embeddings import MINILM_INT8, LocalEmbeddings  # noqa: E402
 from ingest.chunking import Chunker  # noqa: E402
 from ingest.document import Block, ParsedDocument  # noqa: E402
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import psutil
 
-from citewise.lexical import LexicalStore
-from citewise.providers import build_store
+from citewise.search.lexical import LexicalStore
 from citewise.settings import Settings
+from citewise.wiring import build_store
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "data" / "sample"
@@ -46,7 +46,7 @@ def run(home: Path, corpus: Path, *, kill_after: float | None = None) -> bool:
     """Ingest ``corpus`` into ``home``; with ``kill_after``, SIGKILL it then. True if killed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITEWISE_")}
     env |= {"CITEWISE_HOME": str(home), "CITEWISE_REDIS_URL": "off"}
-    command = [sys.executable, "-m", "citewise.cli", "ingest", str(corpus), "--json"]
+    command = [sys.executable, "-m", "cli", "ingest", str(corpus), "--json"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after is None:
         _, err = proc.communicate(timeout=900)

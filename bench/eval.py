@@ -27,7 +27,7 @@ import time
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent.parent / "shared" / "eval"
-CLI = [sys.executable, "-m", "citewise.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def run(*args: str) -> dict[str, object]:

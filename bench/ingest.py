@@ -30,8 +30,8 @@ import shutil
 import tempfile
 import time
 
-from citewise.providers import build_embeddings, build_store
 from citewise.settings import Settings
+from citewise.wiring import build_embeddings, build_store
 from ingest.discovery import discover
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.pipeline import IngestPipeline

@@ -23,8 +23,8 @@ import shutil
 import tempfile
 import time
 
-from citewise import models
-from citewise.lexical import LexicalStore
+from citewise import stored_chunk
+from citewise.search.lexical import LexicalStore
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
@@ -49,7 +49,8 @@ def main() -> None:
     texts = passages(args.corpus, args.chunks)
     ids = [f"chunk-{i}" for i in range(len(texts))]
     metadatas = [
-        {models.SOURCE: f"doc-{i // 3}.txt", models.CHUNK_HASH: f"h{i}"} for i in range(len(texts))
+        {stored_chunk.SOURCE: f"doc-{i // 3}.txt", stored_chunk.CHUNK_HASH: f"h{i}"}
+        for i in range(len(texts))
     ]
     work = Path(tempfile.mkdtemp(prefix="citewise-lexical-"))
     try:
@@ -62,7 +63,7 @@ def main() -> None:
         for i in range(changed):
             texts[i] += " edited"
             ids[i] += "-edited"
-            metadatas[i] = {**metadatas[i], models.CHUNK_HASH: f"h{i}-edited"}
+            metadatas[i] = {**metadatas[i], stored_chunk.CHUNK_HASH: f"h{i}-edited"}
         started = time.perf_counter()
         store.rebuild("bench", ids, texts, metadatas)
         warm = time.perf_counter() - started

@@ -227,7 +227,7 @@ def main() -> None:
         home = work / "home"
         env = server_env(home, args.redis_url)
         ingest = subprocess.run(
-            [sys.executable, "-m", "citewise.cli", "ingest", str(SAMPLE), "--json"],
+            [sys.executable, "-m", "cli", "ingest", str(SAMPLE), "--json"],
             env=env,
             cwd=REPO,
             check=True,
@@ -330,8 +330,8 @@ class RawCosts:
         import numpy as np
         import redis
 
-        from citewise.providers import build_embeddings, build_store
         from citewise.settings import Settings
+        from citewise.wiring import build_embeddings, build_store
 
         settings = Settings(home=home, redis_url=redis_url or None)
         if redis_url:

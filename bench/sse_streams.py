@@ -152,7 +152,7 @@ def main() -> None:
             "CITEWISE_RATE_LIMIT_ASK_PER_IP": "none",
         }
         subprocess.run(
-            [sys.executable, "-m", "citewise.cli", "ingest", str(SAMPLE / "account"), "--json"],
+            [sys.executable, "-m", "cli", "ingest", str(SAMPLE / "account"), "--json"],
             env=env, check=True, capture_output=True,
         )  # fmt: skip
         port = free_port()

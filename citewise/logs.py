@@ -115,7 +115,7 @@ def configure_logging(log_format: Literal["json", "text"], level: str) -> None:
         logger.propagate = True
         logger.setLevel(numeric if name == "uvicorn" else logging.NOTSET)
     # uvicorn's access line holds the raw path and query string (ids, whatever a caller put
-    # there) and no route, duration or request id; citewise.access writes the one access line
+    # there) and no route, duration or request id; the citewise.access logger writes one line
     # per request instead (api/observability.py).
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()

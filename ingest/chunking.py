@@ -13,8 +13,8 @@ from typing import Any
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from citewise import models
-from citewise.models import Chunk
+from citewise import stored_chunk
+from citewise.stored_chunk import Chunk
 from ingest.document import BLOCK_SEPARATOR, Block, ParsedDocument
 
 HEADING_JOINER = " > "
@@ -59,25 +59,25 @@ class Chunker:
                 start = section.start + offset
                 heading = HEADING_JOINER.join(h.text for h in section.headings)
                 embed_text = _embed_text(document.title, heading, piece)
-                chunk_hash = models.content_hash(embed_text)
+                chunk_hash = stored_chunk.content_hash(embed_text)
                 occurrence = occurrences.get(chunk_hash, 0)
                 occurrences[chunk_hash] = occurrence + 1
                 metadata: dict[str, Any] = {
-                    models.SOURCE: source,
-                    models.TITLE: document.title,
-                    models.HEADING: heading,
-                    models.START: start,
-                    models.END: start + len(piece),
-                    models.CHUNK_INDEX: len(chunks),
-                    models.CHUNK_HASH: chunk_hash,
+                    stored_chunk.SOURCE: source,
+                    stored_chunk.TITLE: document.title,
+                    stored_chunk.HEADING: heading,
+                    stored_chunk.START: start,
+                    stored_chunk.END: start + len(piece),
+                    stored_chunk.CHUNK_INDEX: len(chunks),
+                    stored_chunk.CHUNK_HASH: chunk_hash,
                     **(extra or {}),
                 }
                 anchor = next((h.anchor for h in reversed(section.headings) if h.anchor), None)
                 if anchor:
-                    metadata[models.ANCHOR] = anchor
+                    metadata[stored_chunk.ANCHOR] = anchor
                 if section.page is not None:
-                    metadata[models.PAGE] = section.page
-                chunk_id = models.chunk_id(source, chunk_hash, occurrence)
+                    metadata[stored_chunk.PAGE] = section.page
+                chunk_id = stored_chunk.chunk_id(source, chunk_hash, occurrence)
                 chunks.append(Chunk(chunk_id, piece, embed_text, metadata))
         return chunks
 

@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 
 from citewise.errors import InvalidRequest, KnowledgeBaseBusy
 from citewise.knowledge_base import staging_of
-from citewise.retrieval import Retriever
+from citewise.search.retrieval import Retriever
 from citewise.settings import Settings
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline, Progress

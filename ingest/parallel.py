@@ -20,8 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from citewise.errors import DocumentError
-from citewise.models import Chunk
 from citewise.offline import prepare_offline
+from citewise.stored_chunk import Chunk
 from ingest.chunking import Chunker
 from ingest.discovery import SourceFile
 from ingest.guards import ParseLimits

@@ -29,13 +29,13 @@ from filelock import FileLock, Timeout
 from langchain_core.embeddings import Embeddings
 
 from citewise import metrics
-from citewise.embedding_cache import CachedEmbeddings
 from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
-from citewise.lexical import LexicalStore
-from citewise.models import Chunk
+from citewise.search.embedding_cache import CachedEmbeddings
+from citewise.search.lexical import LexicalStore
+from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
-from citewise.store import ChunkStore, KnowledgeBase
+from citewise.stored_chunk import Chunk
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover
 from ingest.document import ParsedDocument

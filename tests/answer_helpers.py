@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from citewise.embeddings import LocalEmbeddings
-from citewise.providers import build_store
+from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
+from citewise.wiring import build_store
 from ingest.pipeline import IngestPipeline
 from tests.conftest import SAMPLE
 

@@ -33,7 +33,7 @@ def citewise_env(home: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from citewise.cli import main; main()", *args]
+    return [sys.executable, "-c", "from cli.main import main; main()", *args]
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

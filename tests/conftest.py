@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from citewise.embeddings import LocalEmbeddings
 from citewise.offline import prepare_offline
-from citewise.providers import build_embeddings, build_store
+from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
+from citewise.wiring import build_embeddings, build_store
 from ingest.pipeline import IngestPipeline
 from ingest.report import IngestReport
 

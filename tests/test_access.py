@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.main import create_app
-from citewise.access import KeyRing
 from citewise.errors import ConfigurationError
+from citewise.serving.access import KeyRing
 from citewise.settings import Settings
 
 QUERY_KEY = "q-key-1234567890abcdef"

@@ -17,11 +17,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from citewise.answer_cache import normalise
-from citewise.embeddings import LocalEmbeddings
-from citewise.generators.base import Turn, condense_heuristic
+from citewise.answer.generators.base import Turn, condense_heuristic
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.store import Hit
+from citewise.serving.answer_cache import normalise
 from citewise.settings import Settings
-from citewise.store import Hit
 from tests.answer_helpers import (
     PARROT_DOC,
     ingest_into,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from citewise.generators.base import Turn, condense_heuristic
+from citewise.answer.generators.base import Turn, condense_heuristic
 
 EARLIER = "How long is an invitation valid?"
 HISTORY = [Turn("user", EARLIER), Turn("assistant", "An invitation is valid for 7 days [1].")]

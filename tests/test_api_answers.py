@@ -20,14 +20,14 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from api.main import create_app
-from citewise.embeddings import LocalEmbeddings
-from citewise.generators.base import REFUSAL, Generator, Turn
-from citewise.generators.chat import ChatGenerator, prompt
-from citewise.lexical import LexicalStore
-from citewise.providers import build_store
-from citewise.retrieval import Retriever
+from citewise.answer.generators.base import REFUSAL, Generator, Turn
+from citewise.answer.generators.chat import ChatGenerator, prompt
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.lexical import LexicalStore
+from citewise.search.retrieval import Retriever
+from citewise.search.store import Hit
 from citewise.settings import Settings
-from citewise.store import Hit
+from citewise.wiring import build_store
 from tests.answer_helpers import ingest_into, parse_sse, sample_home, serve, squash, sse_events
 
 BASE_URL = "https://help.example.com/"

@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.main import create_app
-from citewise.embeddings import LocalEmbeddings
-from citewise.lexical import LexicalStore
-from citewise.lexical_sync import LexicalSync
-from citewise.providers import build_store
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.lexical import LexicalStore
+from citewise.search.lexical_sync import LexicalSync
+from citewise.search.store import UNREACHABLE
 from citewise.settings import Settings
-from citewise.store import UNREACHABLE
+from citewise.wiring import build_store
 from ingest.pipeline import IngestPipeline
 from tests.answer_helpers import PARROT_DOC
 from tests.chroma_helpers import ChromaServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tiktoken
 
-from citewise import models
+from citewise import stored_chunk
 from ingest.chunking import Chunker
 from ingest.document import Block, ParsedDocument
 
@@ -34,15 +34,20 @@ def test_chunks_respect_size_headings_and_offsets() -> None:
     encoding = tiktoken.get_encoding("cl100k_base")
 
     assert all(len(encoding.encode(c.text)) <= 60 for c in chunks)
-    assert all(text[c.metadata[models.START] : c.metadata[models.END]] == c.text for c in chunks)
-    headings = [c.metadata[models.HEADING] for c in chunks]
+    assert all(
+        text[c.metadata[stored_chunk.START] : c.metadata[stored_chunk.END]] == c.text
+        for c in chunks
+    )
+    headings = [c.metadata[stored_chunk.HEADING] for c in chunks]
     assert headings[0] == "Billing"
     assert headings.count("Billing > Refunds") > 2  # the long section was split
     assert headings[-1] == "Billing > Refunds > Annual plans"
-    assert chunks[-1].metadata[models.PAGE] == 2 and models.PAGE not in chunks[0].metadata
-    assert chunks[-1].metadata[models.ANCHOR] == "refunds"  # nearest heading with an anchor
+    assert (
+        chunks[-1].metadata[stored_chunk.PAGE] == 2 and stored_chunk.PAGE not in chunks[0].metadata
+    )
+    assert chunks[-1].metadata[stored_chunk.ANCHOR] == "refunds"  # nearest heading with an anchor
     assert chunks[-1].embed_text.startswith("Billing > Refunds > Annual plans\n")
-    assert [c.metadata[models.CHUNK_INDEX] for c in chunks] == list(range(len(chunks)))
+    assert [c.metadata[stored_chunk.CHUNK_INDEX] for c in chunks] == list(range(len(chunks)))
 
 
 def test_ids_are_deterministic_and_distinct_for_repeated_passages() -> None:

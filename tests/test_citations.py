@@ -1,4 +1,4 @@
-"""Citation markers, verification and deep links (``citewise.citations``), without a model."""
+"""Citation markers, verification and deep links (``answer.citations``), without a model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from citewise.citations import (
+from citewise.answer.citations import (
     MarkerFilter,
     claims,
     deep_link,
@@ -15,7 +15,7 @@ from citewise.citations import (
     strip_invalid_markers,
     verify,
 )
-from citewise.store import Hit
+from citewise.search.store import Hit
 
 REFUNDS = (
     "Annual plans are refunded pro rata for the unused months. "

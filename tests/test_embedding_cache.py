@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import redis
 
-from citewise.embedding_cache import CachedEmbeddings
-from citewise.embeddings import LocalEmbeddings
-from citewise.providers import build_store
 from citewise.redis_client import RedisHandle, connect
+from citewise.search.embedding_cache import CachedEmbeddings
+from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
+from citewise.wiring import build_store
 from ingest.pipeline import IngestPipeline
 from ingest.report import IngestReport
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from citewise.embeddings import LocalEmbeddings
-from citewise.lexical import LexicalStore
-from citewise.providers import build_store
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.lexical import LexicalStore
 from citewise.settings import Settings
+from citewise.wiring import build_store
 from ingest.gate import gated_ingest, golden_path, load_golden
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline

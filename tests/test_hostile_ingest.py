@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from citewise import models
-from citewise.providers import build_store
+from citewise import stored_chunk
 from citewise.settings import Settings
+from citewise.wiring import build_store
 from tests.conftest import SAMPLE
 from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
 
@@ -33,7 +33,7 @@ ODD_NAME = "Réunion; $(touch pwned) & 'quoted' <b>\u202eelif\tnew\nline.md"
 # ingest's size when it started the worker, plus what parsing took).
 RUN_INGEST = """
 import resource, sys
-from citewise.cli import app
+from cli.main import app
 try:
     app(sys.argv[1:])
 except SystemExit as stop:
@@ -166,5 +166,5 @@ def test_hostile_files_are_refused_and_the_rest_is_ingested(
     assert list(temp.iterdir()) == []
     settings = Settings(home=home, cache_dir=cache_dir)
     _, texts, metadatas = build_store(settings).knowledge_base("default").all_chunks()
-    assert {m[models.SOURCE] for m in metadatas} == good
+    assert {m[stored_chunk.SOURCE] for m in metadatas} == good
     assert not any("Aubergine" in text for text in texts)

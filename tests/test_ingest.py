@@ -9,11 +9,11 @@ import chromadb
 import pytest
 from filelock import FileLock
 
-from citewise import models
+from citewise import stored_chunk
 from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseBusy
-from citewise.providers import build_store
+from citewise.search.store import ChunkStore, open_client
 from citewise.settings import Settings
-from citewise.store import ChunkStore, open_client
+from citewise.wiring import build_store
 from ingest.loaders import parse
 from ingest.report import IngestReport
 from tests.conftest import SAMPLE, snapshot
@@ -37,9 +37,9 @@ def test_first_ingest_parses_every_sample_document(
         source = path.relative_to(SAMPLE).as_posix()
         chunks = stored.chunks_of_source(source)
         assert chunks, f"{source} produced no chunks"
-        pages = {m.get(models.PAGE) for m in chunks.values()}
+        pages = {m.get(stored_chunk.PAGE) for m in chunks.values()}
         assert (None not in pages) == (path.suffix == ".pdf"), source
-        assert all(m[models.TITLE] for m in chunks.values())
+        assert all(m[stored_chunk.TITLE] for m in chunks.values())
     assert report.chunks_added == stored.count()
 
 
@@ -51,8 +51,8 @@ def test_chunk_offsets_point_into_the_parsed_text(
     found = stored._collection.get(include=["documents", "metadatas"])
     texts = {p.name: parse(p).text() for p in corpus.iterdir()}
     for text, metadata in zip(found["documents"], found["metadatas"], strict=True):
-        parsed = texts[metadata[models.SOURCE]]
-        assert parsed[metadata[models.START] : metadata[models.END]] == text
+        parsed = texts[metadata[stored_chunk.SOURCE]]
+        assert parsed[metadata[stored_chunk.START] : metadata[stored_chunk.END]] == text
 
 
 def test_noop_reingest_embeds_and_writes_nothing(

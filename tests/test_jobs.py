@@ -16,7 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from citewise.jobs import queue_name
+from citewise.job_queue import queue_name
 from citewise.settings import Settings
 from tests.cli import citewise_env, command, watching
 from tests.conftest import SAMPLE

@@ -160,7 +160,7 @@ def test_a_chunk_the_store_cannot_return_is_skipped_and_counted(
     tmp_path: Path, cache_dir: Path, docs: Path
 ) -> None:
     from citewise import metrics
-    from citewise.providers import build_store
+    from citewise.wiring import build_store
 
     env = citewise_env(tmp_path / "home", cache_dir, CITEWISE_REDIS_URL="off")
     assert run_json("ingest", str(docs), "--kb", "live", env=env)[0] == 0

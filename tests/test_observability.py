@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
+from citewise.search.store import Hit
 from citewise.settings import Settings
-from citewise.store import Hit
 from ingest.report import IngestReport
 from tests.answer_helpers import free_socket, sse_events
 from tests.cli import citewise_env, run_json

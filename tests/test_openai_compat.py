@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from api.main import create_app
-from citewise.embeddings import LocalEmbeddings
-from citewise.generators.base import REFUSAL
+from citewise.answer.generators.base import REFUSAL
+from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
 from tests.answer_helpers import PARROTS_KB, sample_home, serve
 

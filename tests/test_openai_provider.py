@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from citewise.generators.base import REFUSAL
+from citewise.answer.generators.base import REFUSAL
 from citewise.settings import Settings
 from tests.answer_helpers import parse_sse, serve, sse_events
 

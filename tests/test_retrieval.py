@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from citewise.embeddings import LocalEmbeddings
 from citewise.errors import InvalidKnowledgeBaseName, InvalidRequest, KnowledgeBaseNotFound
-from citewise.lexical import LexicalStore, tokenize
-from citewise.providers import build_store
-from citewise.retrieval import MAX_K, Retriever, zscore_fusion
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.lexical import LexicalStore, tokenize
+from citewise.search.retrieval import MAX_K, Retriever, zscore_fusion
+from citewise.search.store import Hit
 from citewise.settings import Settings
-from citewise.store import Hit
+from citewise.wiring import build_store
 from ingest.report import IngestReport
 from tests.answer_helpers import sample_home
 from tests.conftest import SAMPLE

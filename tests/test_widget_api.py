@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from citewise.serving.widgets import ALGORITHM, ISSUER, signing_key
 from citewise.settings import Settings
-from citewise.widgets import ALGORITHM, ISSUER, signing_key
 from tests.cli import citewise_env, run_json
 
 SECRET = "widget-signing-secret-for-tests-0123456789"

@@ -22,10 +22,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.demo import DEMO_WIDGET, demo_app
 from api.main import create_app
-from citewise.embeddings import LocalEmbeddings
-from citewise.generators.base import Turn
+from citewise.answer.generators.base import Turn
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.store import Hit
 from citewise.settings import Settings
-from citewise.store import Hit
 from tests.answer_helpers import free_socket, ingest_into, serve
 from tests.conftest import SAMPLE
 

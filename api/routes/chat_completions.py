@@ -1,0 +1,154 @@
+"""OpenAI-compatible face: ``/v1/models`` and ``/v1/chat/completions``.
+
+The model name picks the knowledge base. Answers keep their ``[n]`` markers; the verified
+citations travel in an extension field, ``citations`` (with ``refused``), on the completion
+object, or on the final chunk when streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
+
+from api.bodies import TextRoute
+from api.deps import ServicesDep
+from api.security import CACHE_HEADER, AskCaller, SearchCaller
+from citewise.answer.answerer import (
+    CitationsEvent,
+    DeltaEvent,
+    DoneEvent,
+    Event,
+    Question,
+    SourcesEvent,
+)
+from citewise.answer.generators.base import Turn
+from citewise.errors import CitewiseError, InvalidRequest
+
+router = APIRouter(route_class=TextRoute, tags=["openai-compatible"])
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model: str = Field(description="The knowledge base to answer from.")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=100)
+    stream: bool = False
+    # Other OpenAI parameters (temperature, max_tokens, ...) are accepted and ignored.
+    model_config = {"extra": "allow"}
+
+
+@router.get("/v1/models")
+async def list_models(services: ServicesDep, _: SearchCaller) -> dict[str, Any]:
+    """Knowledge bases, listed as models."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": kb, "object": "model", "created": 0, "owned_by": "citewise"}
+            for kb in services.store.knowledge_bases()
+        ],
+    }
+
+
+def question_of(body: ChatRequest) -> Question:
+    turns = [m for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user":
+        raise InvalidRequest("the last message must come from the user")
+    history = [Turn(m.role, m.text()) for m in turns[:-1]]  # type: ignore[arg-type]
+    return Question(text=turns[-1].text(), kb=body.model, history=history)
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatRequest, services: ServicesDep, caller: AskCaller
+) -> JSONResponse | EventSourceResponse:
+    """Answer the last user message from the knowledge base named by ``model``.
+
+    Stateless, as the protocol is: the history comes in ``messages``, and no server-side
+    conversation is kept. Answers are cached like ``/v1/ask``'s (header ``X-Citewise-Cache``).
+    """
+    caller.knowledge_base(body.model, body.model)  # a widget's token names its one kb
+    question = question_of(body)
+    created = int(time.time())
+    if not body.stream:
+        asked = await services.asking.ask(question, owner=caller.owner, converse=False)
+        answer = asked.payload()
+        completion = {
+            "id": f"chatcmpl-{answer['answer_id']}",
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer["answer"]},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "citations": answer["citations"],
+            "refused": answer["refused"],
+        }
+        return JSONResponse(completion, headers={CACHE_HEADER: asked.cache})
+    cache, events = await services.asking.stream(question, owner=caller.owner, converse=False)
+    first = await anext(events)  # bad requests fail here, as plain 4xx
+    return EventSourceResponse(
+        _chunks(first, events, body.model, created),
+        ping=services.settings.sse_ping_s,
+        headers={CACHE_HEADER: cache},
+    )
+
+
+async def _chunks(
+    first: Event, rest: AsyncIterator[Event], model: str, created: int
+) -> AsyncIterator[str]:
+    # One id for every chunk (OpenAI's contract); the answer's id is known from the first event.
+    answer_id = first.answer_id if isinstance(first, SourcesEvent) else ""
+    identifier = f"chatcmpl-{answer_id or uuid.uuid4().hex}"
+    citations: list[dict[str, Any]] = []
+
+    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
+        return json.dumps(
+            {
+                "id": identifier,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+        )
+
+    async def all_events() -> AsyncIterator[Event]:
+        yield first
+        async for event in rest:
+            yield event
+
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        async for event in all_events():
+            match event:
+                case DeltaEvent(text=text):
+                    yield chunk({"content": text}, None)
+                case CitationsEvent(citations=found):
+                    citations = [c.to_dict() for c in found]
+                case DoneEvent(refused=refused):
+                    yield chunk({}, "stop", citations=citations, refused=refused)
+    except CitewiseError as exc:
+        yield json.dumps({"error": {"code": exc.code, "message": str(exc), "type": exc.code}})
+    yield "[DONE]"

@@ -1,0 +1,119 @@
+"""Ingest jobs over HTTP: queue an ingest of a server-side folder or of uploaded files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import ServicesDep
+from api.security import AdminCaller
+from api.uploads import receive_uploads
+from citewise.errors import InvalidRequest, QueueUnavailable
+from citewise.job_queue import JobQueue
+from citewise.knowledge_base import validate_kb
+from citewise.redis_client import RedisUnavailable
+from citewise.threads import run_blocking
+from citewise.wiring import Services
+
+router = APIRouter(tags=["ingest jobs"])
+
+_JSON_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "description": "Folder or file under CITEWISE_INGEST_ROOT.",
+                },
+                "rebuild": {"type": "boolean", "default": False},
+            },
+            "required": ["path"],
+        }
+    },
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                "rebuild": {"type": "boolean", "default": False},
+            },
+            "required": ["files"],
+        }
+    },
+}
+
+
+class PathIngest(BaseModel):
+    path: str = Field(min_length=1, max_length=4096)
+    rebuild: bool = False
+
+
+@router.post(
+    "/v1/kbs/{kb}/ingest",
+    status_code=202,
+    openapi_extra={"requestBody": {"required": True, "content": _JSON_BODY}},
+)
+async def submit_ingest(
+    kb: str, request: Request, services: ServicesDep, _: AdminCaller
+) -> dict[str, Any]:
+    """Queue an ingest into ``kb``: JSON ``{path}`` under the ingest root, or uploaded files.
+
+    One job per knowledge base at a time (409 while one is queued or running). Follow it with
+    ``GET /v1/jobs/{job_id}``; ``citewise worker`` runs the jobs.
+    """
+    kb = validate_kb(kb)
+    jobs = _jobs(services)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        folder, rebuild = await receive_uploads(request, kb, services.settings)
+        paths = [str(folder)]
+    else:
+        try:
+            body = PathIngest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise InvalidRequest(
+                'send JSON {"path": "...", "rebuild": false} or multipart files'
+            ) from exc
+        paths, rebuild = [str(_under_root(body.path, services.settings.ingest_root))], body.rebuild
+    try:
+        job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
+    except RedisUnavailable as exc:
+        raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
+    return job.to_dict()
+
+
+@router.get("/v1/jobs/{job_id}")
+async def job_state(job_id: str, services: ServicesDep, _: AdminCaller) -> dict[str, Any]:
+    """An ingest job's state (queued, started, finished, failed), progress and report."""
+    jobs = _jobs(services)
+    try:
+        return (await run_blocking(jobs.get, job_id)).to_dict()
+    except RedisUnavailable as exc:
+        raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
+
+
+def _jobs(services: Services) -> JobQueue:
+    if services.jobs is None:
+        raise QueueUnavailable("ingest jobs need Redis, which is switched off here")
+    return services.jobs
+
+
+def _under_root(path: str, root: Path | None) -> Path:
+    """``path`` (absolute, or relative to the root) if it exists inside the ingest root."""
+    if root is None:
+        raise InvalidRequest(
+            "server-side paths are disabled: set CITEWISE_INGEST_ROOT, or upload the files"
+        )
+    base = root.resolve()
+    candidate = Path(path)
+    resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    # Resolved first, so neither '..' nor a symlink can lead out of the root.
+    if resolved != base and base not in resolved.parents:
+        raise InvalidRequest("the path must be inside the ingest root")
+    if not resolved.exists():
+        raise InvalidRequest(f"nothing at {path!r} under the ingest root")
+    return resolved

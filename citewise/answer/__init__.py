@@ -1,0 +1,1 @@
+"""Writing answers from passages: providers, prompts, citation verification."""

@@ -1,0 +1,223 @@
+"""Citation markers, their verification against the passages, and deep links.
+
+An answer cites passage ``n`` with ``[n]`` after a claim. After generation every marker is
+checked: one that names no given source is removed, and each sentence that carries a marker is
+checked for support in the passage it cites (shared content words, after stemming). The
+supporting span of the passage becomes the citation's ``quote``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote as url_quote
+
+from citewise import stored_chunk
+from citewise.search.lexical import tokenize
+from citewise.search.store import Hit
+
+MARKER = re.compile(r"\[(\d{1,3})\]")
+# A sentence ends at . ! or ? followed by space and an upper-case letter, digit or quote, or at
+# a line break; not at the "2." that numbers a list item. Deliberately simple: it runs on
+# passages and answers, not on arbitrary prose.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)(?<!^\d\d\d\.)(?:\s*\[\d{1,3}\])*\s+(?=[\"'(\[A-Z0-9])|\n+",
+    re.MULTILINE,
+)
+SUPPORT_THRESHOLD = 0.5  # share of a claim's content words found in the cited passage
+# A list item's marker is layout, not text: a quote starts after it, and so does the text
+# fragment made from it (a rendered list shows a bullet, not a "- " a browser could match).
+_LIST_MARKER = re.compile(r"(?:[-*+\u2022]|\d{1,3}[.)])\s+(?=\S)")
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    start: int
+    end: int
+
+
+def sentences(text: str) -> list[Span]:
+    """Sentence spans of ``text`` with their character offsets; markers stay with their sentence."""
+    spans: list[Span] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.extend(_span(text, start, match.end()))
+        start = match.end()
+    spans.extend(_span(text, start, len(text)))
+    return spans
+
+
+def _span(text: str, start: int, end: int) -> list[Span]:
+    piece = text[start:end]
+    stripped = piece.strip()
+    if not stripped:
+        return []
+    begin = start + len(piece) - len(piece.lstrip())
+    marker = _LIST_MARKER.match(stripped)
+    if marker:
+        stripped, begin = stripped[marker.end() :], begin + marker.end()
+    return [Span(stripped, begin, begin + len(stripped))]
+
+
+@dataclass
+class Citation:
+    """One cited passage, as the API returns it."""
+
+    n: int
+    chunk_id: str
+    source: str
+    title: str
+    heading: str
+    page: int | None
+    quote: str
+    start: int  # offsets of ``quote`` in the passage text
+    end: int
+    url: str
+    supported: bool = True
+    unsupported_claims: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "chunk_id": self.chunk_id,
+            "source": self.source,
+            "title": self.title,
+            "heading": self.heading,
+            "page": self.page,
+            "quote": self.quote,
+            "start": self.start,
+            "end": self.end,
+            "url": self.url,
+            "supported": self.supported,
+            "unsupported_claims": self.unsupported_claims,
+        }
+
+
+class MarkerFilter:
+    """Removes markers that name no source from a stream of text pieces, as they stream.
+
+    Text that might be the start of a marker (``[`` and digits) is held back until it is
+    known to be one; everything else passes through at once.
+    """
+
+    _PARTIAL = re.compile(r"\[\d{0,3}$")
+
+    def __init__(self, source_count: int) -> None:
+        self._count = source_count
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = self._clean(self._held + piece)
+        partial = self._PARTIAL.search(text)
+        if partial:
+            self._held = text[partial.start() :]
+            return text[: partial.start()]
+        self._held = ""
+        return text
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return text
+
+    def _clean(self, text: str) -> str:
+        return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= self._count else "", text)
+
+
+def strip_invalid_markers(answer: str, source_count: int) -> str:
+    cleaned = MARKER.sub(
+        lambda m: m.group(0) if 1 <= int(m.group(1)) <= source_count else "", answer
+    )
+    return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
+
+
+def claims(answer: str) -> Iterator[tuple[str, list[int]]]:
+    """Each sentence of an answer (markers removed) with the source numbers it cites."""
+    for span in sentences(answer):
+        numbers = [int(n) for n in MARKER.findall(span.text)]
+        text = re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub("", span.text)).strip()
+        if numbers and text:
+            yield text, list(dict.fromkeys(numbers))
+
+
+def support(claim: str, passage: str) -> tuple[float, Span]:
+    """How much of ``claim`` the passage backs (0..1), and the passage sentence that backs most."""
+    claim_terms = set(tokenize([claim])[0])
+    passage_sentences = sentences(passage) or [Span(passage, 0, len(passage))]
+    if not claim_terms:
+        return 0.0, passage_sentences[0]
+    best = max(
+        passage_sentences,
+        key=lambda s: len(claim_terms & set(tokenize([s.text])[0])),
+    )
+    covered = claim_terms & set(tokenize([passage])[0])
+    return len(covered) / len(claim_terms), best
+
+
+def verify(
+    answer: str, sources: Sequence[Hit], base_urls: Mapping[str, str], kb: str
+) -> list[Citation]:
+    """Citations of a (marker-cleaned) answer, one per cited source, best-supported quote."""
+    found: dict[int, Citation] = {}
+    best: dict[int, float] = {}
+    for claim, numbers in claims(answer):
+        for n in numbers:
+            if not 1 <= n <= len(sources):
+                continue
+            hit = sources[n - 1]
+            score, span = support(claim, hit.text)
+            if n not in found or score > best[n]:  # quote the span of the best-backed claim
+                citation = make_citation(n, hit, span, base_urls.get(kb, ""))
+                if n in found:
+                    citation.supported = found[n].supported
+                    citation.unsupported_claims = found[n].unsupported_claims
+                found[n], best[n] = citation, score
+            citation = found[n]
+            if score < SUPPORT_THRESHOLD:
+                citation.supported = False
+                citation.unsupported_claims.append(claim)
+    return [found[n] for n in sorted(found)]
+
+
+def make_citation(n: int, hit: Hit, span: Span, base_url: str) -> Citation:
+    metadata = hit.metadata
+    page = metadata.get(stored_chunk.PAGE)
+    return Citation(
+        n=n,
+        chunk_id=hit.chunk_id,
+        source=str(metadata.get(stored_chunk.SOURCE, "")),
+        title=str(metadata.get(stored_chunk.TITLE, "")),
+        heading=str(metadata.get(stored_chunk.HEADING, "")),
+        page=int(page) if page is not None else None,
+        quote=span.text,
+        start=span.start,
+        end=span.end,
+        url=deep_link(metadata, span.text, base_url),
+    )
+
+
+def deep_link(metadata: Mapping[str, Any], quote: str, base_url: str) -> str:
+    """Where a reader sees the passage: the PDF page, the heading anchor, or a text fragment."""
+    source = str(metadata.get(stored_chunk.SOURCE, ""))
+    target = _join(base_url, source)
+    page = metadata.get(stored_chunk.PAGE)
+    if page is not None:
+        return f"{target}#page={int(page)}"
+    anchor = metadata.get(stored_chunk.ANCHOR)
+    if anchor:
+        return f"{target}#{url_quote(str(anchor), safe='-_.')}"
+    words = quote.split()
+    if not words:
+        return target
+    fragment = " ".join(words[:8])
+    # "-" marks a prefix or suffix in a text directive ("- An item" would be read as one).
+    return f"{target}#:~:text={url_quote(fragment, safe='').replace('-', '%2D')}"
+
+
+def _join(base_url: str, source: str) -> str:
+    path = url_quote(source, safe="/-_.~")
+    if not base_url:
+        return path
+    return base_url.rstrip("/") + "/" + path

@@ -1,0 +1,1 @@
+"""Finding passages: the local embedding model, the vector store, BM25, hybrid retrieval."""

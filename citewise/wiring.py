@@ -1,0 +1,171 @@
+"""Build the pluggable parts from settings. The only module that knows concrete classes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from langchain_core.embeddings import Embeddings
+
+from citewise.answer.answerer import Answerer
+from citewise.answer.generators.base import Generator
+from citewise.job_queue import JobQueue
+from citewise.offline import prepare_offline
+from citewise.redis_client import RedisHandle, connect
+from citewise.search.embedding_cache import CachedEmbeddings
+from citewise.search.embeddings import LocalEmbeddings, model_dimension
+from citewise.search.lexical import LexicalStore
+from citewise.search.lexical_sync import LexicalSync
+from citewise.search.retrieval import Retriever
+from citewise.search.store import ChunkStore, connect_server, open_client
+from citewise.serving.access import KeyRing
+from citewise.serving.answer_cache import AnswerCache
+from citewise.serving.ask_service import AskService
+from citewise.serving.conversations import Conversations
+from citewise.serving.outcomes import OutcomeLog
+from citewise.serving.rate_limits import Limiter
+from citewise.serving.widgets import Widgets
+from citewise.settings import Settings
+
+
+def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalEmbeddings:
+    """The local embedding model named by ``CITEWISE_EMBEDDING_MODEL`` (loaded lazily).
+
+    ``for_queries`` tunes it for one short text at a time (search, answers) rather than for
+    batches beside a parser (ingest).
+    """
+    prepare_offline(settings.cache_dir)
+    return LocalEmbeddings(
+        settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+        max_tokens=settings.embedding_max_tokens,
+        spin=for_queries,
+    )
+
+
+def cached(
+    settings: Settings, model: LocalEmbeddings, redis: RedisHandle | None
+) -> LocalEmbeddings | CachedEmbeddings:
+    """``model`` behind the Redis embedding cache, when there is a Redis and it is wanted."""
+    if redis is None or not settings.embedding_cache:
+        return model
+    return CachedEmbeddings(model, redis, settings.embedding_cache_ttl_s)
+
+
+def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
+    """The Chroma store bound to the configured embedding model.
+
+    With ``create`` off, a missing store is not created (dry runs write nothing).
+    """
+    prepare_offline(settings.cache_dir)
+    dimension = model_dimension(settings.embedding_model)
+    if settings.chroma_url is not None:
+        # Connected on first use: a server that is down now must not stop a service starting.
+        return ChunkStore(
+            None,
+            settings.embedding_model,
+            dimension,
+            connect=lambda: connect_server(settings),
+            where=settings.chroma_url,
+        )
+    client = open_client(settings, create=create)
+    return ChunkStore(client, settings.embedding_model, dimension)
+
+
+def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
+    """The answer provider named by ``CITEWISE_ANSWER_PROVIDER``; one line per provider."""
+    match settings.answer_provider:
+        case "extractive":
+            from citewise.answer.generators.extractive import ExtractiveGenerator
+
+            return ExtractiveGenerator(embeddings)
+        case "openai":
+            from citewise.answer.generators import openai
+
+            return openai.build(settings)
+        case "fake":
+            from citewise.answer.generators import fake
+
+            return fake.build(settings)
+
+
+@dataclass
+class Services:
+    """Everything a face (HTTP app, CLI) needs, built once from settings."""
+
+    settings: Settings
+    model: LocalEmbeddings  # the model itself (loading, readiness)
+    embeddings: Embeddings  # the model behind the Redis cache, when there is one
+    store: ChunkStore
+    retriever: Retriever
+    answerer: Answerer
+    redis: RedisHandle | None
+    asking: AskService
+    keys: KeyRing
+    limiter: Limiter
+    widgets: Widgets
+    outcomes: OutcomeLog | None
+    jobs: JobQueue | None  # ingest jobs (RQ over the same Redis); None without Redis
+
+    def close(self) -> None:
+        """Release Redis and Chroma server connections (used without an event loop)."""
+        if isinstance(self.embeddings, CachedEmbeddings):
+            self.embeddings.close()  # its last query vectors reach Redis first
+        if self.redis is not None:
+            self.redis.close()
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """``close`` from inside the event loop that used the services (the app's lifespan, an
+        async CLI command): the LLM client and the async Redis connections belong to it."""
+        close = getattr(self.answerer.generator, "aclose", None)
+        if close is not None:  # e.g. the LLM client's connections
+            await close()
+        if self.redis is not None:
+            await self.redis.aio.aclose()
+        await asyncio.to_thread(self.close)  # the embedded Redis stops after its save
+
+
+def build_services(settings: Settings, generator: Generator | None = None) -> Services:
+    """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
+    redis = connect(settings)
+    model = build_embeddings(settings, for_queries=True)
+    embeddings = cached(settings, model, redis)
+    store = build_store(settings)
+    lexical = LexicalStore.from_settings(settings)
+    # On one machine the ingest's index is this process's index; with a Chroma server the
+    # ingest may be elsewhere, and each process follows the generation it recorded there.
+    sync = None
+    if settings.chroma_server:
+        sync = LexicalSync(lexical, store, settings.bm25_sync_s)
+    retriever = Retriever(settings, store, embeddings, lexical, sync)
+    generator = generator or build_generator(settings, embeddings)
+    answerer = Answerer(settings, retriever, generator)
+    identity = getattr(generator, "cache_identity", None)
+    answers = None
+    if redis is not None and settings.answer_cache and identity:
+        answers = AnswerCache(redis, settings, str(identity))
+    conversations = None
+    if redis is not None and settings.max_history_turns > 0:
+        conversations = Conversations(
+            redis, settings.conversation_ttl_s, settings.max_history_turns
+        )
+    outcomes = OutcomeLog(redis, settings) if redis is not None else None
+    asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
+    keys = KeyRing(settings.admin_keys, settings.query_keys)
+    return Services(
+        settings,
+        model,
+        embeddings,
+        store,
+        retriever,
+        answerer,
+        redis,
+        asking,
+        keys,
+        Limiter(redis, settings),
+        Widgets(settings, redis),
+        outcomes,
+        JobQueue(redis, settings) if redis is not None else None,
+    )

@@ -1,0 +1,203 @@
+"""The ``citewise`` command: a thin face over the ingest pipeline, retrieval and the server.
+
+Exit codes: 0 success; 1 a file failed or the run was refused (busy, model mismatch);
+2 usage errors (bad arguments, missing paths, invalid knowledge base names).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from citewise.errors import CitewiseError, InvalidRequest
+from citewise.settings import Settings
+from cli.console import (
+    Bar,
+    JsonOption,
+    KbOption,
+    fail,
+    progress_bar,
+    stderr,
+    stdout,
+)
+from cli.eval import app as eval_app
+from cli.missing_docs import report
+from cli.query import ask, search
+from cli.worker import worker
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(eval_app, name="eval")
+app.command()(search)
+app.command()(ask)
+app.command()(report)
+app.command()(worker)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+    kb: KbOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Drop the knowledge base first.")
+    ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="Keep running: re-ingest whenever files change (Ctrl-C stops)."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Parse, chunk, embed and store documents; re-runs pay only for what changed."""
+    from ingest.setup import open_pipeline
+
+    settings = Settings()
+    kb = kb or settings.default_kb
+    if watch and dry_run:
+        fail(InvalidRequest("--watch and --dry-run do not go together"), as_json)
+    try:
+        with open_pipeline(settings, dry_run=dry_run) as pipeline:
+            with progress_bar() as progress:
+                report = pipeline.run(
+                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
+                )
+            _show(report, as_json)
+            if watch:
+                _watch(pipeline, paths, kb, settings.watch_debounce_ms, as_json)
+    except CitewiseError as error:
+        fail(error, as_json)
+    raise typer.Exit(1 if report.files_failed else 0)
+
+
+def _show(report: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+        sys.stdout.flush()
+    else:
+        _print_report(report)
+
+
+def _watch(pipeline: Any, paths: list[Path], kb: str, debounce_ms: int, as_json: bool) -> None:
+    """Re-ingest after each burst of changes: watchfiles waits for ``debounce_ms`` of quiet,
+    so saving ten files (or an editor's write-rename dance) is one run, not ten."""
+    import watchfiles
+
+    def again(*, quiet_if_unchanged: bool) -> None:
+        try:
+            with progress_bar() as progress:
+                report = pipeline.run(paths, kb, progress=Bar(progress))
+        except CitewiseError as error:  # e.g. busy: say so, keep watching
+            stderr.print(f"error: {error}")
+            return
+        if report.changed_anything or report.files_failed or not quiet_if_unchanged:
+            _show(report, as_json)
+
+    armed = False
+    # The watcher only starts watching when first iterated, and yields nothing until a change:
+    # yield_on_timeout makes it say when it is armed, so a change made between the first
+    # ingest and that moment is caught by one catch-up run rather than missed.
+    for changes in watchfiles.watch(
+        *paths, debounce=debounce_ms, yield_on_timeout=True, rust_timeout=500,
+        raise_interrupt=False,
+    ):  # fmt: skip
+        if not armed:
+            armed = True
+            again(quiet_if_unchanged=True)
+            stderr.print(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)")
+        elif changes:
+            again(quiet_if_unchanged=False)
+
+
+def _print_report(report: Any) -> None:
+    title = f"{'Plan (dry run)' if report.dry_run else 'Ingested'}: knowledge base {report.kb!r}"
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in [
+        ("files seen", report.files_seen),
+        ("added", report.files_added),
+        ("changed", report.files_changed),
+        ("unchanged", report.files_unchanged),
+        ("deleted", report.files_deleted),
+        ("skipped (unsupported type)", report.files_skipped),
+        ("failed", report.files_failed),
+        ("chunks added", report.chunks_added),
+        ("chunks deleted", report.chunks_deleted),
+        ("chunks unchanged", report.chunks_unchanged),
+        ("chunks embedded", report.chunks_embedded),
+        ("chunks reusing a stored vector", report.chunks_reused),
+        ("chunks from the embedding cache", report.embed_cache_hits),
+        ("seconds", f"{report.seconds:.2f}"),
+    ]:
+        table.add_row(label, str(value))
+    stdout.print(table)
+    for skipped in report.skipped:
+        stdout.print(f"[dim]skipped[/] {skipped}")
+    for failure in report.failures:
+        stdout.print(f"[red]failed[/] {failure.path}: {failure.error}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Also serve a demo host page with the help widget on PORT+1 (another origin).",
+        ),
+    ] = False,
+    demo_documents: Annotated[
+        Path, typer.Option(help="Folder the demo page publishes under /kb/ for citation links.")
+    ] = Path("data/sample"),
+) -> None:
+    """Run the HTTP service."""
+    import threading
+
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = Settings()
+    if demo:
+        from api.demo import DEMO_WIDGET, demo_app
+        from citewise.settings import WidgetSpec
+
+        page = f"http://{host}:{port + 1}"
+        origins = [page] + ([f"http://localhost:{port + 1}"] if host == "127.0.0.1" else [])
+        widgets = {DEMO_WIDGET: WidgetSpec(origins=origins), **settings.widgets}
+        base_urls = {settings.default_kb: f"{page}/kb/", **settings.kb_base_urls}
+        settings = settings.model_copy(update={"widgets": widgets, "kb_base_urls": base_urls})
+        pages = uvicorn.Server(
+            uvicorn.Config(
+                demo_app(f"http://{host}:{port}", demo_documents.resolve()),
+                host=host,
+                port=port + 1,
+                log_config=None,  # the API's app configures logging for the whole process
+                access_log=False,
+            )
+        )
+        # A thread: uvicorn handles signals in the main thread only, so Ctrl-C stops the API
+        # there and the process (and this daemon thread) with it.
+        threading.Thread(target=pages.run, daemon=True).start()
+        stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
+    # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
+    # by default); its access line is replaced by ours, which knows routes and request ids.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The ingest job's body: what ``citewise worker`` runs for each job the API queued.
+
+The queue itself (submitting, claiming a knowledge base, reading a job's state) is in
+``citewise.job_queue``; it names this function by its import path, so the core never imports
+the ingest face.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from citewise.errors import CitewiseError, QualityGateFailed
+from citewise.job_queue import PROGRESS_EVERY_S, claim_key
+from citewise.settings import Settings
+from ingest.gate import gated_ingest, load_golden
+from ingest.setup import open_pipeline
+
+
+class _JobProgress:
+    """The pipeline's progress, written into the running job's meta (throttled)."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._done = 0
+        self._total: int | None = None
+        self._saved_at = 0.0
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._save(None, force=True)
+
+    def advance(self, description: str) -> None:
+        self._done += 1
+        self._save(description, force=self._done == self._total)
+
+    def _save(self, current: str | None, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._saved_at < PROGRESS_EVERY_S:
+            return
+        self._saved_at = now
+        self._job.meta["progress"] = {"done": self._done, "total": self._total, "current": current}
+        self._job.save_meta()  # type: ignore[no-untyped-call]
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dict[str, Any]:
+    """The job: runs in the worker's work horse, with the worker's settings."""
+    job = get_current_job()
+    assert job is not None, "run_ingest_job runs inside an RQ worker"
+    settings = Settings()
+    try:
+        with open_pipeline(settings) as pipeline:
+            folders, progress = [Path(p) for p in paths], _JobProgress(job)
+            golden = load_golden(settings, kb)
+            if golden is None:
+                return pipeline.run(folders, kb, rebuild=rebuild, progress=progress).to_json()
+            report, gate = gated_ingest(
+                pipeline, folders, kb, golden, rebuild=rebuild, progress=progress
+            )
+        job.meta["gate"] = gate.to_json()
+        job.save_meta()  # type: ignore[no-untyped-call]
+        if not gate.passed:
+            raise QualityGateFailed(
+                f"not promoted: {gate.found} of {gate.questions} golden questions found their "
+                f"document (at least {gate.threshold:.0%} needed); {kb!r} is unchanged"
+            )
+        return report.to_json()
+    except CitewiseError as error:  # safe to show; anything else stays in the worker log
+        job.meta["error"] = {"code": error.code, "message": str(error)}
+        job.save_meta()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        job.connection.eval(_RELEASE, 1, claim_key(prefix, kb), job.id)
