@@ -18,29 +18,21 @@ from citewise import errors
 
 log = logging.getLogger("citewise.api")
 
-# Most specific first: the lookup walks each error's class hierarchy (its MRO).
+# One row per family (citewise/errors.py); the lookup walks each error's class hierarchy (its
+# MRO), so a member answers with its family's status and a subfamily's row wins over its parent.
 STATUS: dict[type[errors.CitewiseError], int] = {
-    errors.UploadTooLarge: 413,
     errors.InvalidRequest: 400,
+    errors.TooLarge: 413,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
-    errors.KnowledgeBaseNotFound: 404,
-    errors.UnknownWidget: 404,
-    errors.AnswerNotFound: 404,
-    errors.JobNotFound: 404,
-    errors.QueueUnavailable: 503,
-    errors.ConversationNotFound: 404,
-    errors.RateLimited: 429,
-    errors.RateLimiterUnavailable: 503,
-    errors.CacheUnavailable: 503,
-    errors.KnowledgeBaseBusy: 409,
-    errors.EmbeddingModelMismatch: 409,
-    errors.GenerationTimeout: 504,
-    errors.GenerationFailed: 502,
-    errors.StoreUnavailable: 503,
-    errors.ConfigurationError: 500,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
     errors.DocumentError: 422,
-    errors.QualityGateFailed: 409,
+    errors.RateLimited: 429,
+    errors.UpstreamFailed: 502,
+    errors.Unavailable: 503,
+    errors.UpstreamTimeout: 504,
+    errors.ConfigurationError: 500,
 }
 
 

@@ -1,34 +1,35 @@
-"""Every error Citewise raises on purpose.
+"""Every error Citewise raises on purpose, in families that each map to one HTTP status.
 
     CitewiseError                  base; its message is safe to show a user
-    ├── ConfigurationError         settings that cannot work (fails at start-up)
-    ├── InvalidRequest             a caller asked for something malformed
+    ├── InvalidRequest             400 a caller asked for something malformed
     │   ├── InvalidKnowledgeBaseName
-    │   └── UploadTooLarge         an uploaded file or request over its size limit
-    ├── KnowledgeBaseNotFound      no collection for that knowledge base
-    ├── ConversationNotFound       no live conversation with that id
-    ├── Unauthorized               no API key, or an unknown one
+    │   └── TooLarge               413 a body, upload or file over its size limit
+    │       └── UploadTooLarge
+    ├── Unauthorized               401 no API key, or an unknown one
     │   ├── WidgetTokenInvalid     a widget token that was not signed here or is malformed
     │   └── WidgetTokenExpired     a widget token past its lifetime (fetch a new one)
-    ├── Forbidden                  a valid key that may not use the endpoint
+    ├── Forbidden                  403 a valid credential that may not do this
     │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
-    ├── UnknownWidget              no help widget with that id
-    ├── AnswerNotFound             feedback on an answer id that is unknown or too old
-    ├── JobNotFound                no ingest job with that id (or it is too old)
-    ├── QueueUnavailable           ingest jobs need Redis, which is off or unreachable
-    ├── RateLimited                over a rate limit (carries retry_after)
-    ├── RateLimiterUnavailable     limits cannot be checked and the policy is fail-closed
-    ├── CacheUnavailable           an admin cache operation cannot reach Redis
-    ├── KnowledgeBaseBusy          another ingest holds the knowledge base's lock
-    ├── EmbeddingModelMismatch     the collection was built with another model
-    ├── DocumentError              one document could not be read or parsed
-    ├── QualityGateFailed          a gated ingest was not promoted: golden questions failed
-    ├── StoreUnavailable           the vector store could not be reached
-    └── GenerationFailed           the language model request failed
-        └── GenerationTimeout      ... or did not answer in time
+    ├── NotFound                   404 the thing named does not exist (or has expired)
+    │   ├── KnowledgeBaseNotFound, ConversationNotFound, UnknownWidget, AnswerNotFound,
+    │   └── JobNotFound
+    ├── Conflict                   409 the request clashes with the current state
+    │   ├── KnowledgeBaseBusy      another ingest holds the knowledge base
+    │   ├── EmbeddingModelMismatch the collection was built with another model
+    │   └── QualityGateFailed      a gated ingest was not promoted: golden questions failed
+    ├── RateLimited                429 over a rate limit (carries retry_after)
+    ├── Unavailable                503 a service Citewise depends on cannot be used now
+    │   ├── StoreUnavailable, QueueUnavailable, CacheUnavailable,
+    │   └── RateLimiterUnavailable limits cannot be checked and the policy is fail-closed
+    ├── UpstreamFailed             502 the language model failed
+    │   └── UpstreamTimeout        504 ... or did not answer in time
+    │       (GenerationFailed and GenerationTimeout are their names for the model)
+    ├── DocumentError              422 one document could not be read or parsed
+    └── ConfigurationError         500 settings that cannot work (fails at start-up)
 
-Messages never contain stack traces, secrets or absolute server paths: the HTTP layer
-(`api/errors.py`) maps each class to a status code and shows the message as it is.
+A new error joins a family and needs no new row in the HTTP map (``api/errors.py``). Messages
+never contain stack traces, secrets or absolute server paths: the HTTP layer shows them as
+they are.
 """
 
 from __future__ import annotations
@@ -38,6 +39,42 @@ class CitewiseError(Exception):
     """Base class: raised for any failure Citewise anticipates and can explain."""
 
     code = "citewise_error"
+
+
+# --- the families -------------------------------------------------------------------------
+
+
+class NotFound(CitewiseError):
+    """Raised when the thing a request names does not exist or has expired."""
+
+    code = "not_found"
+
+
+class Conflict(CitewiseError):
+    """Raised when a request clashes with the current state of what it acts on."""
+
+    code = "conflict"
+
+
+class Unavailable(CitewiseError):
+    """Raised when a service Citewise depends on (store, Redis, queue) cannot be used now."""
+
+    code = "unavailable"
+
+
+class UpstreamFailed(CitewiseError):
+    """Raised when an upstream service that writes answers (the language model) fails."""
+
+    code = "upstream_failed"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """Raised when that upstream service does not answer in time."""
+
+    code = "upstream_timeout"
+
+
+# --- the members ---------------------------------------------------------------------------
 
 
 class ConfigurationError(CitewiseError):
@@ -58,25 +95,31 @@ class InvalidKnowledgeBaseName(InvalidRequest):
     code = "invalid_kb_name"
 
 
-class UploadTooLarge(InvalidRequest):
+class TooLarge(InvalidRequest):
+    """Raised when a request body, an upload or a file is over its size limit."""
+
+    code = "too_large"
+
+
+class UploadTooLarge(TooLarge):
     """Raised when an uploaded file, or a whole upload, is over its size limit."""
 
     code = "upload_too_large"
 
 
-class KnowledgeBaseNotFound(CitewiseError):
+class KnowledgeBaseNotFound(NotFound):
     """Raised when a knowledge base has never been ingested."""
 
     code = "kb_not_found"
 
 
-class KnowledgeBaseBusy(CitewiseError):
+class KnowledgeBaseBusy(Conflict):
     """Raised when another ingest of the same knowledge base is running."""
 
     code = "kb_busy"
 
 
-class EmbeddingModelMismatch(CitewiseError):
+class EmbeddingModelMismatch(Conflict):
     """Raised when a collection's recorded embedding model differs from the configured one."""
 
     code = "embedding_model_mismatch"
@@ -88,19 +131,19 @@ class DocumentError(CitewiseError):
     code = "document_error"
 
 
-class StoreUnavailable(CitewiseError):
+class StoreUnavailable(Unavailable):
     """Raised when the vector store cannot be opened or reached."""
 
     code = "store_unavailable"
 
 
-class GenerationFailed(CitewiseError):
+class GenerationFailed(UpstreamFailed):
     """Raised when the configured language model returns an error or cannot be reached."""
 
     code = "llm_unavailable"
 
 
-class GenerationTimeout(GenerationFailed):
+class GenerationTimeout(GenerationFailed, UpstreamTimeout):
     """Raised when the language model does not answer within CITEWISE_LLM_TIMEOUT_S."""
 
     code = "llm_timeout"
@@ -128,19 +171,19 @@ class RateLimited(CitewiseError):
         self.retry_after = retry_after
 
 
-class RateLimiterUnavailable(CitewiseError):
+class RateLimiterUnavailable(Unavailable):
     """Raised when rate limits cannot be checked (Redis down) and the policy is fail-closed."""
 
     code = "rate_limiter_unavailable"
 
 
-class ConversationNotFound(CitewiseError):
+class ConversationNotFound(NotFound):
     """Raised when a ``conversation_id`` names no live conversation (unknown or expired)."""
 
     code = "conversation_not_found"
 
 
-class CacheUnavailable(CitewiseError):
+class CacheUnavailable(Unavailable):
     """Raised when an admin cache operation cannot reach Redis (or Redis is switched off)."""
 
     code = "cache_unavailable"
@@ -165,32 +208,32 @@ class OriginNotAllowed(Forbidden):
     code = "origin_not_allowed"
 
 
-class UnknownWidget(CitewiseError):
+class UnknownWidget(NotFound):
     """Raised when a widget id is not registered."""
 
     code = "unknown_widget"
 
 
-class AnswerNotFound(CitewiseError):
+class AnswerNotFound(NotFound):
     """Raised when feedback names an answer id that is unknown or older than
     CITEWISE_ANSWER_RECORD_TTL_S."""
 
     code = "answer_not_found"
 
 
-class JobNotFound(CitewiseError):
+class JobNotFound(NotFound):
     """Raised when an ingest job id is unknown or its record has expired."""
 
     code = "job_not_found"
 
 
-class QueueUnavailable(CitewiseError):
+class QueueUnavailable(Unavailable):
     """Raised when ingest jobs cannot be queued or read: Redis is off or unreachable."""
 
     code = "queue_unavailable"
 
 
-class QualityGateFailed(CitewiseError):
+class QualityGateFailed(Conflict):
     """Raised when a gated ingest is not promoted because its golden questions no longer find
     their documents; the live knowledge base is left as it was."""
 
