@@ -1,4 +1,4 @@
-# make install | make demo | make test — see README.md.
+# make install | make demo | make test | make docs — see README.md.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint bench bench-serve clean
+.PHONY: install demo test lint docs docs-serve bench bench-serve clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	$(BIN)/mkdocs serve --strict --dev-addr $(HOST):8002
+
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest.py
@@ -40,4 +46,4 @@ bench-serve: install
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site
