@@ -14,6 +14,7 @@ COPY offline ./offline
 COPY citewise ./citewise
 COPY api ./api
 COPY ingest ./ingest
+COPY cli ./cli
 RUN pip install --no-cache-dir . ./offline/en_core_web_sm && python -m citewise.offline
 COPY data ./data
 
