@@ -186,7 +186,7 @@ def test_the_dockerfile_copies_and_installs_every_package(pyproject: dict[str, A
     patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()}
     wanted = {name for name in packages if any(fnmatch.fnmatch(name, p) for p in patterns)}
-    assert wanted == {"citewise", "api", "ingest"}
+    assert wanted == {"citewise", "api", "ingest", "cli"}
     assert wanted | {"pyproject.toml", "README.md", "offline", "data"} <= copied
     # Package data (the widget script, prompts) ships inside those folders: nothing ignores it.
     ignored = [
