@@ -25,6 +25,7 @@
     │   └── UpstreamTimeout        504 ... or did not answer in time
     │       (GenerationFailed and GenerationTimeout are their names for the model)
     ├── DocumentError              422 one document could not be read or parsed
+    │   └── EmptyDocument          ... or holds no text (reported as skipped)
     └── ConfigurationError         500 settings that cannot work (fails at start-up)
 
 A new error joins a family and needs no new row in the HTTP map (``api/errors.py``). Messages
@@ -129,6 +130,13 @@ class DocumentError(CitewiseError):
     """Raised when one document cannot be read or parsed; the ingest reports it and goes on."""
 
     code = "document_error"
+
+
+class EmptyDocument(DocumentError):
+    """Raised when a document holds no text to index (only a title, an image, a scan); the
+    ingest reports it as skipped, with this reason."""
+
+    code = "empty_document"
 
 
 class StoreUnavailable(Unavailable):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from citewise.errors import CitewiseError, InvalidRequest
@@ -36,6 +37,8 @@ app.command()(search)
 app.command()(ask)
 app.command()(report)
 app.command()(worker)
+
+LISTED = 20  # documents named under an ingest report in a terminal
 
 
 @app.command()
@@ -127,7 +130,7 @@ def _print_report(report: Any) -> None:
         ("changed", report.files_changed),
         ("unchanged", report.files_unchanged),
         ("deleted", report.files_deleted),
-        ("skipped (unsupported type)", report.files_skipped),
+        ("skipped", report.files_skipped),
         ("failed", report.files_failed),
         ("chunks added", report.chunks_added),
         ("chunks deleted", report.chunks_deleted),
@@ -139,10 +142,18 @@ def _print_report(report: Any) -> None:
     ]:
         table.add_row(label, str(value))
     stdout.print(table)
-    for skipped in report.skipped:
-        stdout.print(f"[dim]skipped[/] {skipped}")
-    for failure in report.failures:
-        stdout.print(f"[red]failed[/] {failure.path}: {failure.error}")
+    lines = [
+        *(("[green]added[/]", path) for path in report.added),
+        *(("[yellow]changed[/]", path) for path in report.changed),
+        *(("[magenta]deleted[/]", path) for path in report.deleted),
+        *(("[dim]skipped[/]", f"{p}: {report.skip_reasons.get(p, '')}") for p in report.skipped),
+        *(("[red]failed[/]", f"{f.path}: {f.error}") for f in report.failures),
+    ]
+    # Documents are named, a screenful at most; --json lists every one.
+    for label, text in lines[:LISTED]:
+        stdout.print(f"{label} {escape(text)}")
+    if len(lines) > LISTED:
+        stdout.print(f"[dim]... and {len(lines) - LISTED} more (--json lists them all)[/]")
 
 
 @app.command()

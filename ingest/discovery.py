@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from citewise.errors import InvalidRequest
@@ -26,8 +26,11 @@ class Discovery:
     # Folders walked in full: only under these can a missing file mean a deleted one.
     # (A file named on its own says nothing about its siblings.)
     roots: list[Path]
-    # (source, reason): entries of a supported type that must not be read, reported as failures
-    refused: list[tuple[str, str]]
+    # Entries of a supported type that must not be read, reported as failures (``root``,
+    # ``path`` and ``source`` as for a file; ``source`` printable).
+    refused: list[tuple[SourceFile, str]]
+    # Each given path's folder: the folder itself, or a single file's folder (resolved).
+    given: list[Path] = field(default_factory=list)
 
 
 def discover(paths: list[Path]) -> Discovery:
@@ -40,7 +43,8 @@ def discover(paths: list[Path]) -> Discovery:
     files: list[SourceFile] = []
     skipped: list[str] = []
     roots: list[Path] = []
-    refused: list[tuple[str, str]] = []
+    refused: list[tuple[SourceFile, str]] = []
+    folders: list[Path] = []
     for given in paths:
         if not given.exists():
             raise InvalidRequest(f"no such file or folder: {given}")
@@ -50,21 +54,22 @@ def discover(paths: list[Path]) -> Discovery:
         else:
             root, candidates = absolute, _walk(absolute)
             roots.append(root)
+        folders.append(root)
         for path in candidates:
             source = path.relative_to(root).as_posix()
             if path.suffix.lower() not in PARSERS:
-                skipped.append(_printable(source))
+                skipped.append(printable(source))
             elif reason := _refusal(path, root, source):
-                refused.append((_printable(source), reason))
+                refused.append((SourceFile(root, path, printable(source)), reason))
             else:
                 files.append(SourceFile(root, path, source))
-    return Discovery(files, skipped, roots, refused)
+    return Discovery(files, skipped, roots, refused, folders)
 
 
 def _refusal(path: Path, root: Path, source: str) -> str | None:
     """Why ``path`` must not be read, or None. Only the file itself can be a link here: the
     walk does not enter symlinked folders and ``root`` is already resolved."""
-    if _printable(source) != source:
+    if printable(source) != source:
         return "the file name is not valid UTF-8"
     if path.is_symlink():
         target = path.resolve()
@@ -77,7 +82,7 @@ def _refusal(path: Path, root: Path, source: str) -> str | None:
     return None
 
 
-def _printable(source: str) -> str:
+def printable(source: str) -> str:
     """The name with undecodable bytes (kept by Python as surrogates) shown as U+FFFD."""
     return source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from citewise.errors import DocumentError
+from citewise.errors import DocumentError, EmptyDocument
 from ingest.document import Block, ParsedDocument, slugify, split_explicit_anchor
 from ingest.guards import ParseLimits, check_archive, check_html_depth, check_markdown_depth
 
@@ -32,7 +32,7 @@ def parse(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
     except Exception as exc:  # parsers raise anything; the ingest must go on
         raise DocumentError(_one_line(exc)) from exc
     if not any(b.text.strip() and not b.is_heading for b in document.blocks):
-        raise DocumentError("no text could be extracted")
+        raise EmptyDocument("no text to index (only headings, images or markup)")
     return document
 
 
@@ -203,7 +203,7 @@ def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
         for text, size in lines:
             sizes[size] = sizes.get(size, 0) + len(text)
     if not sizes:
-        raise DocumentError("no text could be extracted (scanned PDF?)")
+        raise EmptyDocument("no text to index (a scanned PDF?)")
     body = max(sizes, key=lambda s: sizes[s])
     heading_sizes = sorted((s for s in sizes if s >= body * 1.15), reverse=True)
     is_heading_text = re.compile(r"[^\W\d_].*[^\W\d_]").search

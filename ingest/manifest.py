@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.sources import Source, legacy_sources
+
 PENDING = "pending"
 DONE = "done"
 
@@ -22,6 +24,14 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kbs (
     kb TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    kb TEXT NOT NULL,
+    name TEXT NOT NULL,
+    root TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (kb, name)
 );
 CREATE TABLE IF NOT EXISTS files (
     kb TEXT NOT NULL,
@@ -81,6 +91,29 @@ class Manifest:
                 (self.kb, fingerprint),
             )
 
+    def sources(self) -> list[Source]:
+        """The registered sources; for a home made before sources existed, one per root its
+        file rows record (``register`` then stores them)."""
+        rows = self._db.execute(
+            "SELECT name, root, prefix FROM sources WHERE kb = ? ORDER BY created_at, name",
+            (self.kb,),
+        ).fetchall()
+        if rows:
+            return [Source(*row) for row in rows]
+        roots = self._db.execute("SELECT DISTINCT root FROM files WHERE kb = ?", (self.kb,))
+        return legacy_sources([str(row[0]) for row in roots])
+
+    def register(self, sources: list[Source]) -> None:
+        """Store sources not stored yet (in one transaction, in the given order)."""
+        now = time.time()
+        with self._db:
+            for n, source in enumerate(sources):
+                self._db.execute(
+                    "INSERT OR IGNORE INTO sources (kb, name, root, prefix, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (self.kb, source.name, source.root, source.prefix, now + n * 1e-6),
+                )
+
     def records(self) -> dict[str, FileRecord]:
         rows = self._db.execute(
             "SELECT source, root, file_hash, status, chunk_count FROM files WHERE kb = ?",
@@ -107,7 +140,7 @@ class Manifest:
         """Make ``target``'s records a copy of this knowledge base's (``move``: and drop
         these), in one transaction."""
         with self._db:
-            for table in ("files", "kbs"):
+            for table in ("files", "kbs", "sources"):
                 self._db.execute(f"DELETE FROM {table} WHERE kb = ?", (target,))
             self._db.execute(
                 "INSERT INTO files (kb, source, root, file_hash, status, chunk_count, updated_at)"
@@ -119,9 +152,14 @@ class Manifest:
                 "INSERT INTO kbs (kb, fingerprint) SELECT ?, fingerprint FROM kbs WHERE kb = ?",
                 (target, self.kb),
             )
+            self._db.execute(
+                "INSERT INTO sources (kb, name, root, prefix, created_at)"
+                " SELECT ?, name, root, prefix, created_at FROM sources WHERE kb = ?",
+                (target, self.kb),
+            )
             if move:
-                self._db.execute("DELETE FROM files WHERE kb = ?", (self.kb,))
-                self._db.execute("DELETE FROM kbs WHERE kb = ?", (self.kb,))
+                for table in ("files", "kbs", "sources"):
+                    self._db.execute(f"DELETE FROM {table} WHERE kb = ?", (self.kb,))
 
     def forget_all(self) -> None:
         with self._db:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from citewise.errors import DocumentError
+from citewise.errors import DocumentError, EmptyDocument
 from citewise.offline import prepare_offline
 from citewise.stored_chunk import Chunk
 from ingest.chunking import Chunker
@@ -43,6 +43,7 @@ class Parsed:
     file: SourceFile
     chunks: list[Chunk] | None
     error: str | None
+    empty: bool = False  # parsed, but no text to index: skipped, not failed
 
 
 @lru_cache(maxsize=4)
@@ -59,7 +60,7 @@ def parse_and_chunk(
         document = parse(file.path, limits)
         return Parsed(file, _chunker(config).chunk(document, file.source), None)
     except DocumentError as exc:
-        return Parsed(file, None, str(exc))
+        return Parsed(file, None, str(exc), empty=isinstance(exc, EmptyDocument))
     except Exception as exc:  # a parser bug must cost one file, never the run
         return Parsed(file, None, f"{type(exc).__name__} while parsing")
 

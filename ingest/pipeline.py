@@ -37,12 +37,13 @@ from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
 from citewise.stored_chunk import Chunk
 from ingest.chunking import Chunker
-from ingest.discovery import Discovery, SourceFile, discover
+from ingest.discovery import Discovery, SourceFile, discover, printable
 from ingest.document import ParsedDocument
 from ingest.guards import ParseLimits
-from ingest.manifest import DONE, PENDING, Manifest
+from ingest.manifest import DONE, PENDING, FileRecord, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.report import IngestReport
+from ingest.sources import Placed, place
 
 # Bump when parsing or chunking changes output for the same settings: forces a re-chunk.
 PIPELINE_VERSION = "1"
@@ -130,11 +131,11 @@ class IngestPipeline:
         validate_kb(kb, internal=internal)
         started = time.perf_counter()
         found = discover(list(paths))
-        report = IngestReport(kb=kb, dry_run=dry_run, skipped=found.skipped)
+        report = IngestReport(kb=kb, dry_run=dry_run)
         report.files_seen = len(found.files) + len(found.skipped) + len(found.refused)
-        report.files_skipped = len(found.skipped)
-        for source, reason in found.refused:
-            report.fail(source, reason)
+        for path in found.skipped:
+            report.skip(path, f"not a supported type ({Path(path).suffix or 'no suffix'})")
+        self._emptied: list[str] = []  # documents that had text and now have none
         if dry_run:
             self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
@@ -207,15 +208,15 @@ class IngestPipeline:
     def _plan(
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
-        files = found.files
         self.store.follow(kb, self.lexical.current_generation(kb))
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
             existing = None
             if not rebuild and self.store.exists(kb):
                 existing = self.store.knowledge_base(kb)
             records = {} if rebuild else manifest.records()
+            placed = _placed(found, manifest, records, report)
             stale = rebuild or manifest.fingerprint() != self.fingerprint()
-            todo = self._classify(files, records, stale, report)
+            todo = self._classify(placed.files, records, stale, report)
             progress.start(len(todo))
             for file, file_hash, chunks in self._parsed(todo, report, progress):
                 work = _diff(file, file_hash, chunks, existing)
@@ -228,14 +229,15 @@ class IngestPipeline:
                 _count(report, work, embedded=len(texts) - cached)
                 report.embed_cache_hits += cached
                 report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
-            for source in _deleted(found, records):
-                report.files_deleted += 1
+            for source in _deleted(placed, records):
+                report.delete(source)
+                report.chunks_deleted += records[source].chunk_count
+            for source in self._emptied:
                 report.chunks_deleted += records[source].chunk_count
 
     def _apply(
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
     ) -> None:
-        files = found.files
         # A long-lived pipeline (--watch, a worker) reads what other processes wrote meanwhile.
         self.store.follow(kb, self.lexical.current_generation(kb))
         if rebuild:
@@ -245,8 +247,10 @@ class IngestPipeline:
             if rebuild:
                 manifest.forget_all()
             records = manifest.records()
+            placed = _placed(found, manifest, records, report)
+            manifest.register(manifest.sources() + placed.new_sources)
             stale = manifest.fingerprint() != self.fingerprint()
-            todo = self._classify(files, records, stale, report)
+            todo = self._classify(placed.files, records, stale, report)
             progress.start(len(todo))
             batch = _Batch()
             for file, file_hash, chunks in self._parsed(todo, report, progress):
@@ -259,9 +263,12 @@ class IngestPipeline:
                     self._flush(batch, knowledge_base, manifest, report)
                     batch = _Batch()
             self._flush(batch, knowledge_base, manifest, report)
-            for source in _deleted(found, records):
+            for source in _deleted(placed, records):
                 report.chunks_deleted += knowledge_base.delete_source(source)
-                report.files_deleted += 1
+                report.delete(source)
+                manifest.forget(source)
+            for source in self._emptied:  # skipped now, so its old text must not answer
+                report.chunks_deleted += knowledge_base.delete_source(source)
                 manifest.forget(source)
             manifest.set_fingerprint(self.fingerprint())
         # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
@@ -291,6 +298,15 @@ class IngestPipeline:
                 report.fail(file.source, "another ingested folder has a file at the same path")
                 continue
             claimed.add(file.source)
+            owner = records.get(file.source)
+            if owner is not None and owner.root != str(file.root):
+                # Never replace another source's document: say so and keep both files.
+                report.fail(
+                    file.source,
+                    f"a document with this path was ingested from another folder "
+                    f"({Path(owner.root).name}); it is kept and this file was not ingested",
+                )
+                continue
             size = file.path.stat().st_size
             if size == 0:
                 report.fail(file.source, "empty file")
@@ -329,13 +345,20 @@ class IngestPipeline:
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
+            if parsed.empty:
+                report.skip(parsed.file.source, parsed.error or "no text to index")
+                if not item.is_new:
+                    self._emptied.append(parsed.file.source)
+                continue
             if parsed.chunks is None:
                 report.fail(parsed.file.source, parsed.error or "could not be parsed")
                 continue
             if item.is_new:
                 report.files_added += 1
+                report.added.append(parsed.file.source)
             else:
                 report.files_changed += 1
+                report.changed.append(parsed.file.source)
             yield item.file, item.file_hash, parsed.chunks
 
     def _flush(
@@ -380,12 +403,35 @@ def _count(report: IngestReport, work: _FileWork, *, embedded: int) -> None:
     report.chunks_embedded += embedded
 
 
-def _deleted(found: Discovery, records: dict[str, Any]) -> list[str]:
-    """Recorded sources under an ingested root whose file is gone. A refused file is still
-    there (a link now pointing outside): like a file that fails to parse, it keeps its chunks."""
-    present = {f.source for f in found.files} | {source for source, _ in found.refused}
-    walked = {str(r) for r in found.roots}
-    return sorted(s for s, r in records.items() if r.root in walked and s not in present)
+def _placed(
+    found: Discovery, manifest: Manifest, records: dict[str, FileRecord], report: IngestReport
+) -> Placed:
+    """The found files keyed by their sources (``ingest.sources``); refused files reported."""
+    everything = Discovery(
+        found.files + [file for file, _ in found.refused], [], found.roots, [], found.given
+    )
+    placed = place(everything, manifest.sources(), set(records))
+    refused_paths = {file.path for file, _ in found.refused}
+    reasons = {file.path: reason for file, reason in found.refused}
+    for file in placed.files:
+        if file.path in refused_paths:
+            report.fail(printable(file.source), reasons[file.path])
+    files = [f for f in placed.files if f.path not in refused_paths]
+    # A refused file is still there (a link now pointing outside): like a file that fails to
+    # parse, it keeps its chunks; so it counts as present when looking for deleted documents.
+    present = [f for f in placed.files if f.path in refused_paths]
+    return Placed(files, placed.scopes, placed.new_sources, present)
+
+
+def _deleted(placed: Placed, records: dict[str, FileRecord]) -> list[str]:
+    """Recorded documents under a folder walked in full whose file is gone; only the sources
+    (and the parts of them) that were walked."""
+    present = {f.source for f in placed.files} | {f.source for f in placed.kept}
+    return sorted(
+        key
+        for key, record in records.items()
+        if key not in present and any(s.covers(record.root, key) for s in placed.scopes)
+    )
 
 
 def _record(report: IngestReport) -> None:

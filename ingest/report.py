@@ -27,6 +27,11 @@ class IngestReport:
     files_failed: int = 0
     failures: list[Failure] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # Which documents (source keys): every one, however many; the table shows the first few.
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # skipped path -> why
     chunks_added: int = 0
     chunks_deleted: int = 0
     chunks_unchanged: int = 0
@@ -38,6 +43,15 @@ class IngestReport:
     def fail(self, path: str, error: str) -> None:
         self.failures.append(Failure(path, error))
         self.files_failed += 1
+
+    def delete(self, path: str) -> None:
+        self.deleted.append(path)
+        self.files_deleted += 1
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(path)
+        self.skip_reasons[path] = reason
+        self.files_skipped += 1
 
     @property
     def changed_anything(self) -> bool:
