@@ -56,18 +56,6 @@ class Outcome:
         """What the report is about: anything but a thumbs up."""
         return not (self.kind == "feedback" and self.rating == "up")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "kb": self.kb,
-            "question": self.question,
-            "answer_id": self.answer_id,
-            "via": self.via,
-            "at": self.at,
-            "rating": self.rating or None,
-            "comment": self.comment or None,
-        }
-
 
 def judge(answer: Mapping[str, Any]) -> Kind | None:
     """``refused``, ``low_confidence`` or ``None`` for an ``/v1/ask`` body."""
