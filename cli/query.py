@@ -35,9 +35,10 @@ def search(
     try:
         services = build_services(settings)
         try:
-            hits = services.retriever.search(
+            checked = services.retriever.query(
                 query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
             )
+            hits = services.retriever.search(checked)
         finally:
             services.close()
     except CitewiseError as error:

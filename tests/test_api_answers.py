@@ -415,7 +415,7 @@ def hostile_hits(settings: Settings, embeddings: LocalEmbeddings, query: str) ->
     retriever = Retriever(
         settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
     )
-    hits = retriever.search(query, kb="default", k=5)
+    hits = retriever.search(retriever.query(query, kb="default", k=5))
     assert any("PWNED" in h.text for h in hits)
     return hits
 

@@ -44,14 +44,14 @@ async def search(
     body: SearchRequest, services: ServicesDep, caller: SearchCaller
 ) -> dict[str, Any]:
     """The best passages for a query, without an answer."""
-    hits = await run_blocking(
-        services.retriever.search,
+    query = services.retriever.query(
         body.query,
         kb=caller.knowledge_base(body.kb, services.settings.default_kb),
         k=body.k,
         mode=body.mode,
         filters=body.filters,
     )
+    hits = await run_blocking(services.retriever.search, query)
     return {"hits": [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]}
 
 

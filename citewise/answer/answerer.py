@@ -128,13 +128,10 @@ class Answerer:
         keep = self.settings.max_history_turns
         history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
         standalone = await self.generator.condense(text, history) if history else text
-        hits = await run_blocking(
-            self.retriever.search,
-            standalone,
-            kb=question.kb,
-            k=question.k or self.settings.answer_k,
-            filters=filters,
+        query = self.retriever.query(
+            standalone, kb=question.kb, k=question.k or self.settings.answer_k, filters=filters
         )
+        hits = await run_blocking(self.retriever.search, query)
         relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
         base_url = self.settings.kb_base_urls.get(question.kb, "")
