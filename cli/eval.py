@@ -140,7 +140,8 @@ def answers(
             bar.start(len(questions))
             for text, gold in questions:
                 started = time.perf_counter()
-                answer = runner.run(services.answerer.ask(Question(text, EVAL_KB)))
+                checked = services.answerer.check(Question(text, EVAL_KB))
+                answer = runner.run(services.answerer.ask(checked))
                 latencies.append(evaluation.elapsed_ms(started))
                 cited = {c.n for c in answer.citations}
                 passages = [s["text"] for s in answer.sources]

@@ -23,8 +23,9 @@ from citewise.answer.citations import (
 )
 from citewise.answer.generators.base import REFUSAL, Generator, Turn, is_refusal
 from citewise.errors import InvalidRequest
+from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import tokenize
-from citewise.search.retrieval import Filters, Retriever
+from citewise.search.retrieval import Filters, Retriever, SearchMode, SearchQuery, checked_k
 from citewise.search.store import Hit
 from citewise.settings import Settings
 from citewise.threads import run_blocking
@@ -35,13 +36,24 @@ SOURCE_FLOOR_SHARE = 0.8  # once one passage clears the floor, others need this 
 
 @dataclass(frozen=True)
 class Question:
-    """What a caller asks: the question, where, and the conversation so far."""
+    """What a caller asks: the question, where, and the conversation so far (unchecked)."""
 
     text: str
     kb: str
     history: Sequence[Turn] = ()
     k: int | None = None
     filters: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CheckedQuestion:
+    """A question checked once (``Answerer.check``): what ``Answerer.stream`` trusts."""
+
+    text: str  # stripped, not empty, at most CITEWISE_MAX_QUESTION_CHARS
+    kb: str  # a valid name
+    history: tuple[Turn, ...]  # the last CITEWISE_MAX_HISTORY_TURNS (``trim_history``)
+    k: int  # passages to retrieve, 1..MAX_K
+    filters: Filters
 
 
 @dataclass(frozen=True)
@@ -122,15 +134,27 @@ class Answerer:
         self.retriever = retriever
         self.generator = generator
 
-    async def stream(self, question: Question) -> AsyncIterator[Event]:
-        text = self.check_question(question.text)
-        filters = Filters.parse(question.filters)  # bad filters fail before any work
-        keep = self.settings.max_history_turns
-        history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
+    def check(self, question: Question) -> CheckedQuestion:
+        """The one place a question is checked: ``InvalidRequest`` (or a subclass) if the text
+        is empty or too long, the knowledge base name, ``k`` or the filters are bad."""
+        text = question.text.strip()
+        if not text:
+            raise InvalidRequest("the question is empty")
+        if len(text) > self.settings.max_question_chars:
+            raise InvalidRequest(
+                f"the question is longer than {self.settings.max_question_chars} characters"
+            )
+        kb = validate_kb(question.kb)
+        filters = Filters.parse(question.filters)
+        k = checked_k(question.k or self.settings.answer_k)
+        history = trim_history(question.history, self.settings.max_history_turns)
+        return CheckedQuestion(text, kb, history, k, filters)
+
+    async def stream(self, question: CheckedQuestion) -> AsyncIterator[Event]:
+        text, history = question.text, question.history
         standalone = await self.generator.condense(text, history) if history else text
-        query = self.retriever.query(
-            standalone, kb=question.kb, k=question.k or self.settings.answer_k, filters=filters
-        )
+        mode = SearchMode(self.settings.retrieval_mode)
+        query = SearchQuery(standalone, question.kb, question.k, mode, question.filters)
         hits = await run_blocking(self.retriever.search, query)
         relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
@@ -162,7 +186,7 @@ class Answerer:
         yield CitationsEvent(citations)
         yield DoneEvent(answer_id, refused=refused, cached=False)
 
-    async def ask(self, question: Question) -> Answer:
+    async def ask(self, question: CheckedQuestion) -> Answer:
         """The whole answer at once (the stream, collected)."""
         parts: list[str] = []
         answer = Answer(answer_id="", answer="")
@@ -184,17 +208,6 @@ class Answerer:
         if not scored or max(r for r, _ in scored) < floor:
             return []
         return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
-
-    def check_question(self, text: str) -> str:
-        """The question stripped, or ``InvalidRequest`` if it is empty or too long."""
-        text = text.strip()
-        if not text:
-            raise InvalidRequest("the question is empty")
-        if len(text) > self.settings.max_question_chars:
-            raise InvalidRequest(
-                f"the question is longer than {self.settings.max_question_chars} characters"
-            )
-        return text
 
 
 async def _measured(pieces: AsyncIterator[str], provider: str) -> AsyncIterator[str]:
@@ -237,6 +250,11 @@ def _passage(hit: Hit) -> dict[str, Any]:
         "heading": metadata.get(stored_chunk.HEADING, ""),
         "page": int(page) if page is not None else None,
     }
+
+
+def trim_history(history: Sequence[Turn], keep: int) -> tuple[Turn, ...]:
+    """The last ``keep`` turns of a conversation (none for 0)."""
+    return tuple(history)[-keep:] if keep else ()  # [-0:] would keep them all
 
 
 def source_record(n: int, hit: Hit, base_url: str) -> dict[str, Any]:

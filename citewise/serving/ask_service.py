@@ -31,19 +31,19 @@ from citewise import metrics
 from citewise.answer.answerer import (
     Answer,
     Answerer,
+    CheckedQuestion,
     CitationsEvent,
     DeltaEvent,
     DoneEvent,
     Event,
     Question,
     SourcesEvent,
+    trim_history,
 )
 from citewise.answer.citations import Citation
-from citewise.knowledge_base import validate_kb
 from citewise.redis_client import RedisUnavailable
 from citewise.search.lexical import LexicalStore
 from citewise.search.lexical_sync import LexicalSync
-from citewise.search.retrieval import Filters
 from citewise.serving.answer_cache import AnswerCache, AnswerKey, Entry, corpus_version, serialise
 from citewise.serving.conversations import Append, Conversations, checked_id, new_id, turn_json
 from citewise.serving.outcomes import OutcomeLog
@@ -69,7 +69,7 @@ class Asked:
 
 @dataclass
 class _Plan:
-    question: Question  # history resolved and trimmed
+    question: CheckedQuestion  # history resolved and trimmed
     conversation_id: str | None
     given: bool  # the caller named the conversation
     append: Append | None
@@ -150,37 +150,32 @@ class AskService:
     async def _plan(
         self, question: Question, conversation_id: str | None, owner: str, converse: bool
     ) -> _Plan:
-        text = self.answerer.check_question(question.text)
-        validate_kb(question.kb)
-        Filters.parse(question.filters)
-        history = list(question.history)
+        checked = self.answerer.check(question)  # the one check of what the caller sent
         given = conversation_id is not None
         append = None
         if self.conversations is not None and (converse or given):
             conversation_id = new_id() if conversation_id is None else checked_id(conversation_id)
-            if given and not history:
+            if given and not question.history:
                 try:
                     history = await self.conversations.load(owner, conversation_id)
                 except RedisUnavailable:
                     log.warning("conversation history unavailable (Redis); answering without it")
-            append = self.conversations.append_for(owner, conversation_id, text)
+                else:
+                    keep = self.settings.max_history_turns
+                    checked = replace(checked, history=trim_history(history, keep))
+            append = self.conversations.append_for(owner, conversation_id, checked.text)
         else:
             conversation_id = None
-        keep = self.settings.max_history_turns
-        kept = history[-keep:] if keep else []  # [-0:] would keep them all
-        question = replace(question, text=text, history=kept)
         key = None
         if self.cache is not None:
             # A cache hit retrieves nothing, so it must look at the store itself: a replica
             # that served only hits would otherwise never see a re-ingest.
-            if self.sync is not None and self.sync.due(question.kb):
-                await run_blocking(self.sync.refresh, question.kb)
-            corpus = corpus_version(self.lexical, question.kb)
+            if self.sync is not None and self.sync.due(checked.kb):
+                await run_blocking(self.sync.refresh, checked.kb)
+            corpus = corpus_version(self.lexical, checked.kb)
             if corpus is not None:
-                key = self.cache.key_for(
-                    question.kb, corpus, text, kept, question.k, question.filters
-                )
-        return _Plan(question, conversation_id, given, append, key, owner)
+                key = self.cache.key_for(checked, corpus)
+        return _Plan(checked, conversation_id, given, append, key, owner)
 
     async def _serve(self, plan: _Plan) -> _Served:
         """A cached entry (possibly after waiting for another request), or what to compute."""
