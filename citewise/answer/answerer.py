@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from citewise import metrics, stored_chunk
+from citewise import metrics, shapes, stored_chunk
 from citewise.answer.citations import (
-    Citation,
     MarkerFilter,
     deep_link,
     strip_invalid_markers,
@@ -28,6 +27,16 @@ from citewise.search.lexical import tokenize
 from citewise.search.retrieval import Filters, Retriever, SearchMode, SearchQuery, checked_k
 from citewise.search.store import Hit
 from citewise.settings import Settings
+from citewise.shapes import (
+    Answer,
+    Citation,
+    CitationsEvent,
+    DeltaEvent,
+    DoneEvent,
+    Event,
+    Source,
+    SourcesEvent,
+)
 from citewise.threads import run_blocking
 
 OVERLAP_WEIGHT = 0.5  # weight of question-word overlap in a passage's relevance
@@ -56,74 +65,35 @@ class CheckedQuestion:
     filters: Filters
 
 
-@dataclass(frozen=True)
-class SourcesEvent:
-    sources: list[dict[str, Any]]
-    answer_id: str = ""  # known from the start, so every frame of a stream can carry it
-    name: str = "sources"
+class Collector:
+    """The whole answer from a stream's events."""
 
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+        self.citations: list[Citation] = []
+        self.deltas: list[str] = []  # the pieces as streamed (a cached answer replays them)
 
-@dataclass(frozen=True)
-class DeltaEvent:
-    text: str
-    name: str = "delta"
-
-
-@dataclass(frozen=True)
-class CitationsEvent:
-    citations: list[Citation]
-    name: str = "citations"
-
-
-@dataclass(frozen=True)
-class DoneEvent:
-    answer_id: str
-    refused: bool
-    cached: bool
-    conversation_id: str | None = None
-    name: str = "done"
-
-
-Event = SourcesEvent | DeltaEvent | CitationsEvent | DoneEvent
-
-
-@dataclass
-class Answer:
-    """A whole answer, as ``/v1/ask`` returns it."""
-
-    answer_id: str
-    answer: str
-    citations: list[Citation] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    refused: bool = False
-    cached: bool = False
-    conversation_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``/v1/ask`` body (``cached`` and ``conversation_id`` last: see answer_cache)."""
-        return {
-            "answer_id": self.answer_id,
-            "answer": self.answer,
-            "citations": [c.to_dict() for c in self.citations],
-            "sources": self.sources,
-            "refused": self.refused,
-            "cached": self.cached,
-            "conversation_id": self.conversation_id,
-        }
-
-    def add(self, event: Event, parts: list[str]) -> None:
-        """Fold one event of a stream into this answer (text pieces go to ``parts``)."""
+    def add(self, event: Event) -> Answer | None:
+        """Take one event; the answer once it is ``done``."""
         match event:
             case SourcesEvent(sources=sources):
                 self.sources = sources
             case DeltaEvent(text=piece):
-                parts.append(piece)
+                self.deltas.append(piece)
             case CitationsEvent(citations=citations):
                 self.citations = citations
             case DoneEvent():
-                self.answer_id, self.refused = event.answer_id, event.refused
-                self.cached, self.conversation_id = event.cached, event.conversation_id
-                self.answer = strip_invalid_markers("".join(parts), len(self.sources))
+                text = strip_invalid_markers("".join(self.deltas), len(self.sources))
+                return Answer(
+                    answer_id=event.answer_id,
+                    answer=text,
+                    citations=self.citations,
+                    sources=self.sources,
+                    refused=event.refused,
+                    cached=event.cached,
+                    conversation_id=event.conversation_id,
+                )
+        return None
 
 
 class Answerer:
@@ -160,11 +130,11 @@ class Answerer:
         answer_id = uuid.uuid4().hex
         base_url = self.settings.kb_base_urls.get(question.kb, "")
         records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
-        yield SourcesEvent(records, answer_id)
+        yield SourcesEvent(sources=records, answer_id=answer_id)
         if not relevant:
-            yield DeltaEvent(REFUSAL)
-            yield CitationsEvent([])
-            yield DoneEvent(answer_id, refused=True, cached=False)
+            yield DeltaEvent(text=REFUSAL)
+            yield CitationsEvent(citations=[])
+            yield DoneEvent(answer_id=answer_id, refused=True, cached=False)
             return
 
         markers = MarkerFilter(len(relevant))
@@ -174,24 +144,24 @@ class Answerer:
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)
-                yield DeltaEvent(cleaned)
+                yield DeltaEvent(text=cleaned)
         if tail := markers.flush():
             parts.append(tail)
-            yield DeltaEvent(tail)
+            yield DeltaEvent(text=tail)
         answer = strip_invalid_markers("".join(parts), len(relevant))
         refused = is_refusal(answer)
         citations = (
             [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
         )
-        yield CitationsEvent(citations)
-        yield DoneEvent(answer_id, refused=refused, cached=False)
+        yield CitationsEvent(citations=citations)
+        yield DoneEvent(answer_id=answer_id, refused=refused, cached=False)
 
     async def ask(self, question: CheckedQuestion) -> Answer:
         """The whole answer at once (the stream, collected)."""
-        parts: list[str] = []
-        answer = Answer(answer_id="", answer="")
+        collector, answer = Collector(), None
         async for event in self.stream(question):
-            answer.add(event, parts)
+            answer = collector.add(event) or answer
+        assert answer is not None, "an answer stream ends with done"
         return answer
 
     def _relevant(self, question: str, hits: list[Hit]) -> list[Hit]:
@@ -257,25 +227,25 @@ def trim_history(history: Sequence[Turn], keep: int) -> tuple[Turn, ...]:
     return tuple(history)[-keep:] if keep else ()  # [-0:] would keep them all
 
 
-def source_record(n: int, hit: Hit, base_url: str) -> dict[str, Any]:
+def source_record(n: int, hit: Hit, base_url: str) -> Source:
     """A retrieved passage as clients see it (``sources`` event, ``/v1/ask``)."""
-    return {
-        "n": n,
+    return Source(
+        n=n,
         **_passage(hit),
-        "url": deep_link(hit.metadata, hit.text, base_url),
-        "score": round(hit.score, 6),
-        "similarity": round(hit.similarity, 4),
-        "text": hit.text,
-    }
+        url=deep_link(hit.metadata, hit.text, base_url),
+        score=round(hit.score, 6),
+        similarity=round(hit.similarity, 4),
+        text=hit.text,
+    )
 
 
-def hit_record(rank: int, hit: Hit) -> dict[str, Any]:
+def hit_record(rank: int, hit: Hit) -> shapes.Hit:
     """A search hit as ``/v1/search`` and ``citewise search --json`` return it."""
-    return {
-        "rank": rank,
+    return shapes.Hit(
+        rank=rank,
         **_passage(hit),
-        "score": round(hit.score, 6),
-        "similarity": round(hit.similarity, 4),
-        "text": hit.text,
-        "metadata": {k: v for k, v in hit.metadata.items() if k != stored_chunk.CHUNK_HASH},
-    }
+        score=round(hit.score, 6),
+        similarity=round(hit.similarity, 4),
+        text=hit.text,
+        metadata={k: v for k, v in hit.metadata.items() if k != stored_chunk.CHUNK_HASH},
+    )
