@@ -8,7 +8,7 @@ Event names and data, in order (documented once, in the README):
     event: citations  data: {"citations": [ {n, chunk_id, ..., quote, start, end, url,
                                              supported, unsupported_claims}, ... ]}
     event: done       data: {"answer_id": "...", "refused": false, "cached": false,
-                             "conversation_id": "..." or null}
+                             "conversation_id": "..." or null, "answer": "..."}
 
 or, when something fails after the stream started, instead of the rest:
 

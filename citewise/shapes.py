@@ -112,6 +112,7 @@ class DoneEvent(BaseModel):
     refused: bool
     cached: bool
     conversation_id: str | None = None
+    answer: str  # the final text: the deltas joined, invalid markers removed, trimmed
 
 
 class ErrorEvent(BaseModel):

@@ -66,7 +66,7 @@ class CheckedQuestion:
 
 
 class Collector:
-    """The whole answer from a stream's events."""
+    """The whole answer from a stream's events: the text comes with ``done``."""
 
     def __init__(self) -> None:
         self.sources: list[Source] = []
@@ -83,10 +83,9 @@ class Collector:
             case CitationsEvent(citations=citations):
                 self.citations = citations
             case DoneEvent():
-                text = strip_invalid_markers("".join(self.deltas), len(self.sources))
                 return Answer(
                     answer_id=event.answer_id,
-                    answer=text,
+                    answer=event.answer,
                     citations=self.citations,
                     sources=self.sources,
                     refused=event.refused,
@@ -134,7 +133,7 @@ class Answerer:
         if not relevant:
             yield DeltaEvent(text=REFUSAL)
             yield CitationsEvent(citations=[])
-            yield DoneEvent(answer_id=answer_id, refused=True, cached=False)
+            yield DoneEvent(answer_id=answer_id, refused=True, cached=False, answer=REFUSAL)
             return
 
         markers = MarkerFilter(len(relevant))
@@ -154,7 +153,7 @@ class Answerer:
             [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
         )
         yield CitationsEvent(citations=citations)
-        yield DoneEvent(answer_id=answer_id, refused=refused, cached=False)
+        yield DoneEvent(answer_id=answer_id, refused=refused, cached=False, answer=answer)
 
     async def ask(self, question: CheckedQuestion) -> Answer:
         """The whole answer at once (the stream, collected)."""

@@ -291,4 +291,5 @@ async def _replay(
         refused=data["refused"],
         cached=True,
         conversation_id=conversation_id,
+        answer=data["answer"],
     )
