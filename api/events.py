@@ -8,7 +8,7 @@ Event names and data, in order (documented once, in the README):
     event: citations  data: {"citations": [ {n, chunk_id, ..., quote, start, end, url,
                                              supported, unsupported_claims}, ... ]}
     event: done       data: {"answer_id": "...", "refused": false, "cached": false,
-                             "conversation_id": "..." or null}
+                             "conversation_id": "..." or null, "answer": "..."}
 
 or, when something fails after the stream started, instead of the rest:
 
@@ -22,30 +22,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from citewise.answer.answerer import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
 from citewise.errors import CitewiseError
+from citewise.shapes import ErrorEvent, Event
 
 log = logging.getLogger("citewise.api")
-
-
-def payload(event: Event) -> dict[str, Any]:
-    match event:
-        case SourcesEvent(sources=sources):
-            return {"sources": sources}
-        case DeltaEvent(text=text):
-            return {"text": text}
-        case CitationsEvent(citations=citations):
-            return {"citations": [c.to_dict() for c in citations]}
-        case DoneEvent(answer_id=answer_id, refused=refused, cached=cached):
-            return {
-                "answer_id": answer_id,
-                "refused": refused,
-                "cached": cached,
-                "conversation_id": event.conversation_id,
-            }
-    raise TypeError(f"unknown event {event!r}")
 
 
 async def as_sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[dict[str, str]]:
@@ -55,12 +36,12 @@ async def as_sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[dict
         async for event in rest:
             yield _frame(event)
     except CitewiseError as exc:
-        yield {"event": "error", "data": json.dumps({"code": exc.code, "message": str(exc)})}
+        yield _frame(ErrorEvent(code=exc.code, message=str(exc)))
     except Exception:
         log.exception("answer stream failed")
         message = "something went wrong on our side; it has been logged"
-        yield {"event": "error", "data": json.dumps({"code": "internal_error", "message": message})}
+        yield _frame(ErrorEvent(code="internal_error", message=message))
 
 
-def _frame(event: Event) -> dict[str, str]:
-    return {"event": event.name, "data": json.dumps(payload(event))}
+def _frame(event: Event | ErrorEvent) -> dict[str, str]:
+    return {"event": event.name, "data": json.dumps(event.model_dump(mode="json"))}

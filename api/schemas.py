@@ -1,10 +1,16 @@
-"""Request and response bodies of the HTTP API (they are the OpenAPI docs at /docs)."""
+"""Request and response bodies of the HTTP API (they are the OpenAPI docs at /docs).
+
+What answers are made of (hits, sources, citations, the answer) is defined once, with the core,
+in ``citewise.shapes``; the bodies here are requests and the envelopes around those.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from citewise.shapes import Hit
 
 FilterValue = str | int | float | bool
 
@@ -22,19 +28,6 @@ class SearchRequest(BaseModel):
         "and `source_prefix` for a folder.",
         examples=[{"source_prefix": "billing/"}],
     )
-
-
-class Hit(BaseModel):
-    rank: int
-    chunk_id: str
-    source: str
-    title: str
-    heading: str
-    page: int | None
-    score: float = Field(description="What ranked it: fused, cosine or BM25 score by mode.")
-    similarity: float = Field(description="Cosine similarity to the query.")
-    text: str
-    metadata: dict[str, Any]
 
 
 class SearchResponse(BaseModel):
@@ -59,47 +52,6 @@ class AskRequest(BaseModel):
         pattern=r"^[0-9a-f]{32}$",
         description="Continue a conversation the server keeps: the `conversation_id` an "
         "earlier answer returned. Explicit `history` wins when both are given.",
-    )
-
-
-class Citation(BaseModel):
-    n: int
-    chunk_id: str
-    source: str
-    title: str
-    heading: str
-    page: int | None
-    quote: str = Field(description="The supporting span of the passage.")
-    start: int = Field(description="Offset of `quote` in the passage text.")
-    end: int
-    url: str = Field(description="Deep link: PDF page, heading anchor or text fragment.")
-    supported: bool = Field(description="False if a sentence citing it is not backed by it.")
-    unsupported_claims: list[str]
-
-
-class Source(BaseModel):
-    n: int
-    chunk_id: str
-    source: str
-    title: str
-    heading: str
-    page: int | None
-    url: str
-    score: float
-    similarity: float
-    text: str
-
-
-class AskResponse(BaseModel):
-    answer_id: str
-    answer: str = Field(description="The answer with [n] markers pointing at `citations`.")
-    citations: list[Citation]
-    sources: list[Source]
-    refused: bool = Field(description="True when the documents do not hold the answer.")
-    cached: bool = Field(description="True when the answer came from the answer cache.")
-    conversation_id: str | None = Field(
-        description="Send it with the next question to continue the conversation (null when "
-        "the server keeps no conversations)."
     )
 
 

@@ -163,7 +163,8 @@ def main() -> None:
             services = {name: build_services(s) for name, s in stores.items()}
             for built in services.values():
                 built.model.load()
-                built.retriever.search(QUESTIONS[0], kb="default", k=5)  # warm: opened, loaded
+                warm = built.retriever.query(QUESTIONS[0], kb="default", k=5)
+                built.retriever.search(warm)  # warm: opened, loaded
 
             search: dict[str, list[float]] = {name: [] for name in services}
             for block in range(BLOCKS):
@@ -172,7 +173,9 @@ def main() -> None:
                         text = f"{QUESTIONS[n % len(QUESTIONS)]} {name} {block} {n}"
                         search[name].append(
                             timed_ms(
-                                lambda t=text, b=built: b.retriever.search(t, kb="default", k=5)
+                                lambda t=text, b=built: b.retriever.search(
+                                    b.retriever.query(t, kb="default", k=5)
+                                )
                             )
                         )
 

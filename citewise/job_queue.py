@@ -56,7 +56,7 @@ def claim_key(prefix: str, kb: str) -> str:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as ``GET /v1/jobs/{id}`` shows it."""
+    """A job as ``GET /v1/jobs/{id}`` shows it (``dataclasses.asdict``: fields in this order)."""
 
     job_id: str
     kb: str
@@ -68,20 +68,6 @@ class JobView:
     report: dict[str, Any] | None
     error: dict[str, str] | None
     gate: dict[str, Any] | None  # the golden questions' verdict, for a gated ingest
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "kb": self.kb,
-            "state": self.state,
-            "progress": self.progress,
-            "enqueued_at": self.enqueued_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "report": self.report,
-            "error": self.error,
-            "gate": self.gate,
-        }
 
 
 class JobQueue:

@@ -140,17 +140,16 @@ def answers(
             bar.start(len(questions))
             for text, gold in questions:
                 started = time.perf_counter()
-                answer = runner.run(services.answerer.ask(Question(text, EVAL_KB)))
+                checked = services.answerer.check(Question(text, EVAL_KB))
+                answer = runner.run(services.answerer.ask(checked))
                 latencies.append(evaluation.elapsed_ms(started))
                 cited = {c.n for c in answer.citations}
-                passages = [s["text"] for s in answer.sources]
+                passages = [s.text for s in answer.sources]
                 totals["retrieved_hit"] += any(
                     evaluation.contains_answer(p, gold) for p in passages
                 )
                 totals["cited_hit"] += any(
-                    evaluation.contains_answer(s["text"], gold)
-                    for s in answer.sources
-                    if s["n"] in cited
+                    evaluation.contains_answer(s.text, gold) for s in answer.sources if s.n in cited
                 )
                 totals["answer_contains"] += evaluation.contains_answer(answer.answer, gold)
                 totals["refused"] += answer.refused

@@ -69,7 +69,7 @@ def score_retrieval(
     totals = {"ndcg@10": 0.0, "recall@10": 0.0, "mrr@10": 0.0, "recall@100": 0.0}
     for query in judged:
         relevant = qrels[str(query["_id"])]
-        hits = retriever.search(str(query["text"]), kb=kb, k=MAX_K, mode=mode)
+        hits = retriever.search(retriever.query(str(query["text"]), kb=kb, k=MAX_K, mode=mode))
         ranking = list(dict.fromkeys(str(h.metadata.get(DOC_ID)) for h in hits))
         for name, value in document_metrics(ranking, relevant).items():
             totals[name] += value

@@ -35,24 +35,25 @@ def search(
     try:
         services = build_services(settings)
         try:
-            hits = services.retriever.search(
+            checked = services.retriever.query(
                 query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
             )
+            hits = services.retriever.search(checked)
         finally:
             services.close()
     except CitewiseError as error:
         fail(error, as_json)
     rows = [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]
     if as_json:
-        sys.stdout.write(json.dumps(rows) + "\n")
+        sys.stdout.write(json.dumps([row.model_dump(mode="json") for row in rows]) + "\n")
         return
     for row in rows:
-        where = str(row["source"]) + (f" p.{row['page']}" if row["page"] else "")
+        where = row.source + (f" p.{row.page}" if row.page else "")
         stdout.print(
-            f"[bold]{row['rank']}.[/] {row['similarity']:.3f}  [cyan]{escape(where)}[/]  "
-            f"[dim]{escape(str(row['heading'] or ''))}[/]"
+            f"[bold]{row.rank}.[/] {row.similarity:.3f}  [cyan]{escape(where)}[/]  "
+            f"[dim]{escape(row.heading or '')}[/]"
         )
-        stdout.print("   " + escape(" ".join(str(row["text"]).split())[:300]))
+        stdout.print("   " + escape(" ".join(row.text.split())[:300]))
 
 
 def ask(
@@ -81,21 +82,21 @@ def ask(
     settings = Settings()
     asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
     try:
-        body = asyncio.run(answer(build_services(settings), asked)).payload()
+        whole = asyncio.run(answer(build_services(settings), asked)).whole()
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:
-        sys.stdout.write(json.dumps(body) + "\n")
+        sys.stdout.write(json.dumps(whole.model_dump(mode="json")) + "\n")
         return
-    stdout.print(escape(body["answer"]))
-    if body["citations"]:
+    stdout.print(escape(whole.answer))
+    if whole.citations:
         stdout.print()
-    for citation in body["citations"]:
-        flag = "" if citation["supported"] else " [yellow](not supported by the passage)[/]"
-        where = escape(citation["source"] + (f" p.{citation['page']}" if citation["page"] else ""))
-        heading = escape(citation["heading"] or "")
-        stdout.print(f"[bold]\\[{citation['n']}][/] [cyan]{where}[/] [dim]{heading}[/]{flag}")
-        stdout.print(f"    \u201c{escape(citation['quote'])}\u201d")
+    for citation in whole.citations:
+        flag = "" if citation.supported else " [yellow](not supported by the passage)[/]"
+        where = escape(citation.source + (f" p.{citation.page}" if citation.page else ""))
+        heading = escape(citation.heading or "")
+        stdout.print(f"[bold]\\[{citation.n}][/] [cyan]{where}[/] [dim]{heading}[/]{flag}")
+        stdout.print(f"    \u201c{escape(citation.quote)}\u201d")
 
 
 def _filters(raw: list[str] | None) -> dict[str, Any]:

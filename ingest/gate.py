@@ -96,7 +96,7 @@ def evaluate(retriever: Retriever, kb: str, golden: list[Golden], k: int) -> Gat
     """How many golden questions find their document in the top ``k`` of ``kb``."""
     result = GateResult(len(golden), 0, 0.0)
     for item in golden:
-        hits = retriever.search(item.question, kb=kb, k=k, internal=True)
+        hits = retriever.search(retriever.query(item.question, kb=kb, k=k, internal=True))
         sources = [str(h.metadata.get("source", "")) for h in hits]
         if item.source in sources:
             result.found += 1

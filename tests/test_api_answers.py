@@ -20,6 +20,7 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from api.main import create_app
+from citewise.answer.citations import strip_invalid_markers
 from citewise.answer.generators.base import REFUSAL, Generator, Turn
 from citewise.answer.generators.chat import ChatGenerator, prompt
 from citewise.search.embeddings import LocalEmbeddings
@@ -370,6 +371,25 @@ def test_made_up_sources_and_claims_are_caught(settings: Settings) -> None:
     assert events[-2][1]["citations"] == body["citations"]
 
 
+def test_done_carries_the_final_text_that_ask_returns(settings: Settings) -> None:
+    # Stray spaces and a marker naming no source: the deltas are cleaned as they stream, the
+    # final text once more as a whole (spacing, trimming).
+    reply = "  An invitation is valid for 7 days [1] . Admins get a free espresso machine [9].  "
+    with app_client(settings, scripted(reply)) as client:
+        events = ask_stream(client, INVITATION)
+        body = ask(client, INVITATION)
+        refused = ask_stream(client, "Who won the 1998 World Cup?")
+
+    streamed = "".join(data["text"] for name, data in events if name == "delta")
+    name, done = events[-1]
+    assert name == "done"
+    assert list(done) == ["answer_id", "refused", "cached", "conversation_id", "answer"]
+    assert done["answer"] == strip_invalid_markers(streamed, len(events[0][1]["sources"]))
+    assert done["answer"] != streamed and "[9]" not in done["answer"]
+    assert done["answer"] == body["answer"]
+    assert refused[-1][1]["answer"] == REFUSAL
+
+
 # --- prompt injection -----------------------------------------------------------------------
 
 INJECTION = """Release notes
@@ -415,7 +435,7 @@ def hostile_hits(settings: Settings, embeddings: LocalEmbeddings, query: str) ->
     retriever = Retriever(
         settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
     )
-    hits = retriever.search(query, kb="default", k=5)
+    hits = retriever.search(retriever.query(query, kb="default", k=5))
     assert any("PWNED" in h.text for h in hits)
     return hits
 

@@ -43,7 +43,7 @@ def retriever(
 
 def search(retriever: Retriever, query: str, **options: Any) -> list[Hit]:
     options.setdefault("k", 5)
-    return retriever.search(query, kb="default", **options)
+    return retriever.search(retriever.query(query, kb="default", **options))
 
 
 def sources(hits: list[Hit]) -> list[str]:
@@ -204,9 +204,9 @@ def test_bad_queries_modes_and_knowledge_bases(retriever: Retriever) -> None:
     with pytest.raises(InvalidRequest, match="unknown search mode"):
         search(retriever, "refund", mode="fuzzy")
     with pytest.raises(KnowledgeBaseNotFound):
-        retriever.search("refund", kb="never-ingested", k=3)
+        retriever.search(retriever.query("refund", kb="never-ingested", k=3))
     with pytest.raises(InvalidKnowledgeBaseName):
-        retriever.search("refund", kb="../etc", k=3)
+        retriever.query("refund", kb="../etc", k=3)
 
 
 # --- the indexes follow re-ingests ----------------------------------------------------------

@@ -21,16 +21,10 @@ from sse_starlette import EventSourceResponse
 from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.security import CACHE_HEADER, AskCaller, SearchCaller
-from citewise.answer.answerer import (
-    CitationsEvent,
-    DeltaEvent,
-    DoneEvent,
-    Event,
-    Question,
-    SourcesEvent,
-)
+from citewise.answer.answerer import Question
 from citewise.answer.generators.base import Turn
 from citewise.errors import CitewiseError, InvalidRequest
+from citewise.shapes import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
 
 router = APIRouter(route_class=TextRoute, tags=["openai-compatible"])
 
@@ -87,22 +81,22 @@ async def chat_completions(
     created = int(time.time())
     if not body.stream:
         asked = await services.asking.ask(question, owner=caller.owner, converse=False)
-        answer = asked.payload()
+        answer = asked.whole()
         completion = {
-            "id": f"chatcmpl-{answer['answer_id']}",
+            "id": f"chatcmpl-{answer.answer_id}",
             "object": "chat.completion",
             "created": created,
             "model": body.model,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer["answer"]},
+                    "message": {"role": "assistant", "content": answer.answer},
                     "finish_reason": "stop",
                 }
             ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-            "citations": answer["citations"],
-            "refused": answer["refused"],
+            "citations": [c.model_dump(mode="json") for c in answer.citations],
+            "refused": answer.refused,
         }
         return JSONResponse(completion, headers={CACHE_HEADER: asked.cache})
     cache, events = await services.asking.stream(question, owner=caller.owner, converse=False)
@@ -146,7 +140,7 @@ async def _chunks(
                 case DeltaEvent(text=text):
                     yield chunk({"content": text}, None)
                 case CitationsEvent(citations=found):
-                    citations = [c.to_dict() for c in found]
+                    citations = [c.model_dump(mode="json") for c in found]
                 case DoneEvent(refused=refused):
                     yield chunk({}, "stop", citations=citations, refused=refused)
     except CitewiseError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ async def submit_ingest(
         job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
     except RedisUnavailable as exc:
         raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
-    return job.to_dict()
+    return asdict(job)
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -91,7 +92,7 @@ async def job_state(job_id: str, services: ServicesDep, _: AdminCaller) -> dict[
     """An ingest job's state (queued, started, finished, failed), progress and report."""
     jobs = _jobs(services)
     try:
-        return (await run_blocking(jobs.get, job_id)).to_dict()
+        return asdict(await run_blocking(jobs.get, job_id))
     except RedisUnavailable as exc:
         raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
@@ -11,11 +9,12 @@ from sse_starlette import EventSourceResponse
 from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.events import as_sse
-from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
+from api.schemas import AskRequest, SearchRequest, SearchResponse
 from api.security import CACHE_HEADER, AskCaller, SearchCaller
 from citewise.answer.answerer import Question, hit_record
 from citewise.answer.generators.base import Turn
 from citewise.serving.access import Caller
+from citewise.shapes import Answer
 from citewise.threads import run_blocking
 
 router = APIRouter(route_class=TextRoute)
@@ -42,22 +41,22 @@ def question_of(body: AskRequest, caller: Caller, default_kb: str) -> Question:
 @router.post("/v1/search", response_model=SearchResponse, tags=["answers"])
 async def search(
     body: SearchRequest, services: ServicesDep, caller: SearchCaller
-) -> dict[str, Any]:
+) -> SearchResponse:
     """The best passages for a query, without an answer."""
-    hits = await run_blocking(
-        services.retriever.search,
+    query = services.retriever.query(
         body.query,
         kb=caller.knowledge_base(body.kb, services.settings.default_kb),
         k=body.k,
         mode=body.mode,
         filters=body.filters,
     )
-    return {"hits": [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]}
+    hits = await run_blocking(services.retriever.search, query)
+    return SearchResponse(hits=[hit_record(rank, h) for rank, h in enumerate(hits, start=1)])
 
 
 @router.post(
     "/v1/ask",
-    response_model=AskResponse,
+    response_model=Answer,
     tags=["answers"],
     responses={200: {"headers": _CACHE_DOC}},
 )
@@ -66,7 +65,9 @@ async def ask(body: AskRequest, services: ServicesDep, caller: AskCaller) -> Res
     question = question_of(body, caller, services.settings.default_kb)
     asked = await services.asking.ask(question, body.conversation_id, caller.owner)
     # Sent as bytes: a cached answer is stored ready to send and is not parsed again.
-    return Response(asked.body, media_type="application/json", headers={CACHE_HEADER: asked.cache})
+    return Response(
+        asked.body(), media_type="application/json", headers={CACHE_HEADER: asked.cache}
+    )
 
 
 @router.post(

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from citewise import metrics, stored_chunk
+from citewise import metrics, shapes, stored_chunk
 from citewise.answer.citations import (
-    Citation,
     MarkerFilter,
     deep_link,
     strip_invalid_markers,
@@ -23,10 +22,21 @@ from citewise.answer.citations import (
 )
 from citewise.answer.generators.base import REFUSAL, Generator, Turn, is_refusal
 from citewise.errors import InvalidRequest
+from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import tokenize
-from citewise.search.retrieval import Filters, Retriever
+from citewise.search.retrieval import Filters, Retriever, SearchMode, SearchQuery, checked_k
 from citewise.search.store import Hit
 from citewise.settings import Settings
+from citewise.shapes import (
+    Answer,
+    Citation,
+    CitationsEvent,
+    DeltaEvent,
+    DoneEvent,
+    Event,
+    Source,
+    SourcesEvent,
+)
 from citewise.threads import run_blocking
 
 OVERLAP_WEIGHT = 0.5  # weight of question-word overlap in a passage's relevance
@@ -35,7 +45,7 @@ SOURCE_FLOOR_SHARE = 0.8  # once one passage clears the floor, others need this 
 
 @dataclass(frozen=True)
 class Question:
-    """What a caller asks: the question, where, and the conversation so far."""
+    """What a caller asks: the question, where, and the conversation so far (unchecked)."""
 
     text: str
     kb: str
@@ -45,73 +55,44 @@ class Question:
 
 
 @dataclass(frozen=True)
-class SourcesEvent:
-    sources: list[dict[str, Any]]
-    answer_id: str = ""  # known from the start, so every frame of a stream can carry it
-    name: str = "sources"
+class CheckedQuestion:
+    """A question checked once (``Answerer.check``): what ``Answerer.stream`` trusts."""
+
+    text: str  # stripped, not empty, at most CITEWISE_MAX_QUESTION_CHARS
+    kb: str  # a valid name
+    history: tuple[Turn, ...]  # the last CITEWISE_MAX_HISTORY_TURNS (``trim_history``)
+    k: int  # passages to retrieve, 1..MAX_K
+    filters: Filters
 
 
-@dataclass(frozen=True)
-class DeltaEvent:
-    text: str
-    name: str = "delta"
+class Collector:
+    """The whole answer from a stream's events: the text comes with ``done``."""
 
+    def __init__(self) -> None:
+        self.sources: list[Source] = []
+        self.citations: list[Citation] = []
+        self.deltas: list[str] = []  # the pieces as streamed (a cached answer replays them)
 
-@dataclass(frozen=True)
-class CitationsEvent:
-    citations: list[Citation]
-    name: str = "citations"
-
-
-@dataclass(frozen=True)
-class DoneEvent:
-    answer_id: str
-    refused: bool
-    cached: bool
-    conversation_id: str | None = None
-    name: str = "done"
-
-
-Event = SourcesEvent | DeltaEvent | CitationsEvent | DoneEvent
-
-
-@dataclass
-class Answer:
-    """A whole answer, as ``/v1/ask`` returns it."""
-
-    answer_id: str
-    answer: str
-    citations: list[Citation] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    refused: bool = False
-    cached: bool = False
-    conversation_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``/v1/ask`` body (``cached`` and ``conversation_id`` last: see answer_cache)."""
-        return {
-            "answer_id": self.answer_id,
-            "answer": self.answer,
-            "citations": [c.to_dict() for c in self.citations],
-            "sources": self.sources,
-            "refused": self.refused,
-            "cached": self.cached,
-            "conversation_id": self.conversation_id,
-        }
-
-    def add(self, event: Event, parts: list[str]) -> None:
-        """Fold one event of a stream into this answer (text pieces go to ``parts``)."""
+    def add(self, event: Event) -> Answer | None:
+        """Take one event; the answer once it is ``done``."""
         match event:
             case SourcesEvent(sources=sources):
                 self.sources = sources
             case DeltaEvent(text=piece):
-                parts.append(piece)
+                self.deltas.append(piece)
             case CitationsEvent(citations=citations):
                 self.citations = citations
             case DoneEvent():
-                self.answer_id, self.refused = event.answer_id, event.refused
-                self.cached, self.conversation_id = event.cached, event.conversation_id
-                self.answer = strip_invalid_markers("".join(parts), len(self.sources))
+                return Answer(
+                    answer_id=event.answer_id,
+                    answer=event.answer,
+                    citations=self.citations,
+                    sources=self.sources,
+                    refused=event.refused,
+                    cached=event.cached,
+                    conversation_id=event.conversation_id,
+                )
+        return None
 
 
 class Answerer:
@@ -122,28 +103,37 @@ class Answerer:
         self.retriever = retriever
         self.generator = generator
 
-    async def stream(self, question: Question) -> AsyncIterator[Event]:
-        text = self.check_question(question.text)
-        filters = Filters.parse(question.filters)  # bad filters fail before any work
-        keep = self.settings.max_history_turns
-        history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
+    def check(self, question: Question) -> CheckedQuestion:
+        """The one place a question is checked: ``InvalidRequest`` (or a subclass) if the text
+        is empty or too long, the knowledge base name, ``k`` or the filters are bad."""
+        text = question.text.strip()
+        if not text:
+            raise InvalidRequest("the question is empty")
+        if len(text) > self.settings.max_question_chars:
+            raise InvalidRequest(
+                f"the question is longer than {self.settings.max_question_chars} characters"
+            )
+        kb = validate_kb(question.kb)
+        filters = Filters.parse(question.filters)
+        k = checked_k(question.k or self.settings.answer_k)
+        history = trim_history(question.history, self.settings.max_history_turns)
+        return CheckedQuestion(text, kb, history, k, filters)
+
+    async def stream(self, question: CheckedQuestion) -> AsyncIterator[Event]:
+        text, history = question.text, question.history
         standalone = await self.generator.condense(text, history) if history else text
-        hits = await run_blocking(
-            self.retriever.search,
-            standalone,
-            kb=question.kb,
-            k=question.k or self.settings.answer_k,
-            filters=filters,
-        )
+        mode = SearchMode(self.settings.retrieval_mode)
+        query = SearchQuery(standalone, question.kb, question.k, mode, question.filters)
+        hits = await run_blocking(self.retriever.search, query)
         relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
         base_url = self.settings.kb_base_urls.get(question.kb, "")
         records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
-        yield SourcesEvent(records, answer_id)
+        yield SourcesEvent(sources=records, answer_id=answer_id)
         if not relevant:
-            yield DeltaEvent(REFUSAL)
-            yield CitationsEvent([])
-            yield DoneEvent(answer_id, refused=True, cached=False)
+            yield DeltaEvent(text=REFUSAL)
+            yield CitationsEvent(citations=[])
+            yield DoneEvent(answer_id=answer_id, refused=True, cached=False, answer=REFUSAL)
             return
 
         markers = MarkerFilter(len(relevant))
@@ -153,24 +143,24 @@ class Answerer:
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)
-                yield DeltaEvent(cleaned)
+                yield DeltaEvent(text=cleaned)
         if tail := markers.flush():
             parts.append(tail)
-            yield DeltaEvent(tail)
+            yield DeltaEvent(text=tail)
         answer = strip_invalid_markers("".join(parts), len(relevant))
         refused = is_refusal(answer)
         citations = (
             [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
         )
-        yield CitationsEvent(citations)
-        yield DoneEvent(answer_id, refused=refused, cached=False)
+        yield CitationsEvent(citations=citations)
+        yield DoneEvent(answer_id=answer_id, refused=refused, cached=False, answer=answer)
 
-    async def ask(self, question: Question) -> Answer:
+    async def ask(self, question: CheckedQuestion) -> Answer:
         """The whole answer at once (the stream, collected)."""
-        parts: list[str] = []
-        answer = Answer(answer_id="", answer="")
+        collector, answer = Collector(), None
         async for event in self.stream(question):
-            answer.add(event, parts)
+            answer = collector.add(event) or answer
+        assert answer is not None, "an answer stream ends with done"
         return answer
 
     def _relevant(self, question: str, hits: list[Hit]) -> list[Hit]:
@@ -187,17 +177,6 @@ class Answerer:
         if not scored or max(r for r, _ in scored) < floor:
             return []
         return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
-
-    def check_question(self, text: str) -> str:
-        """The question stripped, or ``InvalidRequest`` if it is empty or too long."""
-        text = text.strip()
-        if not text:
-            raise InvalidRequest("the question is empty")
-        if len(text) > self.settings.max_question_chars:
-            raise InvalidRequest(
-                f"the question is longer than {self.settings.max_question_chars} characters"
-            )
-        return text
 
 
 async def _measured(pieces: AsyncIterator[str], provider: str) -> AsyncIterator[str]:
@@ -242,25 +221,30 @@ def _passage(hit: Hit) -> dict[str, Any]:
     }
 
 
-def source_record(n: int, hit: Hit, base_url: str) -> dict[str, Any]:
+def trim_history(history: Sequence[Turn], keep: int) -> tuple[Turn, ...]:
+    """The last ``keep`` turns of a conversation (none for 0)."""
+    return tuple(history)[-keep:] if keep else ()  # [-0:] would keep them all
+
+
+def source_record(n: int, hit: Hit, base_url: str) -> Source:
     """A retrieved passage as clients see it (``sources`` event, ``/v1/ask``)."""
-    return {
-        "n": n,
+    return Source(
+        n=n,
         **_passage(hit),
-        "url": deep_link(hit.metadata, hit.text, base_url),
-        "score": round(hit.score, 6),
-        "similarity": round(hit.similarity, 4),
-        "text": hit.text,
-    }
+        url=deep_link(hit.metadata, hit.text, base_url),
+        score=round(hit.score, 6),
+        similarity=round(hit.similarity, 4),
+        text=hit.text,
+    )
 
 
-def hit_record(rank: int, hit: Hit) -> dict[str, Any]:
+def hit_record(rank: int, hit: Hit) -> shapes.Hit:
     """A search hit as ``/v1/search`` and ``citewise search --json`` return it."""
-    return {
-        "rank": rank,
+    return shapes.Hit(
+        rank=rank,
         **_passage(hit),
-        "score": round(hit.score, 6),
-        "similarity": round(hit.similarity, 4),
-        "text": hit.text,
-        "metadata": {k: v for k, v in hit.metadata.items() if k != stored_chunk.CHUNK_HASH},
-    }
+        score=round(hit.score, 6),
+        similarity=round(hit.similarity, 4),
+        text=hit.text,
+        metadata={k: v for k, v in hit.metadata.items() if k != stored_chunk.CHUNK_HASH},
+    )

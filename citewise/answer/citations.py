@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote as url_quote
 
 from citewise import stored_chunk
 from citewise.search.lexical import tokenize
 from citewise.search.store import Hit
+from citewise.shapes import Citation
 
 MARKER = re.compile(r"\[(\d{1,3})\]")
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or quote, or at
@@ -60,40 +61,6 @@ def _span(text: str, start: int, end: int) -> list[Span]:
     if marker:
         stripped, begin = stripped[marker.end() :], begin + marker.end()
     return [Span(stripped, begin, begin + len(stripped))]
-
-
-@dataclass
-class Citation:
-    """One cited passage, as the API returns it."""
-
-    n: int
-    chunk_id: str
-    source: str
-    title: str
-    heading: str
-    page: int | None
-    quote: str
-    start: int  # offsets of ``quote`` in the passage text
-    end: int
-    url: str
-    supported: bool = True
-    unsupported_claims: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "chunk_id": self.chunk_id,
-            "source": self.source,
-            "title": self.title,
-            "heading": self.heading,
-            "page": self.page,
-            "quote": self.quote,
-            "start": self.start,
-            "end": self.end,
-            "url": self.url,
-            "supported": self.supported,
-            "unsupported_claims": self.unsupported_claims,
-        }
 
 
 class MarkerFilter:
@@ -195,6 +162,8 @@ def make_citation(n: int, hit: Hit, span: Span, base_url: str) -> Citation:
         start=span.start,
         end=span.end,
         url=deep_link(metadata, span.text, base_url),
+        supported=True,
+        unsupported_claims=[],
     )
 
 

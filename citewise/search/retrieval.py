@@ -81,6 +81,17 @@ class Filters:
         return all(metadata.get(k) == v for k, v in self.equals.items())
 
 
+@dataclass(frozen=True)
+class SearchQuery:
+    """A checked search (``Retriever.query`` makes them): ``Retriever.search`` trusts it."""
+
+    text: str  # stripped, not empty, at most MAX_QUERY_CHARS
+    kb: str  # a valid name
+    k: int  # 1..MAX_K
+    mode: SearchMode
+    filters: Filters
+
+
 class Retriever:
     """Search any knowledge base of one store; built once per process."""
 
@@ -99,34 +110,37 @@ class Retriever:
         self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
         self._passages = PassageCache(settings.passage_cache_size)
 
-    def search(
+    def query(
         self,
-        query: str,
+        text: str,
         *,
         kb: str,
         k: int,
         mode: SearchMode | str | None = None,
         filters: Filters | Mapping[str, Any] | None = None,
         internal: bool = False,
-    ) -> list[Hit]:
-        """The ``k`` best chunks of ``kb`` for ``query``, best first (``internal``: ``kb`` may
-        be a staging name, which callers of the API cannot search)."""
-        validate_kb(kb, internal=internal)
-        query = _checked_query(query)
-        if not 1 <= k <= MAX_K:
-            raise InvalidRequest(f"k must be between 1 and {MAX_K}")
-        mode = _checked_mode(mode or self.settings.retrieval_mode)
+    ) -> SearchQuery:
+        """A search as callers give it, checked: the one place raw search input is validated
+        (``internal``: ``kb`` may be a staging name, which callers of the API cannot search)."""
+        kb = validate_kb(kb, internal=internal)
+        text = _checked_query(text)
+        checked_k(k)
+        checked_mode = _checked_mode(mode or self.settings.retrieval_mode)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
+        return SearchQuery(text, kb, k, checked_mode, filters)
+
+    def search(self, query: SearchQuery) -> list[Hit]:
+        """The ``query.k`` best chunks of ``query.kb`` for ``query.text``, best first."""
         started = time.perf_counter()
         if self.sync is not None:
-            self.sync.refresh(kb)
+            self.sync.refresh(query.kb)
         try:
-            hits = self._search(query, kb, k, mode, filters)
+            hits = self._search(query.text, query.kb, query.k, query.mode, query.filters)
         except StaleKnowledgeBase:  # dropped and re-created (ingest --rebuild) since opened
-            self.store.forget(kb)
-            hits = self._search(query, kb, k, mode, filters)
-        metrics.RETRIEVAL_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
+            self.store.forget(query.kb)
+            hits = self._search(query.text, query.kb, query.k, query.mode, query.filters)
+        metrics.RETRIEVAL_SECONDS.labels(query.mode.value).observe(time.perf_counter() - started)
         return hits
 
     def _search(
@@ -307,6 +321,12 @@ def _checked_query(query: str) -> str:
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidRequest(f"the query is longer than {MAX_QUERY_CHARS} characters")
     return query
+
+
+def checked_k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k must be between 1 and {MAX_K}")
+    return k
 
 
 def _checked_mode(mode: SearchMode | str) -> SearchMode:

@@ -35,14 +35,14 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from citewise import __version__
-from citewise.answer.generators.base import Turn
+from citewise.answer.answerer import CheckedQuestion
 from citewise.redis_client import RedisHandle
 from citewise.search.lexical import LexicalStore
 from citewise.serving.conversations import Append
@@ -173,23 +173,16 @@ class AnswerCache:
         self._lookup = handle.aio.register_script(_LOOKUP)
         self._release = handle.aio.register_script(_RELEASE)
 
-    def key_for(
-        self,
-        kb: str,
-        corpus: str,
-        question: str,
-        history: Sequence[Turn],
-        k: int | None,
-        filters: Mapping[str, Any] | None,
-    ) -> AnswerKey:
+    def key_for(self, question: CheckedQuestion, corpus: str) -> AnswerKey:
+        filters = question.filters
         request = {
-            "k": k,
-            "filters": dict(filters or {}),
-            "base_url": self._base_urls.get(kb, ""),
-            "history": [[t.role, t.content] for t in history],
+            "k": question.k,
+            "filters": [dict(filters.equals), filters.source_prefix],
+            "base_url": self._base_urls.get(question.kb, ""),
+            "history": [[t.role, t.content] for t in question.history],
         }
         params = _digest([self._static, request])
-        return AnswerKey(kb, corpus, params, _digest(normalise(question)))
+        return AnswerKey(question.kb, corpus, params, _digest(normalise(question.text)))
 
     async def lookup(self, key: AnswerKey, append: Append | None) -> Lookup:
         """The entry if cached (appending the turn to ``append``'s conversation if so)."""

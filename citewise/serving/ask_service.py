@@ -23,30 +23,32 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import anyio
 
 from citewise import metrics
 from citewise.answer.answerer import (
-    Answer,
     Answerer,
+    CheckedQuestion,
+    Collector,
+    Question,
+    trim_history,
+)
+from citewise.redis_client import RedisUnavailable
+from citewise.search.lexical import LexicalStore
+from citewise.search.lexical_sync import LexicalSync
+from citewise.serving.answer_cache import AnswerCache, AnswerKey, Entry, corpus_version, serialise
+from citewise.serving.conversations import Append, Conversations, checked_id, new_id, turn_json
+from citewise.serving.outcomes import OutcomeLog
+from citewise.shapes import (
+    Answer,
+    Citation,
     CitationsEvent,
     DeltaEvent,
     DoneEvent,
     Event,
-    Question,
     SourcesEvent,
 )
-from citewise.answer.citations import Citation
-from citewise.knowledge_base import validate_kb
-from citewise.redis_client import RedisUnavailable
-from citewise.search.lexical import LexicalStore
-from citewise.search.lexical_sync import LexicalSync
-from citewise.search.retrieval import Filters
-from citewise.serving.answer_cache import AnswerCache, AnswerKey, Entry, corpus_version, serialise
-from citewise.serving.conversations import Append, Conversations, checked_id, new_id, turn_json
-from citewise.serving.outcomes import OutcomeLog
 from citewise.threads import run_blocking
 
 log = logging.getLogger("citewise.serving.ask_service")
@@ -57,19 +59,30 @@ HIT, MISS, BYPASS = "hit", "miss", "bypass"  # values of the X-Citewise-Cache he
 
 @dataclass(frozen=True)
 class Asked:
-    """A whole answer: the ``/v1/ask`` body, ready to send, and how the cache served it."""
+    """A whole answer and how the cache served it: computed, or the cached body as stored."""
 
     cache: str
-    body: bytes
+    answer: Answer | None = None  # a computed answer
+    stored: bytes | None = None  # a cached one: the /v1/ask body, ready to send
 
-    def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.body)
-        return data
+    def body(self) -> bytes:
+        """The ``/v1/ask`` body (a cached one is sent as stored, not parsed)."""
+        if self.stored is not None:
+            return self.stored
+        assert self.answer is not None
+        return serialise(self.answer.model_dump(mode="json"))
+
+    def whole(self) -> Answer:
+        """The answer as a model (a cached one is parsed)."""
+        if self.answer is not None:
+            return self.answer
+        assert self.stored is not None
+        return Answer.model_validate_json(self.stored)
 
 
 @dataclass
 class _Plan:
-    question: Question  # history resolved and trimmed
+    question: CheckedQuestion  # history resolved and trimmed
     conversation_id: str | None
     given: bool  # the caller named the conversation
     append: Append | None
@@ -125,11 +138,12 @@ class AskService:
         served = await self._serve(plan)
         if served.body is not None:
             await self._note_cached(plan, served.body)
-            return Asked(HIT, _cached_body(served.body, plan.conversation_id))
-        answer, parts = Answer(answer_id="", answer=""), list[str]()
+            return Asked(HIT, stored=_cached_body(served.body, plan.conversation_id))
+        collector, answer = Collector(), None
         async for event in self._compute(plan, served.flight):
-            answer.add(event, parts)
-        return Asked(served.status, serialise(answer.to_dict()))
+            answer = collector.add(event) or answer
+        assert answer is not None, "an answer stream ends with done"
+        return Asked(served.status, answer=answer)
 
     async def stream(
         self,
@@ -150,37 +164,32 @@ class AskService:
     async def _plan(
         self, question: Question, conversation_id: str | None, owner: str, converse: bool
     ) -> _Plan:
-        text = self.answerer.check_question(question.text)
-        validate_kb(question.kb)
-        Filters.parse(question.filters)
-        history = list(question.history)
+        checked = self.answerer.check(question)  # the one check of what the caller sent
         given = conversation_id is not None
         append = None
         if self.conversations is not None and (converse or given):
             conversation_id = new_id() if conversation_id is None else checked_id(conversation_id)
-            if given and not history:
+            if given and not question.history:
                 try:
                     history = await self.conversations.load(owner, conversation_id)
                 except RedisUnavailable:
                     log.warning("conversation history unavailable (Redis); answering without it")
-            append = self.conversations.append_for(owner, conversation_id, text)
+                else:
+                    keep = self.settings.max_history_turns
+                    checked = replace(checked, history=trim_history(history, keep))
+            append = self.conversations.append_for(owner, conversation_id, checked.text)
         else:
             conversation_id = None
-        keep = self.settings.max_history_turns
-        kept = history[-keep:] if keep else []  # [-0:] would keep them all
-        question = replace(question, text=text, history=kept)
         key = None
         if self.cache is not None:
             # A cache hit retrieves nothing, so it must look at the store itself: a replica
             # that served only hits would otherwise never see a re-ingest.
-            if self.sync is not None and self.sync.due(question.kb):
-                await run_blocking(self.sync.refresh, question.kb)
-            corpus = corpus_version(self.lexical, question.kb)
+            if self.sync is not None and self.sync.due(checked.kb):
+                await run_blocking(self.sync.refresh, checked.kb)
+            corpus = corpus_version(self.lexical, checked.kb)
             if corpus is not None:
-                key = self.cache.key_for(
-                    question.kb, corpus, text, kept, question.k, question.filters
-                )
-        return _Plan(question, conversation_id, given, append, key, owner)
+                key = self.cache.key_for(checked, corpus)
+        return _Plan(checked, conversation_id, given, append, key, owner)
 
     async def _serve(self, plan: _Plan) -> _Served:
         """A cached entry (possibly after waiting for another request), or what to compute."""
@@ -207,16 +216,16 @@ class AskService:
 
     async def _compute(self, plan: _Plan, flight: _Flight | None) -> AsyncIterator[Event]:
         """The live answer; stores it (and the turn) before the ``done`` event goes out."""
-        answer, parts = Answer(answer_id="", answer=""), list[str]()
+        collector = Collector()
         try:
             async for event in self.answerer.stream(plan.question):
-                answer.add(event, parts)
-                if isinstance(event, DoneEvent):
-                    conversation_id = await self._finish(plan, flight, answer, parts)
-                    event = replace(event, conversation_id=conversation_id)
+                answer = collector.add(event)
+                if isinstance(event, DoneEvent) and answer is not None:
+                    conversation_id = await self._finish(plan, flight, answer, collector.deltas)
+                    event = event.model_copy(update={"conversation_id": conversation_id})
                     if self.outcomes is not None:
                         await self.outcomes.answered(
-                            answer.to_dict(),
+                            answer,
                             plan.question.text,
                             plan.question.kb,
                             plan.owner,
@@ -231,16 +240,15 @@ class AskService:
                     await self._cache().release(flight.key, flight.token)
 
     async def _finish(
-        self, plan: _Plan, flight: _Flight | None, answer: Answer, parts: list[str]
+        self, plan: _Plan, flight: _Flight | None, answer: Answer, deltas: list[str]
     ) -> str | None:
         """Store the entry and the conversation turn; the conversation id to return."""
         turn = turn_json("assistant", answer.answer)
         stored = False
         try:
             if flight is not None:
-                body = answer.to_dict()
-                del body["cached"], body["conversation_id"]
-                entry = Entry(serialise(body), list(parts), answer.answer)
+                body = answer.model_dump(mode="json", exclude={"cached", "conversation_id"})
+                entry = Entry(serialise(body), list(deltas), answer.answer)
                 await self._cache().store(flight.key, entry, flight.token, plan.append, turn)
                 flight.finished = True
                 stored = True
@@ -274,8 +282,14 @@ async def _replay(
 ) -> AsyncIterator[Event]:
     """A cached answer as the same events a live one sends."""
     data = json.loads(body)
-    yield SourcesEvent(data["sources"], data["answer_id"])
+    yield SourcesEvent(sources=data["sources"], answer_id=data["answer_id"])
     for piece in json.loads(deltas or b"[]"):
-        yield DeltaEvent(piece)
-    yield CitationsEvent([Citation(**c) for c in data["citations"]])
-    yield DoneEvent(data["answer_id"], data["refused"], True, conversation_id)
+        yield DeltaEvent(text=piece)
+    yield CitationsEvent(citations=[Citation.model_validate(c) for c in data["citations"]])
+    yield DoneEvent(
+        answer_id=data["answer_id"],
+        refused=data["refused"],
+        cached=True,
+        conversation_id=conversation_id,
+        answer=data["answer"],
+    )

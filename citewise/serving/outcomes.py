@@ -32,6 +32,7 @@ from typing import Any, Literal
 from citewise.errors import AnswerNotFound, CacheUnavailable, InvalidRequest
 from citewise.redis_client import RedisHandle, RedisUnavailable
 from citewise.settings import Settings
+from citewise.shapes import Answer
 
 log = logging.getLogger("citewise.serving.outcomes")
 
@@ -56,25 +57,12 @@ class Outcome:
         """What the report is about: anything but a thumbs up."""
         return not (self.kind == "feedback" and self.rating == "up")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "kb": self.kb,
-            "question": self.question,
-            "answer_id": self.answer_id,
-            "via": self.via,
-            "at": self.at,
-            "rating": self.rating or None,
-            "comment": self.comment or None,
-        }
 
-
-def judge(answer: Mapping[str, Any]) -> Kind | None:
-    """``refused``, ``low_confidence`` or ``None`` for an ``/v1/ask`` body."""
-    if answer.get("refused"):
+def judge(answer: Answer) -> Kind | None:
+    """``refused``, ``low_confidence`` or ``None`` for an answer."""
+    if answer.refused:
         return "refused"
-    citations = answer.get("citations") or []
-    if not citations or any(not c.get("supported", True) for c in citations):
+    if not answer.citations or any(not c.supported for c in answer.citations):
         return "low_confidence"
     return None
 
@@ -102,11 +90,11 @@ class OutcomeLog:
         return self._redis.key("answer-record", answer_id)
 
     async def answered(
-        self, answer: Mapping[str, Any], question: str, kb: str, via: str, *, computed: bool
+        self, answer: Answer, question: str, kb: str, via: str, *, computed: bool
     ) -> None:
         """Log an answer that went out: its record (computed ones) and its outcome, if any."""
         kind = judge(answer)
-        answer_id = str(answer.get("answer_id", ""))
+        answer_id = answer.answer_id
         record = json.dumps({"question": question, "kb": kb})
         fields = self._fields(kind, kb, question, answer_id, via) if kind else None
 
