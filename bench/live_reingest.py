@@ -42,6 +42,17 @@ def page(title: str, word: str) -> str:
     return f"# {title}\n\nThe {word} setting controls how invoices are grouped each month.\n"
 
 
+def made_up(kind: str, n: int) -> str:
+    """A word no page shares with another: letters only (the BM25 tokenizer splits digits off,
+    so "word7" would match every "wordN" and every page with a 7)."""
+    letters, spelled = "bcdfghjklmnpqrstvwz", ""
+    while True:
+        n, digit = divmod(n, len(letters))
+        spelled += letters[digit] + "o"
+        if n == 0:
+            return f"{kind}{spelled}x"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -121,7 +132,7 @@ def main() -> None:
     docs = work / "docs"
     docs.mkdir()
     for n in range(6):
-        (docs / f"page-{n}.md").write_text(page(f"Page {n}", f"startword{n}"), "utf-8")
+        (docs / f"page-{n}.md").write_text(page(f"Page {n}", made_up("start", n)), "utf-8")
     env = environment(work / "home", args.chroma_url)
     ingest(docs, env)
     port = free_port()
@@ -147,16 +158,16 @@ def main() -> None:
             asker.start()
             rounds, stale, ingest_seconds = 0, 0, []
             settle_seconds: list[float] = []
-            misses: list[dict[str, list[str]]] = []
+            misses: list[dict[str, Any]] = []
             started = time.monotonic()
             while time.monotonic() - started < args.seconds:
                 rounds += 1
                 edited = docs / f"page-{rounds % 6}.md"
-                new_word = f"roundword{rounds}"
+                new_word = made_up("round", rounds)
                 old_word = edited.read_text("utf-8").split()[4]
                 edited.write_text(page(f"Page {rounds % 6}", new_word), "utf-8")
                 extra = docs / f"extra-{rounds}.md"
-                extra.write_text(page(f"Extra {rounds}", f"extraword{rounds}"), "utf-8")
+                extra.write_text(page(f"Extra {rounds}", made_up("extra", rounds)), "utf-8")
                 previous = docs / f"extra-{rounds - 1}.md"
                 if previous.exists():
                     previous.unlink()
@@ -167,7 +178,17 @@ def main() -> None:
                 settled = _settled(client, new_word, old_word, edited.name, within_s=1.0)
                 if settled is None:
                     stale += 1
-                    misses.append({"new": found(client, new_word), "old": found(client, old_word)})
+                    hits = client.post(
+                        "/v1/search", json={"query": new_word, "kb": "live", "k": 5}
+                    ).json()["hits"]
+                    misses.append(
+                        {
+                            "round": rounds,
+                            "new_word": new_word,
+                            "page": edited.name,
+                            "hits": [[h["source"], h["text"][:40]] for h in hits],
+                        }
+                    )
                 else:
                     settle_seconds.append(settled)
             asker.stop.set()

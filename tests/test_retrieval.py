@@ -353,3 +353,15 @@ def test_zscore_fusion_standardises_each_list_and_fills_gaps_with_its_floor() ->
     assert list(fused) == sorted(expected, key=expected.__getitem__, reverse=True)
     assert fused == pytest.approx(expected)
     assert zscore_fusion([[], bm25], [1.0, 1.0]) == pytest.approx(zscore_fusion([bm25], [1.0]))
+
+
+def test_a_word_only_one_passage_holds_ranks_it_first_in_hybrid_search() -> None:
+    # Dense ranks the passage last of its 20 candidates; BM25 found it alone (no other
+    # passage holds the word).
+    dense = [(f"p{n}", 0.70 - n * 0.01) for n in range(19)] + [("only", 0.50)]
+    bm25 = [("only", 3.1)]
+
+    fused = zscore_fusion([dense, bm25], [1.0, 1.0], exhaustive=[False, True])
+    assert next(iter(fused)) == "only"
+    # Read as a list cut at its depth instead, one score says nothing about the others.
+    assert next(iter(zscore_fusion([dense, bm25], [1.0, 1.0]))) == "p0"

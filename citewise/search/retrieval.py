@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -161,23 +161,26 @@ class Retriever:
 
         ranked: list[list[tuple[str, float]]] = []
         weights: list[float] = []
+        exhaustive: list[bool] = []
         if mode in (SearchMode.DENSE, SearchMode.HYBRID):
             where = _chroma_where(filters, index)
             dense = [] if where is _NOTHING else knowledge_base.nearest(vector, depth, where)
             ranked.append(dense)
             weights.append(self.settings.dense_weight)
+            exhaustive.append(False)  # the passages it did not return are merely further away
         if mode in (SearchMode.BM25, SearchMode.HYBRID):
             allowed = _mask(filters, index)
             lexical = index.search(query, depth, allowed)
             ranked.append([(index.ids[h.position], h.score) for h in lexical])
             weights.append(self.settings.bm25_weight)
+            exhaustive.append(len(lexical) < depth)  # fewer: the rest share no query term
 
         if len(ranked) == 1:  # one retriever: its own scores, its own order
             fused = dict(ranked[0])
         elif self.settings.fusion == "rrf":
             fused = rrf([[i for i, _ in r] for r in ranked], weights, self.settings.rrf_k)
         else:
-            fused = zscore_fusion(ranked, weights)
+            fused = zscore_fusion(ranked, weights, exhaustive)
         hits: list[Hit] = []
         chosen: list[np.ndarray] = []
         ranked_ids = list(fused)
@@ -242,23 +245,38 @@ class PassageCache:
         return {i: (text, dict(metadata), vector) for i, (text, metadata, vector) in found.items()}
 
 
-def zscore_fusion(ranked: list[list[tuple[str, float]]], weights: list[float]) -> dict[str, float]:
+def zscore_fusion(
+    ranked: list[list[tuple[str, float]]],
+    weights: list[float],
+    exhaustive: Sequence[bool] | None = None,
+) -> dict[str, float]:
     """Weighted sum of each retriever's scores, standardised per query (z-scores).
 
     Unlike rank fusion it keeps how far ahead a hit is: a passage BM25 scores far above the
     rest is not levelled with the runner-up. A hit one retriever did not return counts as
-    that retriever's lowest returned score.
+    that retriever's lowest returned score; but when a list is ``exhaustive`` (BM25 returned
+    fewer than it was asked for: every other passage holds none of the query's terms) those
+    hits score 0, and the list is standardised over every candidate. Otherwise a query whose
+    rare word only one passage holds (an error code, a setting's name) standardised BM25's
+    single score to 0 and lost it to the dense ranking.
     """
     ids = list(dict.fromkeys(chunk_id for hits in ranked for chunk_id, _ in hits))
     position = {chunk_id: n for n, chunk_id in enumerate(ids)}
     total = np.zeros(len(ids))
-    for hits, weight in zip(ranked, weights, strict=True):
+    complete = exhaustive or [False] * len(ranked)
+    for hits, weight, whole in zip(ranked, weights, complete, strict=True):
         if not hits:
             continue
         values = np.fromiter((score for _, score in hits), dtype=np.float64, count=len(hits))
-        z = (values - values.mean()) / (float(values.std()) or 1.0)
-        column = np.full(len(ids), z.min())
-        column[[position[chunk_id] for chunk_id, _ in hits]] = z
+        places = [position[chunk_id] for chunk_id, _ in hits]
+        if whole and len(hits) < len(ids):
+            column = np.zeros(len(ids))
+            column[places] = values
+            column = (column - column.mean()) / (float(column.std()) or 1.0)
+        else:
+            z = (values - values.mean()) / (float(values.std()) or 1.0)
+            column = np.full(len(ids), z.min())
+            column[places] = z
         total += weight * column
     order = np.argsort(-total, kind="stable")  # ties keep first-seen order: deterministic
     return {ids[n]: float(total[n]) for n in order}
