@@ -26,7 +26,7 @@ READ_BYTES = 1 << 20
 
 async def receive_uploads(request: Request, kb: str, settings: Settings) -> tuple[Path, bool]:
     """Store the request's files; the folder to ingest and whether to rebuild."""
-    per_file = int(settings.max_upload_mb * 1024 * 1024)
+    per_file = int(settings.limits.max_upload_mb * 1024 * 1024)
     total = per_file * TOTAL_FACTOR
     declared = request.headers.get("content-length")
     # Checked before reading: Starlette would otherwise spool any size to disk first.
@@ -34,7 +34,7 @@ async def receive_uploads(request: Request, kb: str, settings: Settings) -> tupl
         raise InvalidRequest("uploads need a Content-Length header")
     if int(declared) > total:
         raise UploadTooLarge(f"an upload may carry at most {total // 2**20} MB in all")
-    form = await request.form(max_files=settings.max_upload_files, max_fields=10)
+    form = await request.form(max_files=settings.limits.max_upload_files, max_fields=10)
     try:
         files = [v for k, v in form.multi_items() if k == "files" and isinstance(v, UploadFile)]
         if not files:

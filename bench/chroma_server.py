@@ -102,8 +102,8 @@ def api_process_rss_mb(settings: Any, url: str) -> dict[str, float]:
     import psutil
 
     port = free_port()
-    env = {**os.environ, "CITEWISE_HOME": str(settings.home), "CITEWISE_CHROMA_URL": url}
-    env |= {"CITEWISE_REDIS_URL": "off", "CITEWISE_CACHE_DIR": str(settings.cache_dir)}
+    env = {**os.environ, "CITEWISE_HOME": str(settings.core.home), "CITEWISE_CHROMA_URL": url}
+    env |= {"CITEWISE_REDIS_URL": "off", "CITEWISE_CACHE_DIR": str(settings.core.cache_dir)}
     command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
     command += ["--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(command, cwd=REPO, env=env)

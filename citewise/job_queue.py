@@ -90,8 +90,8 @@ class JobQueue:
     def __init__(self, handle: RedisHandle, settings: Settings) -> None:
         self._redis: redis.Redis = handle.sync
         self._prefix = handle.prefix
-        self._timeout_s = settings.job_timeout_s
-        self._keep_s = settings.job_result_ttl_s
+        self._timeout_s = settings.ingest.job_timeout_s
+        self._keep_s = settings.ingest.job_result_ttl_s
         self.queue = Queue(queue_name(handle.prefix), connection=self._redis)
 
     def submit(self, kb: str, paths: list[str], *, rebuild: bool = False) -> JobView:

@@ -185,37 +185,37 @@ def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle |
 
     Never fails because Redis is down: the handle is returned anyway and its breaker copes.
     """
-    if not settings.redis_enabled:
+    if not settings.redis.enabled:
         return None
     options: dict[str, Any] = {
-        "socket_timeout": settings.redis_timeout_s,
-        "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_timeout": settings.redis.timeout_s,
+        "socket_connect_timeout": settings.redis.timeout_s,
     }
     # Pools that wait (briefly) for a free connection instead of failing: redis-py's default
     # pool raises at 100 connections, and 200 concurrent answer streams reached that, which
     # looked like Redis being down (bench/sse_streams.py).
     pool: dict[str, Any] = {
-        "max_connections": settings.redis_max_connections,
-        "timeout": settings.redis_timeout_s,
+        "max_connections": settings.redis.max_connections,
+        "timeout": settings.redis.timeout_s,
     }
     # One immediate retry on a broken connection (a pooled socket to a restarted server), none
     # on timeouts: a slow Redis must cost one timeout, not several.
     sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     async_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    if settings.redis_url:
+    if settings.redis.url:
         # from_pool: the client owns its pool and closes it with itself.
         sync = redis.Redis.from_pool(
             redis.BlockingConnectionPool.from_url(
-                settings.redis_url, retry=sync_retry, **options, **pool
+                settings.redis.url, retry=sync_retry, **options, **pool
             )
         )
         aio = aioredis.Redis.from_pool(
             aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, retry=async_retry, **options, **pool
+                settings.redis.url, retry=async_retry, **options, **pool
             )
         )
         return RedisHandle(
-            sync, aio, settings.redis_prefix, settings.redis_retry_s, _describe(settings.redis_url)
+            sync, aio, settings.redis.prefix, settings.redis.retry_s, _describe(settings.redis.url)
         )
     if not start_embedded:
         return None
@@ -246,8 +246,8 @@ def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle |
     return RedisHandle(
         sync,
         aio,
-        settings.redis_prefix,
-        settings.redis_retry_s,
+        settings.redis.prefix,
+        settings.redis.retry_s,
         f"embedded Redis under {settings.redis_path}",
         embedded,
     )

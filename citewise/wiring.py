@@ -34,12 +34,12 @@ def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalE
     ``for_queries`` tunes it for one short text at a time (search, answers) rather than for
     batches beside a parser (ingest).
     """
-    prepare_offline(settings.cache_dir)
+    prepare_offline(settings.core.cache_dir)
     return LocalEmbeddings(
-        settings.embedding_model,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        max_tokens=settings.embedding_max_tokens,
+        settings.embedding.model,
+        batch_size=settings.embedding.batch_size,
+        threads=settings.embedding.threads,
+        max_tokens=settings.embedding.max_tokens,
         spin=for_queries,
     )
 
@@ -48,9 +48,9 @@ def cached(
     settings: Settings, model: LocalEmbeddings, redis: RedisHandle | None
 ) -> LocalEmbeddings | CachedEmbeddings:
     """``model`` behind the Redis embedding cache, when there is a Redis and it is wanted."""
-    if redis is None or not settings.embedding_cache:
+    if redis is None or not settings.redis.embedding_cache:
         return model
-    return CachedEmbeddings(model, redis, settings.embedding_cache_ttl_s)
+    return CachedEmbeddings(model, redis, settings.redis.embedding_cache_ttl_s)
 
 
 def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
@@ -58,24 +58,24 @@ def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
 
     With ``create`` off, a missing store is not created (dry runs write nothing).
     """
-    prepare_offline(settings.cache_dir)
-    dimension = model_dimension(settings.embedding_model)
-    if settings.chroma_url is not None:
+    prepare_offline(settings.core.cache_dir)
+    dimension = model_dimension(settings.embedding.model)
+    if settings.chroma.url is not None:
         # Connected on first use: a server that is down now must not stop a service starting.
         return ChunkStore(
             None,
-            settings.embedding_model,
+            settings.embedding.model,
             dimension,
             connect=lambda: connect_server(settings),
-            where=settings.chroma_url,
+            where=settings.chroma.url,
         )
     client = open_client(settings, create=create)
-    return ChunkStore(client, settings.embedding_model, dimension)
+    return ChunkStore(client, settings.embedding.model, dimension)
 
 
 def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
     """The answer provider named by ``CITEWISE_ANSWER_PROVIDER``; one line per provider."""
-    match settings.answer_provider:
+    match settings.answering.provider:
         case "extractive":
             from citewise.answer.generators.extractive import ExtractiveGenerator
 
@@ -137,23 +137,23 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
     # On one machine the ingest's index is this process's index; with a Chroma server the
     # ingest may be elsewhere, and each process follows the generation it recorded there.
     sync = None
-    if settings.chroma_server:
-        sync = LexicalSync(lexical, store, settings.bm25_sync_s)
+    if settings.chroma.server:
+        sync = LexicalSync(lexical, store, settings.chroma.bm25_sync_s)
     retriever = Retriever(settings, store, embeddings, lexical, sync)
     generator = generator or build_generator(settings, embeddings)
     answerer = Answerer(settings, retriever, generator)
     identity = getattr(generator, "cache_identity", None)
     answers = None
-    if redis is not None and settings.answer_cache and identity:
+    if redis is not None and settings.redis.answer_cache and identity:
         answers = AnswerCache(redis, settings, str(identity))
     conversations = None
-    if redis is not None and settings.max_history_turns > 0:
+    if redis is not None and settings.answering.max_history_turns > 0:
         conversations = Conversations(
-            redis, settings.conversation_ttl_s, settings.max_history_turns
+            redis, settings.redis.conversation_ttl_s, settings.answering.max_history_turns
         )
     outcomes = OutcomeLog(redis, settings) if redis is not None else None
     asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
-    keys = KeyRing(settings.admin_keys, settings.query_keys)
+    keys = KeyRing(settings.access.admin_keys, settings.access.query_keys)
     return Services(
         settings,
         model,

@@ -36,8 +36,8 @@ def _throwaway_home() -> Iterator[Settings]:
     home = Path(tempfile.mkdtemp(prefix="citewise-eval-"))
     try:
         settings = Settings(home=home)
-        if settings.redis_url is None:
-            settings = settings.model_copy(update={"redis_url": REDIS_OFF})
+        if settings.redis.url is None:
+            settings = settings.replace(redis_url=REDIS_OFF)
         yield settings
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -70,7 +70,7 @@ def retrieval(
             pipeline = IngestPipeline(settings, services.store, services.embeddings)
             evaluation.ingest_beir(pipeline, EVAL_KB, corpus, Bar(progress))
             by_mode: dict[str, dict[str, Any]] = {}
-            for mode in modes or [settings.retrieval_mode]:
+            for mode in modes or [settings.retrieval.mode]:
                 by_mode[mode] = evaluation.score_retrieval(
                     services.retriever,
                     EVAL_KB,
@@ -163,7 +163,7 @@ def answers(
         scores = {"refused": scores["refused"]}
     scores["p50_ms"] = round(evaluation.percentile(latencies, 0.5), 1)
     scores["questions"] = len(questions)
-    scores["provider"] = Settings().answer_provider
+    scores["provider"] = Settings().answering.provider
     scores["unanswerable"] = unanswerable
     _print(scores, as_json, "Answers")
 

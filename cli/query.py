@@ -36,7 +36,7 @@ def search(
         services = build_services(settings)
         try:
             hits = services.retriever.search(
-                query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
+                query, kb=kb or settings.core.default_kb, k=k, mode=mode, filters=_filters(filters)
             )
         finally:
             services.close()
@@ -79,7 +79,7 @@ def ask(
             await services.aclose()
 
     settings = Settings()
-    asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
+    asked = Question(question, kb or settings.core.default_kb, k=k, filters=_filters(filters))
     try:
         body = asyncio.run(answer(build_services(settings), asked)).payload()
     except CitewiseError as error:

@@ -38,9 +38,9 @@ class ParseLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> ParseLimits:
         return cls(
-            max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
-            max_compression_ratio=settings.max_compression_ratio,
-            max_nesting_depth=settings.max_nesting_depth,
+            max_uncompressed_bytes=int(settings.limits.max_uncompressed_mb * _MB),
+            max_compression_ratio=settings.limits.max_compression_ratio,
+            max_nesting_depth=settings.limits.max_nesting_depth,
         )
 
 

@@ -102,17 +102,17 @@ class IngestPipeline:
         self.embeddings = embeddings
         self.lexical = lexical or LexicalStore.from_settings(settings)
         self._chunking = ChunkingConfig(
-            settings.chunk_tokens,
-            settings.chunk_overlap,
-            settings.tokenizer_encoding,
-            settings.cache_dir,
+            settings.chunking.tokens,
+            settings.chunking.overlap,
+            settings.chunking.encoding,
+            settings.core.cache_dir,
         )
 
     def fingerprint(self) -> str:
         s = self.settings
         return (
-            f"v{PIPELINE_VERSION}|{s.embedding_model}|{s.tokenizer_encoding}|"
-            f"{s.chunk_tokens}|{s.chunk_overlap}"
+            f"v{PIPELINE_VERSION}|{s.embedding.model}|{s.chunking.encoding}|"
+            f"{s.chunking.tokens}|{s.chunking.overlap}"
         )
 
     def run(
@@ -174,9 +174,9 @@ class IngestPipeline:
         progress.start(total)
         knowledge_base = self.store.knowledge_base(kb, create=True)
         chunker = Chunker(
-            self.settings.chunk_tokens,
-            self.settings.chunk_overlap,
-            self.settings.tokenizer_encoding,
+            self.settings.chunking.tokens,
+            self.settings.chunking.overlap,
+            self.settings.chunking.encoding,
         )
         pending: list[Chunk] = []
         stored = 0
@@ -283,7 +283,7 @@ class IngestPipeline:
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport
     ) -> list[_Todo]:
         """Hash every file; return those that need parsing, counting the unchanged."""
-        limit = int(self.settings.max_file_mb * 1024 * 1024)
+        limit = int(self.settings.limits.max_file_mb * 1024 * 1024)
         todo: list[_Todo] = []
         claimed: set[str] = set()
         for file in files:
@@ -299,7 +299,7 @@ class IngestPipeline:
                 report.fail(
                     file.source,
                     f"{size / 2**20:.1f} MB is over the "
-                    f"{self.settings.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
+                    f"{self.settings.limits.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
                 )
                 continue
             file_hash = _hash_file(file.path)
@@ -324,7 +324,7 @@ class IngestPipeline:
         for parsed in parse_all(
             [t.file for t in todo],
             self._chunking,
-            self.settings.parse_workers,
+            self.settings.ingest.parse_workers,
             ParseLimits.from_settings(self.settings),
         ):
             progress.advance(parsed.file.source)

@@ -103,8 +103,8 @@ def test_a_chroma_url_that_cannot_work_fails_at_start(url: str, cache_dir: Path)
 
 def test_a_chroma_url_names_the_server(cache_dir: Path) -> None:
     settings = Settings(chroma_url=" https://chroma.example.com/ ", cache_dir=cache_dir)
-    assert settings.chroma_url == "https://chroma.example.com" and settings.chroma_server
-    assert not Settings(cache_dir=cache_dir).chroma_server
+    assert settings.chroma.url == "https://chroma.example.com" and settings.chroma.server
+    assert not Settings(cache_dir=cache_dir).chroma.server
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_dry_run_on_a_fresh_home_writes_nothing(
     plan = ingest(corpus, dry_run=True)
 
     assert plan.dry_run and plan.files_added == 5 and plan.chunks_embedded == plan.chunks_added > 0
-    assert not make_settings().home.exists()
+    assert not make_settings().core.home.exists()
 
 
 def test_dry_run_plans_an_edit_without_applying_it(

@@ -78,7 +78,7 @@ async def submit_ingest(
             raise InvalidRequest(
                 'send JSON {"path": "...", "rebuild": false} or multipart files'
             ) from exc
-        paths, rebuild = [str(_under_root(body.path, services.settings.ingest_root))], body.rebuild
+        paths, rebuild = [str(_under_root(body.path, services.settings.ingest.root))], body.rebuild
     try:
         job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
     except RedisUnavailable as exc:

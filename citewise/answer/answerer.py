@@ -125,19 +125,19 @@ class Answerer:
     async def stream(self, question: Question) -> AsyncIterator[Event]:
         text = self.check_question(question.text)
         filters = Filters.parse(question.filters)  # bad filters fail before any work
-        keep = self.settings.max_history_turns
+        keep = self.settings.answering.max_history_turns
         history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
         standalone = await self.generator.condense(text, history) if history else text
         hits = await run_blocking(
             self.retriever.search,
             standalone,
             kb=question.kb,
-            k=question.k or self.settings.answer_k,
+            k=question.k or self.settings.answering.k,
             filters=filters,
         )
         relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
-        base_url = self.settings.kb_base_urls.get(question.kb, "")
+        base_url = self.settings.answering.kb_base_urls.get(question.kb, "")
         records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
         yield SourcesEvent(records, answer_id)
         if not relevant:
@@ -149,7 +149,7 @@ class Answerer:
         markers = MarkerFilter(len(relevant))
         parts: list[str] = []
         pieces = self.generator.stream(standalone, relevant)
-        async for piece in _measured(pieces, self.settings.answer_provider):
+        async for piece in _measured(pieces, self.settings.answering.provider):
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)
@@ -160,7 +160,9 @@ class Answerer:
         answer = strip_invalid_markers("".join(parts), len(relevant))
         refused = is_refusal(answer)
         citations = (
-            [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
+            []
+            if refused
+            else verify(answer, relevant, self.settings.answering.kb_base_urls, question.kb)
         )
         yield CitationsEvent(citations)
         yield DoneEvent(answer_id, refused=refused, cached=False)
@@ -183,7 +185,7 @@ class Answerer:
         """
         terms = set(tokenize([question])[0])
         scored = [(relevance(terms, h), h) for h in hits]
-        floor = self.settings.min_relevance
+        floor = self.settings.answering.min_relevance
         if not scored or max(r for r, _ in scored) < floor:
             return []
         return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
@@ -193,10 +195,9 @@ class Answerer:
         text = text.strip()
         if not text:
             raise InvalidRequest("the question is empty")
-        if len(text) > self.settings.max_question_chars:
-            raise InvalidRequest(
-                f"the question is longer than {self.settings.max_question_chars} characters"
-            )
+        limit = self.settings.answering.max_question_chars
+        if len(text) > limit:
+            raise InvalidRequest(f"the question is longer than {limit} characters")
         return text
 
 

@@ -127,7 +127,7 @@ class LexicalStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LexicalStore:
-        return cls(settings.lexical_path, settings.bm25_k1, settings.bm25_b)
+        return cls(settings.lexical_path, settings.retrieval.bm25_k1, settings.retrieval.bm25_b)
 
     def generation_of(self, ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
         """Names an index by the chunks it covers and the parameters it was built with."""

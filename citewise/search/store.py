@@ -70,7 +70,7 @@ def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
     server exists or is unreachable). Otherwise the embedded store under ``CITEWISE_HOME``;
     ``None`` if it is absent and ``create`` is off.
     """
-    if settings.chroma_url is not None:
+    if settings.chroma.url is not None:
         return connect_server(settings)
     path = settings.chroma_path
     if not create and not path.exists():
@@ -85,15 +85,15 @@ def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
 
 def connect_server(settings: Settings) -> ClientAPI:
     """An ``HttpClient`` of the Chroma server, with ``CITEWISE_CHROMA_TIMEOUT_S`` on every call."""
-    url = settings.chroma_url
+    url = settings.chroma.url
     assert url is not None
     parts = urlsplit(url)
     ssl = parts.scheme == "https"
-    timeout = httpx.Timeout(settings.chroma_timeout_s)
+    timeout = httpx.Timeout(settings.chroma.timeout_s)
     options: dict[str, Any] = {"anonymized_telemetry": False}
     headers = {}
-    if settings.chroma_token is not None:
-        token = settings.chroma_token.get_secret_value()
+    if settings.chroma.token is not None:
+        token = settings.chroma.token.get_secret_value()
         options["chroma_client_auth_provider"] = _TOKEN_AUTH
         options["chroma_client_auth_credentials"] = token
         headers["Authorization"] = f"Bearer {token}"  # what that provider sends

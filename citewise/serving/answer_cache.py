@@ -145,27 +145,27 @@ class AnswerCache:
 
     def __init__(self, handle: RedisHandle, settings: Settings, provider: str) -> None:
         self._handle = handle
-        self._ttl_s = settings.answer_cache_ttl_s
-        self._wait_s = settings.answer_wait_s
-        self._base_urls = settings.kb_base_urls
+        self._ttl_s = settings.redis.answer_cache_ttl_s
+        self._wait_s = settings.redis.answer_wait_s
+        self._base_urls = settings.answering.kb_base_urls
         s = settings
         static = {
             "format": ANSWER_FORMAT,
             "citewise": __version__,
             "provider": provider,
-            "embedding": [s.embedding_model, s.embedding_max_tokens],
+            "embedding": [s.embedding.model, s.embedding.max_tokens],
             "retrieval": [
-                s.retrieval_mode,
-                s.retrieval_candidates,
-                s.fusion,
-                s.rrf_k,
-                s.dense_weight,
-                s.bm25_weight,
-                s.bm25_k1,
-                s.bm25_b,
-                s.dedup_similarity,
+                s.retrieval.mode,
+                s.retrieval.candidates,
+                s.retrieval.fusion,
+                s.retrieval.rrf_k,
+                s.retrieval.dense_weight,
+                s.retrieval.bm25_weight,
+                s.retrieval.bm25_k1,
+                s.retrieval.bm25_b,
+                s.retrieval.dedup_similarity,
             ],
-            "answer": [s.answer_k, s.min_relevance, s.max_history_turns],
+            "answer": [s.answering.k, s.answering.min_relevance, s.answering.max_history_turns],
         }
         self._static = _digest(static)  # once: only the request's part is hashed per request
         self._prefix = handle.key("answer") + ":"

@@ -94,8 +94,8 @@ class OutcomeLog:
 
     def __init__(self, redis: RedisHandle, settings: Settings) -> None:
         self._redis = redis
-        self._record_ttl_s = settings.answer_record_ttl_s
-        self._max = settings.outcome_log_max
+        self._record_ttl_s = settings.outcomes.answer_record_ttl_s
+        self._max = settings.outcomes.log_max
         self._stream = redis.key("outcomes")
 
     def _record_key(self, answer_id: str) -> str:

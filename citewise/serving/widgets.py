@@ -96,8 +96,8 @@ def widget_from_spec(widget_id: str, spec: WidgetSpec, *, managed: bool) -> Widg
 
 def signing_key(settings: Settings) -> str:
     """``CITEWISE_WIDGET_SECRET``, or a random key created once under ``CITEWISE_HOME``."""
-    if settings.widget_secret is not None:
-        return settings.widget_secret.get_secret_value()
+    if settings.widget.secret is not None:
+        return settings.widget.secret.get_secret_value()
     path = settings.widget_secret_path
     try:
         return path.read_text(encoding="utf-8").strip()
@@ -130,13 +130,13 @@ class Widgets:
         try:
             self._configured = {
                 widget_id: widget_from_spec(widget_id, spec, managed=False)
-                for widget_id, spec in settings.widgets.items()
+                for widget_id, spec in settings.widget.registered.items()
             }
         except InvalidRequest as exc:
             raise ConfigurationError(f"CITEWISE_WIDGETS: {exc}") from exc
         self._redis = redis
         self._key = signing_key(settings)
-        self._ttl_s = settings.widget_token_ttl_s
+        self._ttl_s = settings.widget.token_ttl_s
         self._managed: dict[str, Widget] = {}
         self._fetched_at = float("-inf")
 

@@ -14,10 +14,10 @@ from citewise.settings import Settings
 
 
 def build(settings: Settings) -> ChatGenerator:
-    replies = cycle([AIMessage(text) for text in settings.fake_replies])
-    script = hashlib.sha256(json.dumps(settings.fake_replies).encode()).hexdigest()[:16]
+    replies = cycle([AIMessage(text) for text in settings.llm.fake_replies])
+    script = hashlib.sha256(json.dumps(settings.llm.fake_replies).encode()).hexdigest()[:16]
     return ChatGenerator(
         GenericFakeChatModel(messages=replies),
-        timeout=settings.llm_timeout_s,
+        timeout=settings.llm.timeout_s,
         name=f"fake/{script}",
     )
