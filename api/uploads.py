@@ -17,16 +17,19 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from citewise.errors import InvalidRequest, UploadTooLarge
-from citewise.settings import Settings
+from citewise.settings import LimitSettings
 from ingest.uploads import safe_upload_name
 
 TOTAL_FACTOR = 10  # a request may carry at most this many maximum-size files' worth of bytes
 READ_BYTES = 1 << 20
 
 
-async def receive_uploads(request: Request, kb: str, settings: Settings) -> tuple[Path, bool]:
-    """Store the request's files; the folder to ingest and whether to rebuild."""
-    per_file = int(settings.limits.max_upload_mb * 1024 * 1024)
+async def receive_uploads(
+    request: Request, kb: str, settings: LimitSettings, uploads: Path
+) -> tuple[Path, bool]:
+    """Store the request's files under ``uploads``; the folder to ingest and whether to
+    rebuild."""
+    per_file = int(settings.max_upload_mb * 1024 * 1024)
     total = per_file * TOTAL_FACTOR
     declared = request.headers.get("content-length")
     # Checked before reading: Starlette would otherwise spool any size to disk first.
@@ -34,13 +37,13 @@ async def receive_uploads(request: Request, kb: str, settings: Settings) -> tupl
         raise InvalidRequest("uploads need a Content-Length header")
     if int(declared) > total:
         raise UploadTooLarge(f"an upload may carry at most {total // 2**20} MB in all")
-    form = await request.form(max_files=settings.limits.max_upload_files, max_fields=10)
+    form = await request.form(max_files=settings.max_upload_files, max_fields=10)
     try:
         files = [v for k, v in form.multi_items() if k == "files" and isinstance(v, UploadFile)]
         if not files:
             raise InvalidRequest("no files: send them in the multipart field 'files'")
         rebuild = str(form.get("rebuild", "false")).strip().lower() in ("1", "true", "yes", "on")
-        folder = settings.uploads_path / kb
+        folder = uploads / kb
         folder.mkdir(parents=True, exist_ok=True)
         staged: list[tuple[Path, Path]] = []
         try:

@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 
 from citewise.errors import JobNotFound, KnowledgeBaseBusy
 from citewise.redis_client import RedisHandle
-from citewise.settings import Settings
+from citewise.settings import IngestSettings
 
 log = logging.getLogger("citewise.job_queue")
 
@@ -87,11 +87,11 @@ class JobView:
 class JobQueue:
     """Submits ingest jobs and reads their state (sync: call from a thread in async code)."""
 
-    def __init__(self, handle: RedisHandle, settings: Settings) -> None:
+    def __init__(self, handle: RedisHandle, settings: IngestSettings) -> None:
         self._redis: redis.Redis = handle.sync
         self._prefix = handle.prefix
-        self._timeout_s = settings.ingest.job_timeout_s
-        self._keep_s = settings.ingest.job_result_ttl_s
+        self._timeout_s = settings.job_timeout_s
+        self._keep_s = settings.job_result_ttl_s
         self.queue = Queue(queue_name(handle.prefix), connection=self._redis)
 
     def submit(self, kb: str, paths: list[str], *, rebuild: bool = False) -> JobView:

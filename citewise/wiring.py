@@ -66,11 +66,18 @@ def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
             None,
             settings.embedding.model,
             dimension,
-            connect=lambda: connect_server(settings),
+            connect=lambda: connect_server(settings.chroma),
             where=settings.chroma.url,
         )
-    client = open_client(settings, create=create)
+    client = open_client(settings.chroma, settings.chroma_path, create=create)
     return ChunkStore(client, settings.embedding.model, dimension)
+
+
+def build_lexical(settings: Settings) -> LexicalStore:
+    """The BM25 indexes under ``CITEWISE_HOME``, with the configured k1 and b."""
+    return LexicalStore(
+        settings.lexical_path, settings.retrieval.bm25_k1, settings.retrieval.bm25_b
+    )
 
 
 def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
@@ -83,11 +90,11 @@ def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
         case "openai":
             from citewise.answer.generators import openai
 
-            return openai.build(settings)
+            return openai.build(settings.llm)
         case "fake":
             from citewise.answer.generators import fake
 
-            return fake.build(settings)
+            return fake.build(settings.llm)
 
 
 @dataclass
@@ -129,29 +136,36 @@ class Services:
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
     """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
-    redis = connect(settings)
+    redis = connect(settings.redis, settings.redis_path)
     model = build_embeddings(settings, for_queries=True)
     embeddings = cached(settings, model, redis)
     store = build_store(settings)
-    lexical = LexicalStore.from_settings(settings)
+    lexical = build_lexical(settings)
     # On one machine the ingest's index is this process's index; with a Chroma server the
     # ingest may be elsewhere, and each process follows the generation it recorded there.
     sync = None
     if settings.chroma.server:
         sync = LexicalSync(lexical, store, settings.chroma.bm25_sync_s)
-    retriever = Retriever(settings, store, embeddings, lexical, sync)
+    retriever = Retriever(settings.retrieval, store, embeddings, lexical, sync)
     generator = generator or build_generator(settings, embeddings)
-    answerer = Answerer(settings, retriever, generator)
+    answerer = Answerer(settings.answering, retriever, generator)
     identity = getattr(generator, "cache_identity", None)
     answers = None
     if redis is not None and settings.redis.answer_cache and identity:
-        answers = AnswerCache(redis, settings, str(identity))
+        answers = AnswerCache(
+            redis,
+            settings.redis,
+            str(identity),
+            embedding=settings.embedding,
+            retrieval=settings.retrieval,
+            answering=settings.answering,
+        )
     conversations = None
     if redis is not None and settings.answering.max_history_turns > 0:
         conversations = Conversations(
             redis, settings.redis.conversation_ttl_s, settings.answering.max_history_turns
         )
-    outcomes = OutcomeLog(redis, settings) if redis is not None else None
+    outcomes = OutcomeLog(redis, settings.outcomes) if redis is not None else None
     asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
     keys = KeyRing(settings.access.admin_keys, settings.access.query_keys)
     return Services(
@@ -164,8 +178,8 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         redis,
         asking,
         keys,
-        Limiter(redis, settings),
-        Widgets(settings, redis),
+        Limiter(redis, settings.rate_limits),
+        Widgets(settings.widget, settings.widget_secret_path, redis),
         outcomes,
-        JobQueue(redis, settings) if redis is not None else None,
+        JobQueue(redis, settings.ingest) if redis is not None else None,
     )

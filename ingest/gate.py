@@ -133,7 +133,7 @@ def gated_ingest(
             manifest.copy_to(staging)
         try:
             report = pipeline.run(paths, staging, progress=progress, internal=True)
-            retriever = Retriever(settings, store, pipeline.embeddings, pipeline.lexical)
+            retriever = Retriever(settings.retrieval, store, pipeline.embeddings, pipeline.lexical)
             result = evaluate(retriever, staging, golden, settings.ingest.golden_k)
             result.threshold = settings.ingest.golden_min_hit_rate
             if result.passed:

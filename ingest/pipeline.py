@@ -36,6 +36,7 @@ from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
 from citewise.stored_chunk import Chunk
+from citewise.wiring import build_lexical
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover
 from ingest.document import ParsedDocument
@@ -88,7 +89,11 @@ class _Batch:
 
 
 class IngestPipeline:
-    """Runs ingests for one Citewise home. Build once, call ``run`` per ingest."""
+    """Runs ingests for one Citewise home. Build once, call ``run`` per ingest.
+
+    Takes the whole ``Settings``: an ingest reads most groups (paths under the home, chunking,
+    the embedding model, limits, ingest) and the quality gate runs a ``Retriever`` too.
+    """
 
     def __init__(
         self,
@@ -100,7 +105,7 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.lexical = lexical or build_lexical(settings)
         self._chunking = ChunkingConfig(
             settings.chunking.tokens,
             settings.chunking.overlap,
@@ -325,7 +330,7 @@ class IngestPipeline:
             [t.file for t in todo],
             self._chunking,
             self.settings.ingest.parse_workers,
-            ParseLimits.from_settings(self.settings),
+            ParseLimits.from_settings(self.settings.limits),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]

@@ -413,7 +413,7 @@ def injected_client(injected: Settings) -> Iterator[TestClient]:
 
 def hostile_hits(settings: Settings, embeddings: LocalEmbeddings, query: str) -> list[Hit]:
     retriever = Retriever(
-        settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
+        settings.retrieval, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
     )
     hits = retriever.search(query, kb="default", k=5)
     assert any("PWNED" in h.text for h in hits)

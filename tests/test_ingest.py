@@ -213,7 +213,8 @@ def test_a_knowledge_base_built_with_another_model_is_refused(
     ingest: Ingest, make_settings: Callable[..., Settings], corpus: Path
 ) -> None:
     ingest(corpus)
-    other = ChunkStore(open_client(make_settings()), "some-other-model", 768)
+    settings = make_settings()
+    other = ChunkStore(open_client(settings.chroma, settings.chroma_path), "some-other-model", 768)
 
     with pytest.raises(EmbeddingModelMismatch, match="--rebuild"):
         other.knowledge_base("default")

@@ -69,7 +69,9 @@ async def submit_ingest(
     jobs = _jobs(services)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        folder, rebuild = await receive_uploads(request, kb, services.settings)
+        folder, rebuild = await receive_uploads(
+            request, kb, services.settings.limits, services.settings.uploads_path
+        )
         paths = [str(folder)]
     else:
         try:

@@ -26,7 +26,7 @@ from citewise.errors import InvalidRequest
 from citewise.search.lexical import tokenize
 from citewise.search.retrieval import Filters, Retriever
 from citewise.search.store import Hit
-from citewise.settings import Settings
+from citewise.settings import AnsweringSettings
 from citewise.threads import run_blocking
 
 OVERLAP_WEIGHT = 0.5  # weight of question-word overlap in a passage's relevance
@@ -117,7 +117,9 @@ class Answer:
 class Answerer:
     """Retrieves, generates and verifies; one per process, shared by all requests."""
 
-    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+    def __init__(
+        self, settings: AnsweringSettings, retriever: Retriever, generator: Generator
+    ) -> None:
         self.settings = settings
         self.retriever = retriever
         self.generator = generator
@@ -125,19 +127,19 @@ class Answerer:
     async def stream(self, question: Question) -> AsyncIterator[Event]:
         text = self.check_question(question.text)
         filters = Filters.parse(question.filters)  # bad filters fail before any work
-        keep = self.settings.answering.max_history_turns
+        keep = self.settings.max_history_turns
         history = list(question.history)[-keep:] if keep else []  # [-0:] would keep them all
         standalone = await self.generator.condense(text, history) if history else text
         hits = await run_blocking(
             self.retriever.search,
             standalone,
             kb=question.kb,
-            k=question.k or self.settings.answering.k,
+            k=question.k or self.settings.k,
             filters=filters,
         )
         relevant = self._relevant(standalone, hits)
         answer_id = uuid.uuid4().hex
-        base_url = self.settings.answering.kb_base_urls.get(question.kb, "")
+        base_url = self.settings.kb_base_urls.get(question.kb, "")
         records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
         yield SourcesEvent(records, answer_id)
         if not relevant:
@@ -149,7 +151,7 @@ class Answerer:
         markers = MarkerFilter(len(relevant))
         parts: list[str] = []
         pieces = self.generator.stream(standalone, relevant)
-        async for piece in _measured(pieces, self.settings.answering.provider):
+        async for piece in _measured(pieces, self.settings.provider):
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)
@@ -160,9 +162,7 @@ class Answerer:
         answer = strip_invalid_markers("".join(parts), len(relevant))
         refused = is_refusal(answer)
         citations = (
-            []
-            if refused
-            else verify(answer, relevant, self.settings.answering.kb_base_urls, question.kb)
+            [] if refused else verify(answer, relevant, self.settings.kb_base_urls, question.kb)
         )
         yield CitationsEvent(citations)
         yield DoneEvent(answer_id, refused=refused, cached=False)
@@ -185,7 +185,7 @@ class Answerer:
         """
         terms = set(tokenize([question])[0])
         scored = [(relevance(terms, h), h) for h in hits]
-        floor = self.settings.answering.min_relevance
+        floor = self.settings.min_relevance
         if not scored or max(r for r, _ in scored) < floor:
             return []
         return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
@@ -195,7 +195,7 @@ class Answerer:
         text = text.strip()
         if not text:
             raise InvalidRequest("the question is empty")
-        limit = self.settings.answering.max_question_chars
+        limit = self.settings.max_question_chars
         if len(text) > limit:
             raise InvalidRequest(f"the question is longer than {limit} characters")
         return text

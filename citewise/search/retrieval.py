@@ -28,7 +28,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import LexicalIndex, LexicalStore
 from citewise.search.lexical_sync import LexicalSync
 from citewise.search.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
-from citewise.settings import Settings
+from citewise.settings import RetrievalSettings
 
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
@@ -86,18 +86,18 @@ class Retriever:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RetrievalSettings,
         store: ChunkStore,
         embeddings: Embeddings,
-        lexical: LexicalStore | None = None,
+        lexical: LexicalStore,
         sync: LexicalSync | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.lexical = lexical
         self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
-        self._passages = PassageCache(settings.retrieval.passage_cache_size)
+        self._passages = PassageCache(settings.passage_cache_size)
 
     def search(
         self,
@@ -115,7 +115,7 @@ class Retriever:
         query = _checked_query(query)
         if not 1 <= k <= MAX_K:
             raise InvalidRequest(f"k must be between 1 and {MAX_K}")
-        mode = _checked_mode(mode or self.settings.retrieval.mode)
+        mode = _checked_mode(mode or self.settings.mode)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
         started = time.perf_counter()
@@ -142,7 +142,7 @@ class Retriever:
         knowledge_base = self.store.opened(kb, generation=index.generation or None)
         if filters:
             _check_filter_keys(filters, index)
-        depth = max(self.settings.retrieval.candidates, k * 3)
+        depth = max(self.settings.candidates, k * 3)
         vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
 
         ranked: list[list[tuple[str, float]]] = []
@@ -151,17 +151,17 @@ class Retriever:
             where = _chroma_where(filters, index)
             dense = [] if where is _NOTHING else knowledge_base.nearest(vector, depth, where)
             ranked.append(dense)
-            weights.append(self.settings.retrieval.dense_weight)
+            weights.append(self.settings.dense_weight)
         if mode in (SearchMode.BM25, SearchMode.HYBRID):
             allowed = _mask(filters, index)
             lexical = index.search(query, depth, allowed)
             ranked.append([(index.ids[h.position], h.score) for h in lexical])
-            weights.append(self.settings.retrieval.bm25_weight)
+            weights.append(self.settings.bm25_weight)
 
         if len(ranked) == 1:  # one retriever: its own scores, its own order
             fused = dict(ranked[0])
-        elif self.settings.retrieval.fusion == "rrf":
-            fused = rrf([[i for i, _ in r] for r in ranked], weights, self.settings.retrieval.rrf_k)
+        elif self.settings.fusion == "rrf":
+            fused = rrf([[i for i, _ in r] for r in ranked], weights, self.settings.rrf_k)
         else:
             fused = zscore_fusion(ranked, weights)
         hits: list[Hit] = []
@@ -179,9 +179,7 @@ class Retriever:
                 if chunk_id not in chunks:  # deleted since the BM25 index was built
                     continue
                 text, metadata, stored = chunks[chunk_id]
-                if any(
-                    float(stored @ o) >= self.settings.retrieval.dedup_similarity for o in chosen
-                ):
+                if any(float(stored @ o) >= self.settings.dedup_similarity for o in chosen):
                     continue
                 chosen.append(stored)
                 hits.append(Hit(chunk_id, text, metadata, fused[chunk_id], float(stored @ vector)))

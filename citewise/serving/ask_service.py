@@ -166,7 +166,7 @@ class AskService:
             append = self.conversations.append_for(owner, conversation_id, text)
         else:
             conversation_id = None
-        keep = self.settings.answering.max_history_turns
+        keep = self.settings.max_history_turns
         kept = history[-keep:] if keep else []  # [-0:] would keep them all
         question = replace(question, text=text, history=kept)
         key = None

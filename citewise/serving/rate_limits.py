@@ -33,7 +33,7 @@ from limits.util import WindowStats
 
 from citewise.errors import ConfigurationError, RateLimited, RateLimiterUnavailable
 from citewise.redis_client import RedisHandle, RedisUnavailable
-from citewise.settings import RateFamily, RateLimitSettings, RateScope, Settings
+from citewise.settings import RateFamily, RateLimitSettings, RateScope
 
 log = logging.getLogger("citewise.limits")
 
@@ -61,11 +61,11 @@ def _parse(variable: str, value: str) -> list[limits.RateLimitItem]:
 class Limiter:
     """Checks a request against its family's limits; ``None`` handle means no limits."""
 
-    def __init__(self, handle: RedisHandle | None, settings: Settings) -> None:
+    def __init__(self, handle: RedisHandle | None, settings: RateLimitSettings) -> None:
         self._handle = handle
-        self._fail_open = settings.rate_limits.fail_open
+        self._fail_open = settings.fail_open
         self._limits: dict[Family, dict[Scope, list[limits.RateLimitItem]]] = {}
-        rates = settings.rate_limits.rates()
+        rates = settings.rates()
         for family in FAMILIES:
             self._limits[family] = {}
             for scope in SCOPES:  # a family/scope pair without a setting has no limit
@@ -79,7 +79,7 @@ class Limiter:
                 key_prefix=handle.key("rl"),
                 connection_pool=handle.aio.connection_pool,  # type: ignore[arg-type]
             )
-            if settings.rate_limits.strategy == "moving-window":
+            if settings.strategy == "moving-window":
                 self._strategy = MovingWindowRateLimiter(storage)
             else:
                 self._strategy = SlidingWindowCounterRateLimiter(storage)
