@@ -73,6 +73,7 @@ from citewise.settings_serving import (
 
 __all__ = [
     "FLAT",
+    "GROUPS",
     "REDIS_OFF",
     "AccessSettings",
     "AnsweringSettings",
