@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     configured its own loggers.
     """
     settings = settings or Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.observability.log_format, settings.observability.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,7 +86,7 @@ def _announce(services: Services) -> None:
         )
     elif services.keys.queries_public:
         log.warning("no query keys configured: search, ask and chat are open to anyone")
-    if services.settings.metrics_key is None:
+    if services.settings.access.metrics_key is None:
         log.info("/metrics is open to anyone who can reach this port (no CITEWISE_METRICS_KEY)")
     if services.redis is None:
         log.warning(

@@ -17,15 +17,18 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from citewise.errors import InvalidRequest, UploadTooLarge
-from citewise.settings import Settings
+from citewise.settings import LimitSettings
 from ingest.uploads import safe_upload_name
 
 TOTAL_FACTOR = 10  # a request may carry at most this many maximum-size files' worth of bytes
 READ_BYTES = 1 << 20
 
 
-async def receive_uploads(request: Request, kb: str, settings: Settings) -> tuple[Path, bool]:
-    """Store the request's files; the folder to ingest and whether to rebuild."""
+async def receive_uploads(
+    request: Request, kb: str, settings: LimitSettings, uploads: Path
+) -> tuple[Path, bool]:
+    """Store the request's files under ``uploads``; the folder to ingest and whether to
+    rebuild."""
     per_file = int(settings.max_upload_mb * 1024 * 1024)
     total = per_file * TOTAL_FACTOR
     declared = request.headers.get("content-length")
@@ -40,7 +43,7 @@ async def receive_uploads(request: Request, kb: str, settings: Settings) -> tupl
         if not files:
             raise InvalidRequest("no files: send them in the multipart field 'files'")
         rebuild = str(form.get("rebuild", "false")).strip().lower() in ("1", "true", "yes", "on")
-        folder = settings.uploads_path / kb
+        folder = uploads / kb
         folder.mkdir(parents=True, exist_ok=True)
         staged: list[tuple[Path, Path]] = []
         try:

@@ -102,8 +102,8 @@ def api_process_rss_mb(settings: Any, url: str) -> dict[str, float]:
     import psutil
 
     port = free_port()
-    env = {**os.environ, "CITEWISE_HOME": str(settings.home), "CITEWISE_CHROMA_URL": url}
-    env |= {"CITEWISE_REDIS_URL": "off", "CITEWISE_CACHE_DIR": str(settings.cache_dir)}
+    env = {**os.environ, "CITEWISE_HOME": str(settings.core.home), "CITEWISE_CHROMA_URL": url}
+    env |= {"CITEWISE_REDIS_URL": "off", "CITEWISE_CACHE_DIR": str(settings.core.cache_dir)}
     command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
     command += ["--port", str(port), "--log-level", "warning"]
     server = subprocess.Popen(command, cwd=REPO, env=env)
@@ -134,10 +134,9 @@ def api_process_rss_mb(settings: Any, url: str) -> dict[str, float]:
 def main() -> None:
     import numpy as np
 
-    from citewise.search.lexical import LexicalStore
     from citewise.search.lexical_sync import LexicalSync
     from citewise.settings import Settings
-    from citewise.wiring import build_embeddings, build_services, build_store
+    from citewise.wiring import build_embeddings, build_lexical, build_services, build_store
     from ingest.pipeline import IngestPipeline
 
     with tempfile.TemporaryDirectory(prefix="citewise-bench-chroma-") as work:
@@ -193,9 +192,9 @@ def main() -> None:
             server = services["server"].store
             check = [timed_ms(lambda: server.recorded_generation("default")) for _ in range(200)]
             replica = Settings(home=root / "replica", chroma_url=url, **common)
-            sync = LexicalSync(LexicalStore.from_settings(replica), server, 5.0)
+            sync = LexicalSync(build_lexical(replica), server, 5.0)
             first_build_ms = timed_ms(lambda: sync.refresh("default"))
-            assert LexicalStore.from_settings(replica).current_generation("default")
+            assert build_lexical(replica).current_generation("default")
             for built in services.values():
                 built.close()
             rss_mb = api_process_rss_mb(replica, url)

@@ -33,9 +33,8 @@ from typing import Any
 
 import psutil
 
-from citewise.search.lexical import LexicalStore
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent / "data" / "sample"
@@ -71,7 +70,7 @@ def state(home: Path) -> dict[str, Any]:
     settings = Settings(home=home)
     return {
         "chunks": build_store(settings).knowledge_base("default").snapshot(),
-        "bm25": LexicalStore.from_settings(settings).current_generation("default"),
+        "bm25": build_lexical(settings).current_generation("default"),
     }
 
 

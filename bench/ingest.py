@@ -92,9 +92,9 @@ def main() -> None:
             "edit_chunks_unchanged": after_edit.chunks_unchanged,
             "edit_seconds": round(after_edit.seconds, 2),
             "settings": {
-                "chunk_tokens": settings.chunk_tokens,
-                "chunk_overlap": settings.chunk_overlap,
-                "parse_workers": settings.parse_workers,
+                "chunk_tokens": settings.chunking.tokens,
+                "chunk_overlap": settings.chunking.overlap,
+                "parse_workers": settings.ingest.parse_workers,
             },
             "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
             f"{platform.python_version()}",
@@ -109,13 +109,13 @@ def main() -> None:
 def _embed_texts(corpus: Path, settings: Settings) -> list[str]:
     """The exact texts the ingest embedded, produced again by the same parser and chunker."""
     config = ChunkingConfig(
-        settings.chunk_tokens,
-        settings.chunk_overlap,
-        settings.tokenizer_encoding,
-        settings.cache_dir,
+        settings.chunking.tokens,
+        settings.chunking.overlap,
+        settings.chunking.encoding,
+        settings.core.cache_dir,
     )
     unique: dict[str, str] = {}
-    for parsed in parse_all(discover([corpus]).files, config, settings.parse_workers):
+    for parsed in parse_all(discover([corpus]).files, config, settings.ingest.parse_workers):
         for chunk in parsed.chunks or []:
             unique.setdefault(chunk.hash, chunk.embed_text)
     return list(unique.values())

@@ -354,7 +354,7 @@ class RawCosts:
         self.vectors = [
             np.asarray(self.embeddings.embed_query(q), dtype=np.float32) for q in QUESTIONS
         ]
-        self.depth = settings.retrieval_candidates
+        self.depth = settings.retrieval.candidates
         self.embed_samples: list[float] = []
         self.chroma_samples: list[float] = []
         self.chroma_k5_samples: list[float] = []

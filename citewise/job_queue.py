@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 
 from citewise.errors import JobNotFound, KnowledgeBaseBusy
 from citewise.redis_client import RedisHandle
-from citewise.settings import Settings
+from citewise.settings import IngestSettings
 
 log = logging.getLogger("citewise.job_queue")
 
@@ -73,7 +73,7 @@ class JobView:
 class JobQueue:
     """Submits ingest jobs and reads their state (sync: call from a thread in async code)."""
 
-    def __init__(self, handle: RedisHandle, settings: Settings) -> None:
+    def __init__(self, handle: RedisHandle, settings: IngestSettings) -> None:
         self._redis: redis.Redis = handle.sync
         self._prefix = handle.prefix
         self._timeout_s = settings.job_timeout_s

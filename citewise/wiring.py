@@ -34,12 +34,12 @@ def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalE
     ``for_queries`` tunes it for one short text at a time (search, answers) rather than for
     batches beside a parser (ingest).
     """
-    prepare_offline(settings.cache_dir)
+    prepare_offline(settings.core.cache_dir)
     return LocalEmbeddings(
-        settings.embedding_model,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        max_tokens=settings.embedding_max_tokens,
+        settings.embedding.model,
+        batch_size=settings.embedding.batch_size,
+        threads=settings.embedding.threads,
+        max_tokens=settings.embedding.max_tokens,
         spin=for_queries,
     )
 
@@ -48,9 +48,9 @@ def cached(
     settings: Settings, model: LocalEmbeddings, redis: RedisHandle | None
 ) -> LocalEmbeddings | CachedEmbeddings:
     """``model`` behind the Redis embedding cache, when there is a Redis and it is wanted."""
-    if redis is None or not settings.embedding_cache:
+    if redis is None or not settings.redis.embedding_cache:
         return model
-    return CachedEmbeddings(model, redis, settings.embedding_cache_ttl_s)
+    return CachedEmbeddings(model, redis, settings.redis.embedding_cache_ttl_s)
 
 
 def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
@@ -58,24 +58,31 @@ def build_store(settings: Settings, *, create: bool = True) -> ChunkStore:
 
     With ``create`` off, a missing store is not created (dry runs write nothing).
     """
-    prepare_offline(settings.cache_dir)
-    dimension = model_dimension(settings.embedding_model)
-    if settings.chroma_url is not None:
+    prepare_offline(settings.core.cache_dir)
+    dimension = model_dimension(settings.embedding.model)
+    if settings.chroma.url is not None:
         # Connected on first use: a server that is down now must not stop a service starting.
         return ChunkStore(
             None,
-            settings.embedding_model,
+            settings.embedding.model,
             dimension,
-            connect=lambda: connect_server(settings),
-            where=settings.chroma_url,
+            connect=lambda: connect_server(settings.chroma),
+            where=settings.chroma.url,
         )
-    client = open_client(settings, create=create)
-    return ChunkStore(client, settings.embedding_model, dimension)
+    client = open_client(settings.chroma, settings.chroma_path, create=create)
+    return ChunkStore(client, settings.embedding.model, dimension)
+
+
+def build_lexical(settings: Settings) -> LexicalStore:
+    """The BM25 indexes under ``CITEWISE_HOME``, with the configured k1 and b."""
+    return LexicalStore(
+        settings.lexical_path, settings.retrieval.bm25_k1, settings.retrieval.bm25_b
+    )
 
 
 def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
     """The answer provider named by ``CITEWISE_ANSWER_PROVIDER``; one line per provider."""
-    match settings.answer_provider:
+    match settings.answering.provider:
         case "extractive":
             from citewise.answer.generators.extractive import ExtractiveGenerator
 
@@ -83,11 +90,11 @@ def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
         case "openai":
             from citewise.answer.generators import openai
 
-            return openai.build(settings)
+            return openai.build(settings.llm)
         case "fake":
             from citewise.answer.generators import fake
 
-            return fake.build(settings)
+            return fake.build(settings.llm)
 
 
 @dataclass
@@ -129,31 +136,38 @@ class Services:
 
 def build_services(settings: Settings, generator: Generator | None = None) -> Services:
     """Wire the parts; ``generator`` overrides the configured provider (tests, embedding)."""
-    redis = connect(settings)
+    redis = connect(settings.redis, settings.redis_path)
     model = build_embeddings(settings, for_queries=True)
     embeddings = cached(settings, model, redis)
     store = build_store(settings)
-    lexical = LexicalStore.from_settings(settings)
+    lexical = build_lexical(settings)
     # On one machine the ingest's index is this process's index; with a Chroma server the
     # ingest may be elsewhere, and each process follows the generation it recorded there.
     sync = None
-    if settings.chroma_server:
-        sync = LexicalSync(lexical, store, settings.bm25_sync_s)
-    retriever = Retriever(settings, store, embeddings, lexical, sync)
+    if settings.chroma.server:
+        sync = LexicalSync(lexical, store, settings.chroma.bm25_sync_s)
+    retriever = Retriever(settings.retrieval, store, embeddings, lexical, sync)
     generator = generator or build_generator(settings, embeddings)
-    answerer = Answerer(settings, retriever, generator)
+    answerer = Answerer(settings.answering, retriever, generator)
     identity = getattr(generator, "cache_identity", None)
     answers = None
-    if redis is not None and settings.answer_cache and identity:
-        answers = AnswerCache(redis, settings, str(identity))
-    conversations = None
-    if redis is not None and settings.max_history_turns > 0:
-        conversations = Conversations(
-            redis, settings.conversation_ttl_s, settings.max_history_turns
+    if redis is not None and settings.redis.answer_cache and identity:
+        answers = AnswerCache(
+            redis,
+            settings.redis,
+            str(identity),
+            embedding=settings.embedding,
+            retrieval=settings.retrieval,
+            answering=settings.answering,
         )
-    outcomes = OutcomeLog(redis, settings) if redis is not None else None
+    conversations = None
+    if redis is not None and settings.answering.max_history_turns > 0:
+        conversations = Conversations(
+            redis, settings.redis.conversation_ttl_s, settings.answering.max_history_turns
+        )
+    outcomes = OutcomeLog(redis, settings.outcomes) if redis is not None else None
     asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
-    keys = KeyRing(settings.admin_keys, settings.query_keys)
+    keys = KeyRing(settings.access.admin_keys, settings.access.query_keys)
     return Services(
         settings,
         model,
@@ -164,8 +178,8 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         redis,
         asking,
         keys,
-        Limiter(redis, settings),
-        Widgets(settings, redis),
+        Limiter(redis, settings.rate_limits),
+        Widgets(settings.widget, settings.widget_secret_path, redis),
         outcomes,
-        JobQueue(redis, settings) if redis is not None else None,
+        JobQueue(redis, settings.ingest) if redis is not None else None,
     )

@@ -27,18 +27,16 @@ ExistingFile = Annotated[Path, typer.Option(exists=True, dir_okay=False, readabl
 
 
 @contextmanager
-def _throwaway_home() -> Iterator[Settings]:
-    """Settings whose store lives in a temporary folder, removed afterwards.
+def _throwaway_home(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with the store in a temporary folder, removed afterwards.
 
     A configured Redis is used (its embedding cache makes re-runs skip embedding the corpus);
     an embedded one would live and die with the throwaway home, so none is started.
     """
     home = Path(tempfile.mkdtemp(prefix="citewise-eval-"))
     try:
-        settings = Settings(home=home)
-        if settings.redis_url is None:
-            settings = settings.model_copy(update={"redis_url": REDIS_OFF})
-        yield settings
+        redis_url = REDIS_OFF if settings.redis.url is None else settings.redis.url
+        yield settings.replace(home=home, redis_url=redis_url)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -64,13 +62,14 @@ def retrieval(
     from ingest.pipeline import IngestPipeline
 
     started = time.perf_counter()
+    settings = Settings()
     try:
-        with _throwaway_home() as settings, progress_bar() as progress:
-            services = build_services(settings)
-            pipeline = IngestPipeline(settings, services.store, services.embeddings)
+        with _throwaway_home(settings) as throwaway, progress_bar() as progress:
+            services = build_services(throwaway)
+            pipeline = IngestPipeline(throwaway, services.store, services.embeddings)
             evaluation.ingest_beir(pipeline, EVAL_KB, corpus, Bar(progress))
             by_mode: dict[str, dict[str, Any]] = {}
-            for mode in modes or [settings.retrieval_mode]:
+            for mode in modes or [settings.retrieval.mode]:
                 by_mode[mode] = evaluation.score_retrieval(
                     services.retriever,
                     EVAL_KB,
@@ -124,15 +123,16 @@ def answers(
     ][:limit]
     totals = {"retrieved_hit": 0, "cited_hit": 0, "answer_contains": 0, "refused": 0}
     latencies: list[float] = []
+    settings = Settings()
     try:
         # One event loop for every question: LLM clients keep connections bound to their loop.
         with (
-            _throwaway_home() as settings,
+            _throwaway_home(settings) as throwaway,
             progress_bar() as progress,
             asyncio.Runner() as runner,
         ):
-            services = build_services(settings)
-            pipeline = IngestPipeline(settings, services.store, services.embeddings)
+            services = build_services(throwaway)
+            pipeline = IngestPipeline(throwaway, services.store, services.embeddings)
             pipeline.add_documents(
                 EVAL_KB, evaluation.squad_documents(paragraphs), Bar(progress), len(paragraphs)
             )
@@ -162,7 +162,7 @@ def answers(
         scores = {"refused": scores["refused"]}
     scores["p50_ms"] = round(evaluation.percentile(latencies, 0.5), 1)
     scores["questions"] = len(questions)
-    scores["provider"] = Settings().answer_provider
+    scores["provider"] = settings.answering.provider
     scores["unanswerable"] = unanswerable
     _print(scores, as_json, "Answers")
 

@@ -63,7 +63,7 @@ def ingest(
     from ingest.setup import open_pipeline
 
     settings = Settings()
-    kb = kb or settings.default_kb
+    kb = kb or settings.core.default_kb
     if watch and dry_run:
         fail(InvalidRequest("--watch and --dry-run do not go together"), as_json)
     try:
@@ -74,7 +74,7 @@ def ingest(
                 )
             _show(report, as_json)
             if watch:
-                _watch(pipeline, paths, kb, settings.watch_debounce_ms, as_json)
+                _watch(pipeline, paths, kb, settings.ingest.watch_debounce_ms, as_json)
     except CitewiseError as error:
         fail(error, as_json)
     raise typer.Exit(1 if report.files_failed else 0)
@@ -185,9 +185,9 @@ def serve(
 
         page = f"http://{host}:{port + 1}"
         origins = [page] + ([f"http://localhost:{port + 1}"] if host == "127.0.0.1" else [])
-        widgets = {DEMO_WIDGET: WidgetSpec(origins=origins), **settings.widgets}
-        base_urls = {settings.default_kb: f"{page}/kb/", **settings.kb_base_urls}
-        settings = settings.model_copy(update={"widgets": widgets, "kb_base_urls": base_urls})
+        widgets = {DEMO_WIDGET: WidgetSpec(origins=origins), **settings.widget.registered}
+        base_urls = {settings.core.default_kb: f"{page}/kb/", **settings.answering.kb_base_urls}
+        settings = settings.replace(widgets=widgets, kb_base_urls=base_urls)
         pages = uvicorn.Server(
             uvicorn.Config(
                 demo_app(f"http://{host}:{port}", demo_documents.resolve()),

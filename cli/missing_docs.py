@@ -36,11 +36,11 @@ def report(
     try:
         chosen = validate_kb(kb) if kb is not None else None
         start = parse_since(since, time.time())
-        redis = connect(settings)
+        redis = connect(settings.redis, settings.redis_path)
         if redis is None:
             raise CacheUnavailable("the outcome log is kept in Redis, which is switched off")
         try:
-            outcomes = OutcomeLog(redis, settings).read(kb=chosen, since=start)
+            outcomes = OutcomeLog(redis, settings.outcomes).read(kb=chosen, since=start)
             embeddings = cached(settings, build_embeddings(settings), redis)
             groups = group_outcomes(outcomes, embeddings)[:limit]
         finally:

@@ -36,7 +36,7 @@ def search(
         services = build_services(settings)
         try:
             checked = services.retriever.query(
-                query, kb=kb or settings.default_kb, k=k, mode=mode, filters=_filters(filters)
+                query, kb=kb or settings.core.default_kb, k=k, mode=mode, filters=_filters(filters)
             )
             hits = services.retriever.search(checked)
         finally:
@@ -80,7 +80,7 @@ def ask(
             await services.aclose()
 
     settings = Settings()
-    asked = Question(question, kb or settings.default_kb, k=k, filters=_filters(filters))
+    asked = Question(question, kb or settings.core.default_kb, k=k, filters=_filters(filters))
     try:
         whole = asyncio.run(answer(build_services(settings), asked)).whole()
     except CitewiseError as error:

@@ -23,11 +23,11 @@ def worker(
     from citewise.redis_client import connect
 
     settings = Settings()
-    redis = connect(settings)
+    redis = connect(settings.redis, settings.redis_path)
     if redis is None:
         fail(QueueUnavailable("the job queue needs Redis, which is switched off"), False)
     try:
-        queue = JobQueue(redis, settings).queue
+        queue = JobQueue(redis, settings.ingest).queue
         Worker([queue], connection=redis.sync).work(burst=burst, logging_level="INFO")
     finally:
         redis.close()

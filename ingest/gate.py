@@ -69,7 +69,7 @@ class GateResult:
 
 
 def golden_path(settings: Settings, kb: str) -> Path:
-    return (settings.golden_dir or settings.home / "golden") / f"{kb}.jsonl"
+    return settings.golden_folder / f"{kb}.jsonl"
 
 
 def load_golden(settings: Settings, kb: str) -> list[Golden] | None:
@@ -133,9 +133,9 @@ def gated_ingest(
             manifest.copy_to(staging)
         try:
             report = pipeline.run(paths, staging, progress=progress, internal=True)
-            retriever = Retriever(settings, store, pipeline.embeddings, pipeline.lexical)
-            result = evaluate(retriever, staging, golden, settings.golden_k)
-            result.threshold = settings.golden_min_hit_rate
+            retriever = Retriever(settings.retrieval, store, pipeline.embeddings, pipeline.lexical)
+            result = evaluate(retriever, staging, golden, settings.ingest.golden_k)
+            result.threshold = settings.ingest.golden_min_hit_rate
             if result.passed:
                 _promote(pipeline, staging, kb)
         finally:

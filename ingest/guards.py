@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from citewise.errors import DocumentError
-from citewise.settings import Settings
+from citewise.settings import LimitSettings
 
 # libxml2's HTML parser reads at most this many nested elements (<html> counts) and drops the
 # rest without an error; nothing deeper can be parsed, whatever the setting says.
@@ -36,7 +36,7 @@ class ParseLimits:
     max_nesting_depth: int = PARSER_MAX_DEPTH
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ParseLimits:
+    def from_settings(cls, settings: LimitSettings) -> ParseLimits:
         return cls(
             max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
             max_compression_ratio=settings.max_compression_ratio,

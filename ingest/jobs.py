@@ -57,6 +57,9 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
     """The job: runs in the worker's work horse, with the worker's settings."""
     job = get_current_job()
     assert job is not None, "run_ingest_job runs inside an RQ worker"
+    # This job is a process's entry point: the work horse RQ forks for it is handed only the
+    # arguments the API queued, and settings (keys and secrets among them) must not travel
+    # through Redis. So the job reads them here, once, from the worker's environment.
     settings = Settings()
     try:
         with open_pipeline(settings) as pipeline:

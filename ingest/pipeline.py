@@ -36,6 +36,7 @@ from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
 from citewise.stored_chunk import Chunk
+from citewise.wiring import build_lexical
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover, printable
 from ingest.document import ParsedDocument
@@ -89,7 +90,11 @@ class _Batch:
 
 
 class IngestPipeline:
-    """Runs ingests for one Citewise home. Build once, call ``run`` per ingest."""
+    """Runs ingests for one Citewise home. Build once, call ``run`` per ingest.
+
+    Takes the whole ``Settings``: an ingest reads most groups (paths under the home, chunking,
+    the embedding model, limits, ingest) and the quality gate runs a ``Retriever`` too.
+    """
 
     def __init__(
         self,
@@ -101,19 +106,19 @@ class IngestPipeline:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.lexical = lexical or build_lexical(settings)
         self._chunking = ChunkingConfig(
-            settings.chunk_tokens,
-            settings.chunk_overlap,
-            settings.tokenizer_encoding,
-            settings.cache_dir,
+            settings.chunking.tokens,
+            settings.chunking.overlap,
+            settings.chunking.encoding,
+            settings.core.cache_dir,
         )
 
     def fingerprint(self) -> str:
         s = self.settings
         return (
-            f"v{PIPELINE_VERSION}|{s.embedding_model}|{s.tokenizer_encoding}|"
-            f"{s.chunk_tokens}|{s.chunk_overlap}"
+            f"v{PIPELINE_VERSION}|{s.embedding.model}|{s.chunking.encoding}|"
+            f"{s.chunking.tokens}|{s.chunking.overlap}"
         )
 
     def run(
@@ -175,9 +180,9 @@ class IngestPipeline:
         progress.start(total)
         knowledge_base = self.store.knowledge_base(kb, create=True)
         chunker = Chunker(
-            self.settings.chunk_tokens,
-            self.settings.chunk_overlap,
-            self.settings.tokenizer_encoding,
+            self.settings.chunking.tokens,
+            self.settings.chunking.overlap,
+            self.settings.chunking.encoding,
         )
         pending: list[Chunk] = []
         stored = 0
@@ -290,7 +295,7 @@ class IngestPipeline:
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport
     ) -> list[_Todo]:
         """Hash every file; return those that need parsing, counting the unchanged."""
-        limit = int(self.settings.max_file_mb * 1024 * 1024)
+        limit = int(self.settings.limits.max_file_mb * 1024 * 1024)
         todo: list[_Todo] = []
         claimed: set[str] = set()
         for file in files:
@@ -315,7 +320,7 @@ class IngestPipeline:
                 report.fail(
                     file.source,
                     f"{size / 2**20:.1f} MB is over the "
-                    f"{self.settings.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
+                    f"{self.settings.limits.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
                 )
                 continue
             file_hash = _hash_file(file.path)
@@ -340,8 +345,8 @@ class IngestPipeline:
         for parsed in parse_all(
             [t.file for t in todo],
             self._chunking,
-            self.settings.parse_workers,
-            ParseLimits.from_settings(self.settings),
+            self.settings.ingest.parse_workers,
+            ParseLimits.from_settings(self.settings.limits),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]

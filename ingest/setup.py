@@ -20,7 +20,7 @@ def open_pipeline(settings: Settings, *, dry_run: bool = False) -> Iterator[Inge
     """A pipeline over the configured store and model, embeddings cached in Redis when it
     answers. A dry run writes nothing: it uses a Redis it is given but starts no embedded one,
     and creates no store."""
-    redis = connect(settings, start_embedded=not dry_run)
+    redis = connect(settings.redis, settings.redis_path, start_embedded=not dry_run)
     try:
         embeddings = cached(settings, build_embeddings(settings), redis)
         store = build_store(settings, create=not dry_run)

@@ -146,10 +146,8 @@ def test_guessing_keys_is_rate_limited_per_client(make_client: Any) -> None:
 
 
 def test_key_configuration_is_checked(cache_dir: Path, tmp_path: Path) -> None:
-    ring = KeyRing(
-        Settings(home=tmp_path, admin_keys=f" {ADMIN_HASHED} ,another-admin-key-123").admin_keys,
-        [],
-    )
+    configured = Settings(home=tmp_path, admin_keys=f" {ADMIN_HASHED} ,another-admin-key-123")
+    ring = KeyRing(configured.access.admin_keys, [])
     assert ring.identify(ADMIN_KEY) is not None
     assert ring.identify("another-admin-key-123") is not None
     assert ring.identify("another-admin-key-12") is None

@@ -119,7 +119,7 @@ def test_the_key_covers_the_normalised_question_and_every_parameter(settings: Se
         assert ask(client, INVITATION, history=history)[0] == "miss"
         assert ask(client, INVITATION, history=history)[0] == "hit"
         assert ask(client, INVITATION, kb="parrots")[0] == "miss"
-    other = settings.model_copy(update={"min_relevance": 0.4})  # a setting that shapes answers
+    other = settings.replace(min_relevance=0.4)  # a setting that shapes answers
     with client_for(other) as client:
         assert ask(client, INVITATION)[0] == "miss"
         assert ask(client, INVITATION)[0] == "hit"

@@ -237,7 +237,7 @@ def assert_clean_error(response: httpx.Response, status: int, settings: Settings
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
     text = response.text
-    for leak in ("Traceback", 'File "', str(settings.home), "/work/", ".py"):
+    for leak in ("Traceback", 'File "', str(settings.core.home), "/work/", ".py"):
         assert leak not in text, leak
     return body["error"]
 
@@ -330,7 +330,7 @@ def test_short_follow_up_finds_the_passage_the_conversation_is_about(client: Tes
 
 def test_history_is_ignored_when_no_turns_are_kept(settings: Settings) -> None:
     history = [{"role": "user", "content": "How do I invite people to my company?"}]
-    with app_client(settings.model_copy(update={"max_history_turns": 0})) as client:
+    with app_client(settings.replace(max_history_turns=0)) as client:
         body = ask(client, "how long is it valid?", history=history)
         alone = ask(client, "how long is it valid?")
     assert body["answer"] == alone["answer"]
@@ -433,7 +433,7 @@ def injected_client(injected: Settings) -> Iterator[TestClient]:
 
 def hostile_hits(settings: Settings, embeddings: LocalEmbeddings, query: str) -> list[Hit]:
     retriever = Retriever(
-        settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
+        settings.retrieval, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
     )
     hits = retriever.search(retriever.query(query, kb="default", k=5))
     assert any("PWNED" in h.text for h in hits)

@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from api.main import create_app
-from citewise.settings import Settings
+from citewise.settings import FLAT, Settings
 from tests.answer_helpers import serve
 
 # The operations, read from the app without starting it (no services are built for this), and
@@ -42,7 +42,7 @@ def served(
     prefix = "cwtest-schema"
     limits = {  # generated requests are to reach the handlers, not the rate limiter
         name: "none"
-        for name in Settings.model_fields
+        for name in FLAT
         if name.startswith("rate_limit_") and name.endswith(("_ip", "_key", "_widget"))
     }
     app_settings = Settings(

@@ -20,11 +20,10 @@ from pydantic import ValidationError
 
 from api.main import create_app
 from citewise.search.embeddings import LocalEmbeddings
-from citewise.search.lexical import LexicalStore
 from citewise.search.lexical_sync import LexicalSync
 from citewise.search.store import UNREACHABLE
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 from ingest.pipeline import IngestPipeline
 from tests.answer_helpers import PARROT_DOC
 from tests.chroma_helpers import ChromaServer
@@ -103,8 +102,8 @@ def test_a_chroma_url_that_cannot_work_fails_at_start(url: str, cache_dir: Path)
 
 def test_a_chroma_url_names_the_server(cache_dir: Path) -> None:
     settings = Settings(chroma_url=" https://chroma.example.com/ ", cache_dir=cache_dir)
-    assert settings.chroma_url == "https://chroma.example.com" and settings.chroma_server
-    assert not Settings(cache_dir=cache_dir).chroma_server
+    assert settings.chroma.url == "https://chroma.example.com" and settings.chroma.server
+    assert not Settings(cache_dir=cache_dir).chroma.server
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +152,7 @@ def test_the_server_serves_what_the_embedded_store_serves(
     # The ingest recorded in Chroma the generation it published beside itself.
     generation = recorded(served, "default")
     assert generation is not None
-    assert generation == LexicalStore.from_settings(served).current_generation("default")
+    assert generation == build_lexical(served).current_generation("default")
 
 
 def test_a_replica_with_an_empty_home_rebuilds_bm25_from_the_server(
@@ -180,7 +179,7 @@ def test_a_replica_with_an_empty_home_rebuilds_bm25_from_the_server(
     assert computed.headers["x-citewise-cache"] == "miss"
     assert shared_answer.headers["x-citewise-cache"] == "hit"
     assert shared_answer.json()["answer"] == computed.json()["answer"]
-    generation = LexicalStore.from_settings(replica).current_generation("default")
+    generation = build_lexical(replica).current_generation("default")
     assert generation == recorded(replica, "default")
 
 
@@ -203,7 +202,7 @@ def test_a_replica_follows_a_reingest(
     with app(replica) as client:
         before = client.post("/v1/ask", json=question)
         assert before.status_code == 200 and "Captain Biscuit" in before.json()["answer"]
-        old = LexicalStore.from_settings(replica).current_generation("pets")
+        old = build_lexical(replica).current_generation("pets")
 
         renamed = PARROT_DOC.replace("Captain Biscuit", "Admiral Crumb")
         (docs / "office-pets.md").write_text(renamed, encoding="utf-8")
@@ -214,7 +213,7 @@ def test_a_replica_follows_a_reingest(
         # The next request notices the new generation and rebuilds in the background.
         client.post("/v1/search", json={"query": PARROT, "kb": "pets"})
         assert sync_of(client).wait("pets", SYNC_WAIT_S)
-        assert LexicalStore.from_settings(replica).current_generation("pets") == new
+        assert build_lexical(replica).current_generation("pets") == new
         after = client.post("/v1/ask", json=question)
         found = client.post("/v1/search", json={"query": PARROT, "kb": "pets", "mode": "bm25"})
     assert after.status_code == 200
@@ -234,14 +233,14 @@ def test_a_replica_looks_at_the_store_at_most_once_per_interval(
     replica = server_settings(chroma_server, tmp_path / "replica", cache_dir, bm25_sync_s=3600)
     with app(replica) as client:
         assert search(client, PARROT, kb="slow", mode="bm25")  # built: it had no copy
-        first = LexicalStore.from_settings(replica).current_generation("slow")
+        first = build_lexical(replica).current_generation("slow")
         (docs / "office-pets.md").write_text(PARROT_DOC + "\nA new line.\n", encoding="utf-8")
         ingest(ingesting, embeddings, docs, "slow")
         assert not sync_of(client).due("slow")
         search(client, PARROT, kb="slow")
         assert sync_of(client).wait("slow", SYNC_WAIT_S)
     # Within the interval the new recording was not even read: the copy is the first one.
-    assert LexicalStore.from_settings(replica).current_generation("slow") == first
+    assert build_lexical(replica).current_generation("slow") == first
     assert recorded(ingesting, "slow") != first
 
 

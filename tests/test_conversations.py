@@ -112,10 +112,10 @@ def test_unknown_and_malformed_conversation_ids(client: TestClient) -> None:
 
 def test_a_conversation_belongs_to_the_key_that_started_it(settings: Settings) -> None:
     keyed = Settings(
-        home=settings.home,
-        cache_dir=settings.cache_dir,
-        redis_url=settings.redis_url,
-        redis_prefix=settings.redis_prefix,
+        home=settings.core.home,
+        cache_dir=settings.core.cache_dir,
+        redis_url=settings.redis.url,
+        redis_prefix=settings.redis.prefix,
         query_keys=f"{QUERY_A},{QUERY_B}",
     )
     with TestClient(create_app(keyed)) as client:

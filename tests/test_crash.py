@@ -62,8 +62,8 @@ def test_killed_ingests_converge_to_a_clean_ingest(tmp_path: Path, cache_dir: Pa
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLE, corpus)
     clean, crashed = _clean_and_crashed(tmp_path, cache_dir)
-    env = citewise_env(crashed.home, cache_dir)
-    assert run_json("ingest", str(corpus), env=citewise_env(clean.home, cache_dir))[0] == 0
+    env = citewise_env(crashed.core.home, cache_dir)
+    assert run_json("ingest", str(corpus), env=citewise_env(clean.core.home, cache_dir))[0] == 0
 
     # First ingest: killed before any file is done, then at three later points.
     kills = [_ingest_killed_when(corpus, env, crashed.manifest_path, "status='pending'", 1)]
@@ -80,9 +80,11 @@ def test_killed_reingest_of_edits_and_deletions_converges(tmp_path: Path, cache_
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLE, corpus)
     clean, crashed = _clean_and_crashed(tmp_path, cache_dir)
-    env = citewise_env(crashed.home, cache_dir)
+    env = citewise_env(crashed.core.home, cache_dir)
     for settings in (clean, crashed):
-        assert run_json("ingest", str(corpus), env=citewise_env(settings.home, cache_dir))[0] == 0
+        assert (
+            run_json("ingest", str(corpus), env=citewise_env(settings.core.home, cache_dir))[0] == 0
+        )
     total = _count(crashed.manifest_path, "1")
     for path in sorted(corpus.rglob("*.md"))[:3]:
         path.write_text(path.read_text(encoding="utf-8") + "\n\nAppended line.\n", "utf-8")
@@ -93,7 +95,7 @@ def test_killed_reingest_of_edits_and_deletions_converges(tmp_path: Path, cache_
     assert _ingest_killed_when(corpus, env, crashed.manifest_path, "status='pending'", 2)
     _ingest_killed_when(corpus, env, crashed.manifest_path, f"1 HAVING count(*) < {total}", 1)
 
-    assert run_json("ingest", str(corpus), env=citewise_env(clean.home, cache_dir))[0] == 0
+    assert run_json("ingest", str(corpus), env=citewise_env(clean.core.home, cache_dir))[0] == 0
     code, _ = run_json("ingest", str(corpus), env=env)
     assert code == 0
     assert snapshot(crashed) == snapshot(clean)

@@ -24,7 +24,7 @@ def handle(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str) -
     settings = Settings(
         home=tmp_path, cache_dir=cache_dir, redis_url=redis_url, redis_prefix=redis_prefix
     )
-    found = connect(settings)
+    found = connect(settings.redis, settings.redis_path)
     assert found is not None
     return found
 
@@ -107,7 +107,7 @@ def test_without_redis_the_model_answers(
     settings = Settings(
         home=tmp_path, cache_dir=cache_dir, redis_url="redis://127.0.0.1:9/0", redis_retry_s=60
     )
-    handle = connect(settings)
+    handle = connect(settings.redis, settings.redis_path)
     assert handle is not None
     cached = CachedEmbeddings(embeddings, handle, ttl_s=600)
     texts = ["refunds take five days", "invitations last a week"]

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from citewise.search.embeddings import LocalEmbeddings
-from citewise.search.lexical import LexicalStore
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 from ingest.gate import gated_ingest, golden_path, load_golden
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline
@@ -52,7 +51,7 @@ def pipeline(
 def live_state(pipeline: IngestPipeline) -> tuple[dict[str, str], str | None, dict[str, str]]:
     settings = pipeline.settings
     chunks = build_store(settings).knowledge_base("default").snapshot()
-    bm25 = LexicalStore.from_settings(settings).current_generation("default")
+    bm25 = build_lexical(settings).current_generation("default")
     with Manifest.open(settings.manifest_path, "default", read_only=True) as manifest:
         files = {s: r.file_hash for s, r in manifest.records().items()}
     return chunks, bm25, files

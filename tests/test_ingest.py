@@ -182,7 +182,7 @@ def test_dry_run_on_a_fresh_home_writes_nothing(
     plan = ingest(corpus, dry_run=True)
 
     assert plan.dry_run and plan.files_added == 5 and plan.chunks_embedded == plan.chunks_added > 0
-    assert not make_settings().home.exists()
+    assert not make_settings().core.home.exists()
 
 
 def test_dry_run_plans_an_edit_without_applying_it(
@@ -213,7 +213,8 @@ def test_a_knowledge_base_built_with_another_model_is_refused(
     ingest: Ingest, make_settings: Callable[..., Settings], corpus: Path
 ) -> None:
     ingest(corpus)
-    other = ChunkStore(open_client(make_settings()), "some-other-model", 768)
+    settings = make_settings()
+    other = ChunkStore(open_client(settings.chroma, settings.chroma_path), "some-other-model", 768)
 
     with pytest.raises(EmbeddingModelMismatch, match="--rebuild"):
         other.knowledge_base("default")

@@ -205,7 +205,7 @@ def test_uploaded_files_are_ingested_under_safe_names_within_limits(
     state = client.get(f"/v1/jobs/{submitted.json()['job_id']}", headers=ADMIN).json()
     assert state["state"] == "finished" and state["report"]["files_added"] == 2
 
-    over = b"x" * (int(Settings().max_upload_mb * 2**20) + 1)
+    over = b"x" * (int(Settings().limits.max_upload_mb * 2**20) + 1)
     too_big = client.post(
         "/v1/kbs/uploaded/ingest",
         files=[("files", ("ok.md", page, "text/markdown")), ("files", ("big.txt", over))],

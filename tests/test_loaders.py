@@ -111,7 +111,7 @@ def refusal(path: Path, limits: ParseLimits | None = None) -> str:
 
 
 def test_parse_limits_default_to_the_settings_defaults(tmp_path: Path) -> None:
-    assert ParseLimits.from_settings(Settings(home=tmp_path)) == ParseLimits()
+    assert ParseLimits.from_settings(Settings(home=tmp_path).limits) == ParseLimits()
 
 
 def test_a_docx_bomb_is_refused_from_its_directory(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_redis_dying_mid_stream_still_finishes_the_answer(
 
 def test_the_embedded_redis_is_the_default(tmp_path: Path, home: Path, cache_dir: Path) -> None:
     settings = Settings(home=home, cache_dir=cache_dir)  # no CITEWISE_REDIS_URL
-    assert settings.redis_url is None
+    assert settings.redis.url is None
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").json()["checks"]["redis_reachable"] is True
         question = "What is the hotel limit per night?"

@@ -26,7 +26,7 @@ Ingest = Callable[..., IngestReport]
 
 def make_retriever(settings: Settings, embeddings: LocalEmbeddings) -> Retriever:
     return Retriever(
-        settings, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
+        settings.retrieval, build_store(settings), embeddings, LexicalStore(settings.lexical_path)
     )
 
 

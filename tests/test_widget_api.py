@@ -261,9 +261,10 @@ def test_without_a_configured_secret_one_is_created_once_and_kept_private(
     make_settings: Any,
 ) -> None:
     settings = make_settings()
-    first = signing_key(settings)
+    first = signing_key(settings.widget, settings.widget_secret_path)
     assert len(first) >= 32
-    assert signing_key(make_settings()) == first
+    again = make_settings()
+    assert signing_key(again.widget, again.widget_secret_path) == first
     mode = stat.S_IMODE(settings.widget_secret_path.stat().st_mode)
     assert mode == 0o600
 

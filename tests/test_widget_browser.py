@@ -96,7 +96,7 @@ def settings(
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{settings.redis_prefix}:*", count=1000))
+    keys = list(client.scan_iter(f"{settings.redis.prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
@@ -107,11 +107,9 @@ def site(settings: Settings, corpus: Path) -> Iterator[Site]:
     api_sock, page_sock, stranger_sock = free_socket(), free_socket(), free_socket()
     api = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
     page = f"http://127.0.0.1:{page_sock.getsockname()[1]}"
-    configured = settings.model_copy(
-        update={
-            "widgets": {DEMO_WIDGET: {"origins": [page], "kb": "default"}},
-            "kb_base_urls": {"default": f"{page}/kb/"},
-        }
+    configured = settings.replace(
+        widgets={DEMO_WIDGET: {"origins": [page], "kb": "default"}},
+        kb_base_urls={"default": f"{page}/kb/"},
     )
     configured = Settings.model_validate(configured.model_dump())
     with (

@@ -103,7 +103,7 @@ async def chat_completions(
     first = await anext(events)  # bad requests fail here, as plain 4xx
     return EventSourceResponse(
         _chunks(first, events, body.model, created),
-        ping=services.settings.sse_ping_s,
+        ping=services.settings.answering.sse_ping_s,
         headers={CACHE_HEADER: cache},
     )
 

@@ -86,7 +86,7 @@ async def check(services: Services) -> Readiness:
         found["model"] = Component("ok", "embedding model loaded")
     else:
         found["model"] = Component("down", "embedding model not loaded yet")
-    kb = services.settings.default_kb
+    kb = services.settings.core.default_kb
     if names is None:
         found["default_kb"] = Component("down", "unknown: the vector store is unreachable")
     elif kb in names:
@@ -94,12 +94,12 @@ async def check(services: Services) -> Readiness:
     else:
         found["default_kb"] = Component("down", f"knowledge base {kb!r} not ingested yet")
     found["redis"], found["queue"] = await _redis_and_queue(services)
-    return Readiness(found, redis_in_use=services.settings.redis_enabled)
+    return Readiness(found, redis_in_use=services.settings.redis.enabled)
 
 
 async def _redis_and_queue(services: Services) -> tuple[Component, Component]:
     # The job queue lives in the same Redis: one ping answers for both.
-    if not services.settings.redis_enabled:
+    if not services.settings.redis.enabled:
         off = "switched off (CITEWISE_REDIS_URL=off)"
         return Component("ok", off), Component("ok", f"no queue: Redis {off}")
     if services.redis is None:

@@ -70,7 +70,9 @@ async def submit_ingest(
     jobs = _jobs(services)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        folder, rebuild = await receive_uploads(request, kb, services.settings)
+        folder, rebuild = await receive_uploads(
+            request, kb, services.settings.limits, services.settings.uploads_path
+        )
         paths = [str(folder)]
     else:
         try:
@@ -79,7 +81,7 @@ async def submit_ingest(
             raise InvalidRequest(
                 'send JSON {"path": "...", "rebuild": false} or multipart files'
             ) from exc
-        paths, rebuild = [str(_under_root(body.path, services.settings.ingest_root))], body.rebuild
+        paths, rebuild = [str(_under_root(body.path, services.settings.ingest.root))], body.rebuild
     try:
         job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
     except RedisUnavailable as exc:

@@ -27,12 +27,12 @@ router = APIRouter()
 @router.get("/metrics", include_in_schema=False)
 async def scrape(request: Request, services: ServicesDep) -> Response:
     """Prometheus metrics of this process (of every worker, in multiprocess mode)."""
-    _check_key(services.settings.metrics_key, request.headers.get("authorization"))
+    _check_key(services.settings.access.metrics_key, request.headers.get("authorization"))
     jobs = getattr(services, "jobs", None)  # the job queue, when the services have one
     body, content_type = await anyio.to_thread.run_sync(
         metrics.render,
         request.headers.get("accept", ""),
-        services.settings.prometheus_multiproc_dir,
+        services.settings.observability.prometheus_multiproc_dir,
         jobs.depth if jobs is not None else None,
     )
     return Response(body, headers={"Content-Type": content_type})

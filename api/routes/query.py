@@ -45,7 +45,7 @@ async def search(
     """The best passages for a query, without an answer."""
     query = services.retriever.query(
         body.query,
-        kb=caller.knowledge_base(body.kb, services.settings.default_kb),
+        kb=caller.knowledge_base(body.kb, services.settings.core.default_kb),
         k=body.k,
         mode=body.mode,
         filters=body.filters,
@@ -62,7 +62,7 @@ async def search(
 )
 async def ask(body: AskRequest, services: ServicesDep, caller: AskCaller) -> Response:
     """A grounded answer with verified citations, all at once."""
-    question = question_of(body, caller, services.settings.default_kb)
+    question = question_of(body, caller, services.settings.core.default_kb)
     asked = await services.asking.ask(question, body.conversation_id, caller.owner)
     # Sent as bytes: a cached answer is stored ready to send and is not parsed again.
     return Response(
@@ -86,13 +86,13 @@ async def ask_stream(
     body: AskRequest, services: ServicesDep, caller: AskCaller
 ) -> EventSourceResponse:
     """The same answer as server-sent events: sources, delta..., citations, done (or error)."""
-    question = question_of(body, caller, services.settings.default_kb)
+    question = question_of(body, caller, services.settings.core.default_kb)
     cache, events = await services.asking.stream(question, body.conversation_id, caller.owner)
     # Pull the first event before answering: a bad request still gets a plain 4xx.
     first = await anext(events)
     return EventSourceResponse(
         as_sse(first, events),
-        ping=services.settings.sse_ping_s,
+        ping=services.settings.answering.sse_ping_s,
         send_timeout=30,
         headers={CACHE_HEADER: cache},
     )

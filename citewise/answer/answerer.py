@@ -26,7 +26,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import tokenize
 from citewise.search.retrieval import Filters, Retriever, SearchMode, SearchQuery, checked_k
 from citewise.search.store import Hit
-from citewise.settings import Settings
+from citewise.settings import AnsweringSettings
 from citewise.shapes import (
     Answer,
     Citation,
@@ -98,7 +98,9 @@ class Collector:
 class Answerer:
     """Retrieves, generates and verifies; one per process, shared by all requests."""
 
-    def __init__(self, settings: Settings, retriever: Retriever, generator: Generator) -> None:
+    def __init__(
+        self, settings: AnsweringSettings, retriever: Retriever, generator: Generator
+    ) -> None:
         self.settings = settings
         self.retriever = retriever
         self.generator = generator
@@ -115,14 +117,14 @@ class Answerer:
             )
         kb = validate_kb(question.kb)
         filters = Filters.parse(question.filters)
-        k = checked_k(question.k or self.settings.answer_k)
+        k = checked_k(question.k or self.settings.k)
         history = trim_history(question.history, self.settings.max_history_turns)
         return CheckedQuestion(text, kb, history, k, filters)
 
     async def stream(self, question: CheckedQuestion) -> AsyncIterator[Event]:
         text, history = question.text, question.history
         standalone = await self.generator.condense(text, history) if history else text
-        mode = SearchMode(self.settings.retrieval_mode)
+        mode = SearchMode(self.retriever.settings.mode)
         query = SearchQuery(standalone, question.kb, question.k, mode, question.filters)
         hits = await run_blocking(self.retriever.search, query)
         relevant = self._relevant(standalone, hits)
@@ -139,7 +141,7 @@ class Answerer:
         markers = MarkerFilter(len(relevant))
         parts: list[str] = []
         pieces = self.generator.stream(standalone, relevant)
-        async for piece in _measured(pieces, self.settings.answer_provider):
+        async for piece in _measured(pieces, self.settings.provider):
             cleaned = markers.feed(piece)
             if cleaned:
                 parts.append(cleaned)

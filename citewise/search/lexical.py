@@ -30,7 +30,6 @@ import Stemmer
 from filelock import FileLock
 
 from citewise import stored_chunk
-from citewise.settings import Settings
 
 _POINTER = "CURRENT"
 _STEMMER = Stemmer.Stemmer("english")
@@ -124,10 +123,6 @@ class LexicalStore:
 
     def _folder(self, kb: str) -> Path:
         return self.root / kb
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> LexicalStore:
-        return cls(settings.lexical_path, settings.bm25_k1, settings.bm25_b)
 
     def generation_of(self, ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
         """Names an index by the chunks it covers and the parameters it was built with."""

@@ -28,7 +28,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import LexicalIndex, LexicalStore
 from citewise.search.lexical_sync import LexicalSync
 from citewise.search.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
-from citewise.settings import Settings
+from citewise.settings import RetrievalSettings
 
 MAX_K = 100
 MAX_QUERY_CHARS = 2000
@@ -97,16 +97,16 @@ class Retriever:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RetrievalSettings,
         store: ChunkStore,
         embeddings: Embeddings,
-        lexical: LexicalStore | None = None,
+        lexical: LexicalStore,
         sync: LexicalSync | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.embeddings = embeddings
-        self.lexical = lexical or LexicalStore.from_settings(settings)
+        self.lexical = lexical
         self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
         self._passages = PassageCache(settings.passage_cache_size)
 
@@ -125,7 +125,7 @@ class Retriever:
         kb = validate_kb(kb, internal=internal)
         text = _checked_query(text)
         checked_k(k)
-        checked_mode = _checked_mode(mode or self.settings.retrieval_mode)
+        checked_mode = _checked_mode(mode or self.settings.mode)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
         return SearchQuery(text, kb, k, checked_mode, filters)
@@ -156,7 +156,7 @@ class Retriever:
         knowledge_base = self.store.opened(kb, generation=index.generation or None)
         if filters:
             _check_filter_keys(filters, index)
-        depth = max(self.settings.retrieval_candidates, k * 3)
+        depth = max(self.settings.candidates, k * 3)
         vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
 
         ranked: list[list[tuple[str, float]]] = []

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,14 +29,14 @@ import numpy as np
 from chromadb.api import ClientAPI, ServerAPI
 from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings as ChromaSettings
+from chromadb.config import Settings as ChromadbSettings
 from chromadb.config import System
 from chromadb.errors import ChromaError, NotFoundError
 
 from citewise import metrics, stored_chunk
 from citewise.errors import EmbeddingModelMismatch, KnowledgeBaseNotFound, StoreUnavailable
 from citewise.knowledge_base import COLLECTION_PREFIX, collection_name
-from citewise.settings import Settings
+from citewise.settings import ChromaSettings
 
 log = logging.getLogger("citewise.search.store")
 
@@ -63,37 +64,36 @@ class Hit:
     similarity: float  # cosine similarity to the query in every mode: the relevance floor
 
 
-def open_client(settings: Settings, *, create: bool = True) -> ClientAPI | None:
+def open_client(settings: ChromaSettings, path: Path, *, create: bool = True) -> ClientAPI | None:
     """The Chroma client the settings name.
 
     With ``CITEWISE_CHROMA_URL``, a client of that server (``create`` does not apply: the
-    server exists or is unreachable). Otherwise the embedded store under ``CITEWISE_HOME``;
-    ``None`` if it is absent and ``create`` is off.
+    server exists or is unreachable). Otherwise the embedded store at ``path`` (under
+    ``CITEWISE_HOME``); ``None`` if it is absent and ``create`` is off.
     """
-    if settings.chroma_url is not None:
+    if settings.url is not None:
         return connect_server(settings)
-    path = settings.chroma_path
     if not create and not path.exists():
         return None
     try:
         return chromadb.PersistentClient(
-            path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+            path=str(path), settings=ChromadbSettings(anonymized_telemetry=False)
         )
     except Exception as exc:
         raise StoreUnavailable(f"cannot open the vector store: {type(exc).__name__}") from exc
 
 
-def connect_server(settings: Settings) -> ClientAPI:
+def connect_server(settings: ChromaSettings) -> ClientAPI:
     """An ``HttpClient`` of the Chroma server, with ``CITEWISE_CHROMA_TIMEOUT_S`` on every call."""
-    url = settings.chroma_url
+    url = settings.url
     assert url is not None
     parts = urlsplit(url)
     ssl = parts.scheme == "https"
-    timeout = httpx.Timeout(settings.chroma_timeout_s)
+    timeout = httpx.Timeout(settings.timeout_s)
     options: dict[str, Any] = {"anonymized_telemetry": False}
     headers = {}
-    if settings.chroma_token is not None:
-        token = settings.chroma_token.get_secret_value()
+    if settings.token is not None:
+        token = settings.token.get_secret_value()
         options["chroma_client_auth_provider"] = _TOKEN_AUTH
         options["chroma_client_auth_credentials"] = token
         headers["Authorization"] = f"Bearer {token}"  # what that provider sends
@@ -106,7 +106,7 @@ def connect_server(settings: Settings) -> ClientAPI:
             host=str(parts.hostname),
             port=parts.port or (443 if ssl else 8000),
             ssl=ssl,
-            settings=ChromaSettings(**options),
+            settings=ChromadbSettings(**options),
         )
     except Exception as exc:  # httpx errors, or chromadb's ValueError("Could not connect...")
         log.warning("cannot connect to the Chroma server at %s: %s", url, _describe(exc))

@@ -46,7 +46,12 @@ from citewise.answer.answerer import CheckedQuestion
 from citewise.redis_client import RedisHandle
 from citewise.search.lexical import LexicalStore
 from citewise.serving.conversations import Append
-from citewise.settings import Settings
+from citewise.settings import (
+    AnsweringSettings,
+    EmbeddingSettings,
+    RedisSettings,
+    RetrievalSettings,
+)
 
 # Bump when the stored entry or the answer pipeline changes in a way settings do not show.
 ANSWER_FORMAT = 2
@@ -143,29 +148,39 @@ def serialise(body: Mapping[str, Any]) -> bytes:
 class AnswerCache:
     """Exact-match answer cache with single-flight; Redis errors surface as RedisUnavailable."""
 
-    def __init__(self, handle: RedisHandle, settings: Settings, provider: str) -> None:
+    def __init__(
+        self,
+        handle: RedisHandle,
+        settings: RedisSettings,
+        provider: str,
+        *,
+        embedding: EmbeddingSettings,
+        retrieval: RetrievalSettings,
+        answering: AnsweringSettings,
+    ) -> None:
+        """``embedding``, ``retrieval`` and ``answering``: the settings that shape an answer,
+        part of every key."""
         self._handle = handle
         self._ttl_s = settings.answer_cache_ttl_s
         self._wait_s = settings.answer_wait_s
-        self._base_urls = settings.kb_base_urls
-        s = settings
+        self._base_urls = answering.kb_base_urls
         static = {
             "format": ANSWER_FORMAT,
             "citewise": __version__,
             "provider": provider,
-            "embedding": [s.embedding_model, s.embedding_max_tokens],
+            "embedding": [embedding.model, embedding.max_tokens],
             "retrieval": [
-                s.retrieval_mode,
-                s.retrieval_candidates,
-                s.fusion,
-                s.rrf_k,
-                s.dense_weight,
-                s.bm25_weight,
-                s.bm25_k1,
-                s.bm25_b,
-                s.dedup_similarity,
+                retrieval.mode,
+                retrieval.candidates,
+                retrieval.fusion,
+                retrieval.rrf_k,
+                retrieval.dense_weight,
+                retrieval.bm25_weight,
+                retrieval.bm25_k1,
+                retrieval.bm25_b,
+                retrieval.dedup_similarity,
             ],
-            "answer": [s.answer_k, s.min_relevance, s.max_history_turns],
+            "answer": [answering.k, answering.min_relevance, answering.max_history_turns],
         }
         self._static = _digest(static)  # once: only the request's part is hashed per request
         self._prefix = handle.key("answer") + ":"

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from citewise.errors import AnswerNotFound, CacheUnavailable, InvalidRequest
 from citewise.redis_client import RedisHandle, RedisUnavailable
-from citewise.settings import Settings
+from citewise.settings import OutcomeSettings
 from citewise.shapes import Answer
 
 log = logging.getLogger("citewise.serving.outcomes")
@@ -80,10 +80,10 @@ def judge_cached(body: bytes) -> Kind | None:
 class OutcomeLog:
     """Writes outcomes and answer records; Redis failures lose the record, never the answer."""
 
-    def __init__(self, redis: RedisHandle, settings: Settings) -> None:
+    def __init__(self, redis: RedisHandle, settings: OutcomeSettings) -> None:
         self._redis = redis
         self._record_ttl_s = settings.answer_record_ttl_s
-        self._max = settings.outcome_log_max
+        self._max = settings.log_max
         self._stream = redis.key("outcomes")
 
     def _record_key(self, answer_id: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Literal
 
 import limits
 from limits.aio.storage import RedisStorage
@@ -34,12 +33,12 @@ from limits.util import WindowStats
 
 from citewise.errors import ConfigurationError, RateLimited, RateLimiterUnavailable
 from citewise.redis_client import RedisHandle, RedisUnavailable
-from citewise.settings import Settings
+from citewise.settings import RateFamily, RateLimitSettings, RateScope
 
 log = logging.getLogger("citewise.limits")
 
-Family = Literal["search", "ask", "admin", "widget"]
-Scope = Literal["ip", "key", "widget"]
+Family = RateFamily
+Scope = RateScope
 FAMILIES: tuple[Family, ...] = ("search", "ask", "admin", "widget")
 SCOPES: tuple[Scope, ...] = ("ip", "key", "widget")
 
@@ -48,29 +47,30 @@ NO_LIMIT = {"", "none", "off"}
 _SCOPE_NAMES: dict[Scope, str] = {"ip": "client", "key": "API key", "widget": "help widget"}
 
 
-def _parse(setting: str, value: str) -> list[limits.RateLimitItem]:
+def _parse(variable: str, value: str) -> list[limits.RateLimitItem]:
     if value.strip().lower() in NO_LIMIT:
         return []
     try:
         return list(limits.parse_many(value))
     except ValueError as exc:
         raise ConfigurationError(
-            f"CITEWISE_{setting.upper()}={value!r} is not a rate limit such as '60/minute'"
+            f"{variable}={value!r} is not a rate limit such as '60/minute'"
         ) from exc
 
 
 class Limiter:
     """Checks a request against its family's limits; ``None`` handle means no limits."""
 
-    def __init__(self, handle: RedisHandle | None, settings: Settings) -> None:
+    def __init__(self, handle: RedisHandle | None, settings: RateLimitSettings) -> None:
         self._handle = handle
-        self._fail_open = settings.rate_limit_fail_open
+        self._fail_open = settings.fail_open
         self._limits: dict[Family, dict[Scope, list[limits.RateLimitItem]]] = {}
+        rates = settings.rates()
         for family in FAMILIES:
             self._limits[family] = {}
             for scope in SCOPES:  # a family/scope pair without a setting has no limit
-                setting = f"rate_limit_{family}_per_{scope}"
-                self._limits[family][scope] = _parse(setting, getattr(settings, setting, "none"))
+                variable = RateLimitSettings.variable(family, scope)
+                self._limits[family][scope] = _parse(variable, rates.get((family, scope), "none"))
         self._strategy: RateLimiter | None = None
         if handle is not None:
             storage = RedisStorage(
@@ -79,7 +79,7 @@ class Limiter:
                 key_prefix=handle.key("rl"),
                 connection_pool=handle.aio.connection_pool,  # type: ignore[arg-type]
             )
-            if settings.rate_limit_strategy == "moving-window":
+            if settings.strategy == "moving-window":
                 self._strategy = MovingWindowRateLimiter(storage)
             else:
                 self._strategy = SlidingWindowCounterRateLimiter(storage)

@@ -35,7 +35,7 @@ from citewise.errors import (
 )
 from citewise.knowledge_base import validate_kb
 from citewise.redis_client import RedisHandle, RedisUnavailable
-from citewise.settings import Settings, WidgetSpec
+from citewise.settings import WidgetSettings, WidgetSpec
 
 ISSUER = "citewise"
 ALGORITHM = "HS256"
@@ -94,11 +94,11 @@ def widget_from_spec(widget_id: str, spec: WidgetSpec, *, managed: bool) -> Widg
     return Widget(check_widget_id(widget_id), origins, validate_kb(spec.kb), managed)
 
 
-def signing_key(settings: Settings) -> str:
-    """``CITEWISE_WIDGET_SECRET``, or a random key created once under ``CITEWISE_HOME``."""
-    if settings.widget_secret is not None:
-        return settings.widget_secret.get_secret_value()
-    path = settings.widget_secret_path
+def signing_key(settings: WidgetSettings, path: Path) -> str:
+    """``CITEWISE_WIDGET_SECRET``, or a random key created once at ``path`` (under
+    ``CITEWISE_HOME``)."""
+    if settings.secret is not None:
+        return settings.secret.get_secret_value()
     try:
         return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -126,17 +126,21 @@ def _read_key(path: Path) -> str:
 class Widgets:
     """The registered widgets (configuration + Redis) and their tokens."""
 
-    def __init__(self, settings: Settings, redis: RedisHandle | None) -> None:
+    def __init__(
+        self, settings: WidgetSettings, secret_path: Path, redis: RedisHandle | None
+    ) -> None:
+        """``secret_path``: where the signing key is kept when ``CITEWISE_WIDGET_SECRET`` is
+        unset."""
         try:
             self._configured = {
                 widget_id: widget_from_spec(widget_id, spec, managed=False)
-                for widget_id, spec in settings.widgets.items()
+                for widget_id, spec in settings.registered.items()
             }
         except InvalidRequest as exc:
             raise ConfigurationError(f"CITEWISE_WIDGETS: {exc}") from exc
         self._redis = redis
-        self._key = signing_key(settings)
-        self._ttl_s = settings.widget_token_ttl_s
+        self._key = signing_key(settings, secret_path)
+        self._ttl_s = settings.token_ttl_s
         self._managed: dict[str, Widget] = {}
         self._fetched_at = float("-inf")
 

