@@ -159,8 +159,12 @@ def test_the_api_healthcheck_follows_readiness(
     ready = Settings(home=home, cache_dir=cache_dir, redis_url="off")
     with serve(create_app(ready)) as url:
         assert probe_exit(url) == 0
-    empty = make_settings(redis_url="off")  # no default knowledge base: not ready
+    empty = make_settings(redis_url="off")  # no knowledge base yet: ready all the same
     with serve(create_app(empty)) as url:
+        assert probe_exit(url) == 0
+    # A store that cannot be reached: not ready.
+    no_store = make_settings(redis_url="off", chroma_url="http://127.0.0.1:9", chroma_timeout_s=2)
+    with serve(create_app(no_store)) as url:
         assert probe_exit(url) != 0
 
 
