@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -218,3 +219,97 @@ def test_uploaded_files_are_ingested_under_safe_names_within_limits(
     assert wrong.status_code == 400
     # Neither refused request left a file behind, whole or partial.
     assert sorted(p.name for p in uploads.iterdir()) == ["cancel.md", "notes.txt"]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (staging included), by relative path, with its bytes."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def staged_folders(env: dict[str, str]) -> list[Path]:
+    staging = Path(env["CITEWISE_HOME"]) / "uploads" / ".staging"
+    return list(staging.iterdir()) if staging.exists() else []
+
+
+def test_an_upload_refused_while_a_job_holds_the_kb_leaves_nothing_behind(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+    first = [("files", ("notes.md", b"# Notes\n\nGift cards never expire.\n", "text/markdown"))]
+    held = client.post("/v1/kbs/billing/ingest", files=first, headers=ADMIN)
+    assert held.status_code == 202, held.text  # queued: no worker runs here, so it holds billing
+    before = tree(uploads)
+    assert before == {"billing/notes.md": first[0][1][1]}
+
+    second = [
+        ("files", ("notes.md", b"# Notes\n\nGift cards expire after a year.\n", "text/markdown")),
+        ("files", ("extra.md", b"# Extra\n\nMore.\n", "text/markdown")),
+    ]
+    busy = client.post("/v1/kbs/billing/ingest", files=second, headers=ADMIN)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "kb_busy"
+    assert held.json()["job_id"] in busy.json()["error"]["message"]
+    assert tree(uploads) == before and staged_folders(env) == []
+
+    # Past the early check (as when two requests arrive together), the claim refuses it: the
+    # files were received into staging and are dropped, never reaching the folder.
+    monkeypatch.setattr("citewise.job_queue.JobQueue.check_free", lambda self, kb: None)
+    late = client.post("/v1/kbs/billing/ingest", files=second, headers=ADMIN)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "kb_busy"
+    assert tree(uploads) == before and staged_folders(env) == []
+    # The same for a path job, and the held job is still the one queued.
+    path_job = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert path_job.status_code == 409
+    state = client.get(f"/v1/jobs/{held.json()['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "queued"
+
+
+def test_concurrent_uploads_to_one_kb_leave_only_the_accepted_files(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request gets past the early check, so the claim alone must sort them out.
+    monkeypatch.setattr("citewise.job_queue.JobQueue.check_free", lambda self, kb: None)
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+
+    def upload(n: int) -> tuple[int, int, str]:
+        files = [("files", (f"page-{n}-{i}.md", f"# Page {n}.{i}\n\nText.\n".encode()))
+                 for i in range(3)]  # fmt: skip
+        response = client.post("/v1/kbs/racing/ingest", files=files, headers=ADMIN)
+        return n, response.status_code, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(upload, range(8)))
+    accepted = [n for n, status, _ in results if status == 202]
+    assert len(accepted) == 1, results
+    assert all(status == 409 for n, status, _ in results if n not in accepted), results
+    (winner,) = accepted
+    assert sorted(tree(uploads)) == [f"racing/page-{winner}-{i}.md" for i in range(3)]
+    assert staged_folders(env) == []
+
+
+def test_an_upload_whose_job_cannot_be_queued_is_taken_back(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+    old = b"# Notes\n\nGift cards never expire.\n"
+    (uploads / "billing").mkdir(parents=True)
+    (uploads / "billing" / "notes.md").write_bytes(old)
+    before = tree(uploads)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("gone")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("rq.Queue.enqueue_call", refuse)
+        files = [
+            ("files", ("notes.md", b"# Notes\n\nNew text.\n", "text/markdown")),
+            ("files", ("new.md", b"# New\n\nA page.\n", "text/markdown")),
+        ]
+        failed = client.post("/v1/kbs/billing/ingest", files=files, headers=ADMIN)
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "queue_unavailable"
+    assert tree(uploads) == before and staged_folders(env) == []  # the old file is back
+    # ... and the claim was released: the next upload is accepted.
+    again = client.post("/v1/kbs/billing/ingest", files=files, headers=ADMIN)
+    assert again.status_code == 202, again.text
+    assert tree(uploads)["billing/notes.md"] == b"# Notes\n\nNew text.\n"
