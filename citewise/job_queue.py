@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -106,6 +106,19 @@ class JobView:
             "error": self.error,
             "gate": self.gate,
         }
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """Whether queued jobs will run: how many wait, and how many workers listen."""
+
+    waiting: int
+    workers: int  # registered on this queue; a worker's registration expires without heartbeats
+
+    @property
+    def served(self) -> bool:
+        """False when jobs wait and no worker will take them."""
+        return self.waiting == 0 or self.workers > 0
 
 
 class JobQueue:
@@ -188,6 +201,12 @@ class JobQueue:
     def depth(self) -> int:
         """Jobs waiting to start."""
         return int(self.queue.count)
+
+    def health(self) -> QueueHealth:
+        """Waiting jobs and live workers. RQ keeps each worker's registration under a key its
+        heartbeat renews: one that stopped is unregistered, one that was killed expires after
+        the worker TTL (7 minutes) without heartbeats."""
+        return QueueHealth(self.depth(), len(Worker.all(queue=self.queue)))
 
     def _claim(self, kb: str, value: str, *, ttl: int) -> None:
         key = claim_key(self._prefix, kb)

@@ -17,6 +17,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api.routes.health import NO_WORKER
 from citewise.job_queue import queue_name
 from citewise.settings import Settings
 from tests.cli import citewise_env, command, watching
@@ -313,3 +314,25 @@ def test_an_upload_whose_job_cannot_be_queued_is_taken_back(
     again = client.post("/v1/kbs/billing/ingest", files=files, headers=ADMIN)
     assert again.status_code == 202, again.text
     assert tree(uploads)["billing/notes.md"] == b"# Notes\n\nNew text.\n"
+
+
+def test_readyz_says_when_jobs_wait_with_no_worker(client: TestClient, env: dict[str, str]) -> None:
+    idle = client.get("/readyz")
+    assert idle.status_code == 200 and idle.json()["status"] == "ready", idle.text
+    assert idle.json()["checks"]["queue_served"] is True
+    assert idle.json()["knowledge_bases"] == {"count": 0, "names": []}  # none yet: still ready
+
+    job = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN).json()
+    stuck = client.get("/readyz")
+    assert stuck.status_code == 200, stuck.text  # answers are still served
+    body = stuck.json()
+    assert body["status"] == "degraded" and body["degraded"] == ["queue_served"]
+    assert body["checks"]["queue_served"] is False and body["checks"]["redis_reachable"] is True
+    assert body["components"]["queue"] == {"status": "degraded", "detail": NO_WORKER}
+    assert body["components"]["redis"]["status"] == "ok"
+
+    work(env)  # a worker came, ran the job and left: nothing waits any more
+    assert client.get(f"/v1/jobs/{job['job_id']}", headers=ADMIN).json()["state"] == "finished"
+    done = client.get("/readyz").json()
+    assert done["status"] == "ready" and done["checks"]["queue_served"] is True
+    assert done["knowledge_bases"] == {"count": 1, "names": ["billing"]}

@@ -5,8 +5,10 @@ answered, so the service is ``not_ready`` (HTTP 503). The knowledge bases are li
 required: a deployment names its own (``docs``, ``support``...), and a fresh one with none yet
 is ready to be given some over ``POST /v1/kbs/{kb}/ingest``. Redis and the job queue on it make
 the service cheaper and able to run background work, but answers do not depend on them (see
-``citewise.redis_client``): when they fail the service is ``degraded`` and still HTTP 200.
-Details are fixed phrases: no addresses, paths or exception text.
+``citewise.redis_client``): when they fail the service is ``degraded`` and still HTTP 200. So
+is it when ingest jobs wait and no worker listens on the queue (RQ's worker registrations,
+renewed by heartbeats): they would wait for ever. Details are fixed phrases: no addresses,
+paths or exception text.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -26,6 +29,8 @@ from citewise.wiring import Services
 
 Status = Literal["ok", "degraded", "down"]
 REQUIRED = ("chroma", "model")
+OPTIONAL_CHECKS = ("redis_reachable", "queue_served")  # false: degraded, not not_ready
+NO_WORKER = "ingest jobs are waiting and no worker is running (citewise worker)"
 SHOWN_NAMES = 20  # knowledge bases named in the component's detail; the body lists them all
 
 
@@ -66,11 +71,14 @@ class Readiness:
         }
         if self.redis_in_use:
             checks["redis_reachable"] = parts["redis"].status == "ok"
+            if checks["redis_reachable"]:  # else the queue's state is unknown, and Redis's fault
+                checks["queue_served"] = parts["queue"].status == "ok"
         body: dict[str, Any] = {"status": self.status, "checks": checks}
-        if self.redis_in_use and not checks["redis_reachable"]:
-            body["degraded"] = ["redis_reachable"]
+        degraded = [n for n in OPTIONAL_CHECKS if checks.get(n) is False]
+        if degraded:
+            body["degraded"] = degraded
         if not self.ready:
-            failing = ", ".join(n for n, ok in checks.items() if not ok and n != "redis_reachable")
+            failing = ", ".join(n for n, ok in checks.items() if not ok and n not in degraded)
             body.update(error_body("not_ready", f"failing checks: {failing}"))
         names = self.knowledge_bases
         body["knowledge_bases"] = None if names is None else {"count": len(names), "names": names}
@@ -114,17 +122,28 @@ async def _redis_and_queue(services: Services) -> tuple[Component, Component]:
     if not services.settings.redis_enabled:
         off = "switched off (CITEWISE_REDIS_URL=off)"
         return Component("ok", off), Component("ok", f"no queue: Redis {off}")
-    if services.redis is None:
+    if services.redis is None or services.jobs is None:
         return (
             Component("down", "the embedded Redis could not start: caches are off"),
             Component("degraded", "no Redis to hold the queue"),
         )
-    if await services.redis.ping():
-        return Component("ok", "reachable"), Component("ok", "Redis reachable")
-    return (
-        Component("down", "unreachable: caches bypassed, rate limits follow their failure policy"),
-        Component("degraded", "Redis unreachable"),
-    )
+    if not await services.redis.ping():
+        return (
+            Component(
+                "down", "unreachable: caches bypassed, rate limits follow their failure policy"
+            ),
+            Component("degraded", "Redis unreachable"),
+        )
+    reachable = Component("ok", "reachable")
+    try:
+        queue = await run_blocking(services.jobs.health)
+    except (redis.RedisError, OSError):
+        return reachable, Component("degraded", "the queue could not be read")
+    if not queue.served:
+        return reachable, Component("degraded", NO_WORKER)
+    if queue.waiting:
+        return reachable, Component("ok", "Redis reachable, a worker takes the waiting jobs")
+    return reachable, Component("ok", "Redis reachable, no job waiting")
 
 
 router = APIRouter(route_class=TextRoute)
@@ -142,9 +161,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
     The store and the model decide: either down is 503 `not_ready`. The knowledge bases are
     listed (`knowledge_bases`: count and names), not required: none at all is still ready.
-    Redis and the job queue on it are reported but do not decide: without them
-    answers are still served (uncached, rate limits per CITEWISE_RATE_LIMIT_FAIL_OPEN), so an
-    unreachable Redis makes the status `degraded` with HTTP 200, not 503.
+    Redis and the job queue on it are reported but do not decide: without them answers are
+    still served (uncached, rate limits per CITEWISE_RATE_LIMIT_FAIL_OPEN), so an unreachable
+    Redis makes the status `degraded` with HTTP 200, not 503; so do ingest jobs waiting with
+    no worker running (`queue_served: false`).
     """
     found = await check(services)
     return JSONResponse(found.body(), status_code=200 if found.ready else 503)
