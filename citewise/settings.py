@@ -279,6 +279,12 @@ class Settings(BaseSettings):
     job_result_ttl_s: int = Field(
         default=7 * 86400, ge=60, description="How long a finished job's state can be read."
     )
+    workers: Literal["embedded", "external"] = Field(
+        default="embedded",
+        description="Who runs ingest jobs: embedded (`citewise serve` runs a worker process "
+        "of its own, restarted if it dies, stopped with the server) or external (`citewise "
+        "worker` processes; uvicorn --factory never starts one). Nothing without Redis.",
+    )
     golden_dir: Path | None = Field(
         default=None,
         description="Folder of golden questions, <kb>.jsonl; a knowledge base with a file "

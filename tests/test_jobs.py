@@ -4,7 +4,9 @@ subprocess, the API reports their state; plus `citewise ingest --watch`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +14,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -20,7 +23,7 @@ from api.main import create_app
 from api.routes.health import NO_WORKER
 from citewise.job_queue import queue_name
 from citewise.settings import Settings
-from tests.cli import citewise_env, command, watching
+from tests.cli import alive, citewise_env, command, eventually, serving, watching
 from tests.conftest import SAMPLE
 
 ADMIN_KEY = "admin-key-1234567890abcdef"
@@ -336,3 +339,89 @@ def test_readyz_says_when_jobs_wait_with_no_worker(client: TestClient, env: dict
     done = client.get("/readyz").json()
     assert done["status"] == "ready" and done["checks"]["queue_served"] is True
     assert done["knowledge_bases"] == {"count": 1, "names": ["billing"]}
+
+
+@pytest.fixture
+def serve_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """``citewise serve`` as an operator starts it: defaults, its own home and Redis prefix."""
+    return env | {
+        "CITEWISE_INGEST_ROOT": str(root),
+        "CITEWISE_ADMIN_KEYS": ADMIN_KEY,
+        "CITEWISE_RATE_LIMIT_ADMIN_PER_IP": "none",  # the test polls job states
+        "CITEWISE_RATE_LIMIT_ADMIN_PER_KEY": "none",
+    }
+
+
+def job_state(url: str, job_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=ADMIN, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def ended(url: str, job_id: str) -> dict[str, Any] | None:
+    state = job_state(url, job_id)
+    return state if state["state"] in ("finished", "failed") else None
+
+
+def submit(url: str, kb: str, path: str) -> str:
+    answer = httpx.post(f"{url}/v1/kbs/{kb}/ingest", json={"path": path}, headers=ADMIN, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["job_id"])
+
+
+def test_serve_runs_jobs_itself_restarts_its_worker_and_takes_it_down(
+    serve_env: dict[str, str],
+) -> None:
+    with serving(serve_env) as server:
+        first = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)").group(1))
+        assert alive(first)
+        job = submit(server.url, "billing", "billing")
+        state = eventually(lambda: ended(server.url, job), timeout=300)
+        assert state and state["state"] == "finished", state  # no other process was started
+        assert state["report"]["files_added"] == 2
+
+        # A worker that dies is replaced (after a logged pause), and the new one works.
+        os.kill(first, signal.SIGKILL)
+        server.wait_for(r"embedded ingest worker exited \(code -9\).*starting it again")
+        second = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)", 2).group(1))
+        assert second != first and alive(second)
+        job = submit(server.url, "expenses", "expenses")
+        state = eventually(lambda: ended(server.url, job), timeout=300)
+        assert state and state["state"] == "finished", state
+        ready = httpx.get(f"{server.url}/readyz", timeout=30).json()
+        assert ready["status"] == "ready" and ready["knowledge_bases"]["count"] == 2
+
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"embedded ingest worker stopped")
+        assert server.process.wait(timeout=120) in (0, -signal.SIGTERM)
+        # The server waited for it: gone by the time the server is, not some time later.
+        assert not alive(second) and not alive(first)
+
+
+def test_the_embedded_worker_stops_when_the_server_is_killed(serve_env: dict[str, str]) -> None:
+    with serving(serve_env) as server:
+        worker = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)").group(1))
+        server.wait_for(r"Listening on")  # the worker's own first lines: it is at work
+        server.process.kill()  # no shutdown: the worker must notice by itself
+        server.process.wait(timeout=60)
+        assert eventually(lambda: not alive(worker), timeout=60), "the worker outlived the server"
+
+
+def test_with_external_workers_serve_leaves_jobs_queued_and_says_so(
+    serve_env: dict[str, str], env: dict[str, str]
+) -> None:
+    with serving(serve_env | {"CITEWISE_WORKERS": "external"}) as server:
+        job = submit(server.url, "billing", "billing")
+        assert job_state(server.url, job)["state"] == "queued"
+        ready = httpx.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 200
+        assert ready.json()["components"]["queue"] == {"status": "degraded", "detail": NO_WORKER}
+        assert ready.json()["degraded"] == ["queue_served"]
+
+        work(env)  # an operator's `citewise worker --burst`
+        assert job_state(server.url, job)["state"] == "finished"
+        assert httpx.get(f"{server.url}/readyz", timeout=30).json()["status"] == "ready"
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=120)
+    assert not [m for m in server.messages if "embedded ingest worker" in m]
+    assert any("left to `citewise worker` processes" in m for m in server.messages)
