@@ -93,6 +93,14 @@ def test_api_and_workers_share_redis_chroma_and_secrets(
     Settings.model_validate({"chroma_url": env["CITEWISE_CHROMA_URL"]})
 
 
+def test_the_api_leaves_ingest_jobs_to_the_worker_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["api"]["environment"]["CITEWISE_WORKERS"] == "external"
+    assert services["worker"]["command"] == ["citewise", "worker"]
+    assert Settings.model_validate({"workers": "external"}).workers == "external"
+
+
 def test_every_variable_set_is_a_citewise_setting(services: dict[str, dict[str, Any]]) -> None:
     fields = set(Settings.model_fields)
     for name in CITEWISE_SERVICES:
