@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from api import errors
 from api.cors import WidgetCORSMiddleware
+from api.embedded_worker import EmbeddedWorker
 from api.observability import RequestObserver
 from api.routes import admin, chat_completions, health, jobs, metrics, query, widget
 from citewise import __version__
@@ -37,8 +38,18 @@ class _CitewiseAPI(FastAPI):
         return RequestObserver(super().build_middleware_stack())
 
 
-def create_app(settings: Settings | None = None, generator: Generator | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    generator: Generator | None = None,
+    *,
+    worker_command: Sequence[str] | None = None,
+) -> FastAPI:
     """Build the Citewise HTTP application; ``generator`` overrides the configured provider.
+
+    ``worker_command`` is how to start an ingest worker (``citewise serve`` passes its own):
+    with it, and CITEWISE_WORKERS=embedded, and a Redis to queue on, the app runs that worker
+    beside itself while it runs (``api/embedded_worker.py``). Without it (``uvicorn
+    --factory``, tests) no worker is started.
 
     Also sets up this process's logging (CITEWISE_LOG_FORMAT, CITEWISE_LOG_LEVEL): the factory
     is the one place both ``citewise serve`` and ``uvicorn --factory`` run, after uvicorn
@@ -51,14 +62,23 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await asyncio.to_thread(build_services, settings, generator)
         await asyncio.to_thread(services.model.load)
-        _announce(services)
+        _announce(services, worker_command is not None)
         app.state.services = services
+        # After the services: the worker then finds the embedded Redis this process started.
+        worker = None
+        if worker_command is not None and _runs_own_worker(services):
+            worker = EmbeddedWorker(worker_command)
+            worker.start()
         # The model, Chroma and the tokenizers live as long as the process: freeze them, so the
         # cyclic garbage collector stops rescanning them in every full collection (p99 of 32
         # concurrent cache hits: about 105 ms -> 40 ms in bench/serve.py).
         gc.collect()
         gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            if worker is not None:  # first: it may be using the embedded Redis
+                await asyncio.to_thread(worker.stop)
         gc.unfreeze()
         await services.aclose()
 
@@ -77,7 +97,11 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     return app
 
 
-def _announce(services: Services) -> None:
+def _runs_own_worker(services: Services) -> bool:
+    return services.settings.ingest.workers == "embedded" and services.jobs is not None
+
+
+def _announce(services: Services, can_run_worker: bool) -> None:
     """Say at start what protects the service and what it runs without (never any key)."""
     if services.keys.open:
         log.warning(
@@ -97,3 +121,10 @@ def _announce(services: Services) -> None:
         log.info("Redis: %s (prefix %r)", services.redis.description, services.redis.prefix)
         if not services.limiter.active:
             log.warning("no rate limits configured")
+        if services.settings.ingest.workers == "external":
+            log.info("ingest jobs are left to `citewise worker` processes (CITEWISE_WORKERS)")
+        elif not can_run_worker:
+            log.warning(
+                "CITEWISE_WORKERS=embedded, but only `citewise serve` runs an embedded worker: "
+                "run `citewise worker` for ingest jobs (and set CITEWISE_WORKERS=external)"
+            )

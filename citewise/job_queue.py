@@ -7,11 +7,15 @@ read them, and needs nothing but the Redis Citewise already has. arq is asyncio-
 pipeline is not) and Celery brings a broker abstraction and a much larger surface for one
 queue of one job type.
 
-One job per knowledge base at a time: submitting claims ``prefix:ingest-claim:<kb>`` with the
-job's id (atomically, and only if no live job holds it); the job releases it when it ends. A
-claim left by a worker killed mid-job is recognised because its job is no longer queued or
-running, and is taken over. The pipeline's own file lock still guards against a second ingest
-started from the command line.
+One job per knowledge base at a time: submitting claims ``prefix:ingest-claim:<kb>``
+(atomically, and only if no live job holds it); the job releases it when it ends. The claim is
+first ``pending:<job id>`` with a short lifetime, while the submitter gets the job ready (an
+upload moves its files into the knowledge base's folder) and queues it; then it becomes the
+job's id, for as long as the job may run. A pending claim counts as live, so nothing else gets
+in between; one left by a submitter that died expires by itself. A claim left by a worker
+killed mid-job is recognised because its job is no longer queued or running, and is taken
+over. The pipeline's own file lock still guards against a second ingest started from the
+command line.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -44,6 +49,25 @@ PROGRESS_EVERY_S = 0.5  # how often a running job writes its progress to Redis
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # The job's body lives with the ingest face; RQ imports it by name in the worker.
 JOB_FUNCTION = "ingest.jobs.run_ingest_job"
+PENDING = "pending:"  # a claim whose job is being prepared and queued
+PENDING_S = 120  # how long a pending claim lasts if its submitter never finishes
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Runs once the knowledge base is claimed, before its job is queued; returns how to undo it.
+Prepare = Callable[[], Callable[[], None]]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 def queue_name(prefix: str) -> str:
@@ -70,6 +94,19 @@ class JobView:
     gate: dict[str, Any] | None  # the golden questions' verdict, for a gated ingest
 
 
+@dataclass(frozen=True)
+class QueueHealth:
+    """Whether queued jobs will run: how many wait, and how many workers listen."""
+
+    waiting: int
+    workers: int  # registered on this queue; a worker's registration expires without heartbeats
+
+    @property
+    def served(self) -> bool:
+        """False when jobs wait and no worker will take them."""
+        return self.waiting == 0 or self.workers > 0
+
+
 class JobQueue:
     """Submits ingest jobs and reads their state (sync: call from a thread in async code)."""
 
@@ -80,21 +117,61 @@ class JobQueue:
         self._keep_s = settings.job_result_ttl_s
         self.queue = Queue(queue_name(handle.prefix), connection=self._redis)
 
-    def submit(self, kb: str, paths: list[str], *, rebuild: bool = False) -> JobView:
-        """Queue an ingest of ``paths`` into ``kb``; ``KnowledgeBaseBusy`` if one is live."""
-        job_id = uuid.uuid4().hex
-        self._claim(kb, job_id)
-        job = self.queue.enqueue_call(
-            JOB_FUNCTION,
-            args=(kb, paths, rebuild, self._prefix),
-            job_id=job_id,
-            timeout=self._timeout_s,
-            result_ttl=self._keep_s,
-            failure_ttl=self._keep_s,
-            meta={"kb": kb, "progress": {"done": 0, "total": None, "current": None}},
-            description=f"ingest into {kb}",
-        )
+    def submit(
+        self,
+        kb: str,
+        paths: list[str],
+        *,
+        rebuild: bool = False,
+        job_id: str | None = None,
+        prepare: Prepare | None = None,
+    ) -> JobView:
+        """Queue an ingest of ``paths`` into ``kb``; ``KnowledgeBaseBusy`` if one is live.
+
+        ``prepare`` runs while the knowledge base is claimed and before the job is queued (so
+        no job of that knowledge base runs meanwhile); if queueing fails, what it did is undone
+        and the claim released."""
+        job_id = job_id or new_job_id()
+        key, pending = claim_key(self._prefix, kb), PENDING + job_id
+        self._claim(kb, pending, ttl=PENDING_S)
+        undo = None
+        try:
+            if prepare is not None:
+                undo = prepare()
+            job = self.queue.enqueue_call(
+                JOB_FUNCTION,
+                args=(kb, paths, rebuild, self._prefix),
+                job_id=job_id,
+                timeout=self._timeout_s,
+                result_ttl=self._keep_s,
+                failure_ttl=self._keep_s,
+                meta={"kb": kb, "progress": {"done": 0, "total": None, "current": None}},
+                description=f"ingest into {kb}",
+            )
+        except BaseException:
+            try:
+                if undo is not None:
+                    undo()
+            finally:
+                self._release(key, pending)
+            raise
+        # The job may already have run and ended (its release found the pending claim, not
+        # its id): the claim then names an ended job, which is not live.
+        self._redis.eval(_CONFIRM, 1, key, pending, job_id, self._timeout_s + 600)
         return view(job)
+
+    def check_free(self, kb: str) -> None:
+        """``KnowledgeBaseBusy`` if a job of ``kb`` is live now (a hint: ``submit`` decides)."""
+        raw = self._redis.get(claim_key(self._prefix, kb))
+        holder = raw.decode() if isinstance(raw, bytes) else raw
+        if holder is not None and _live(holder, self._redis):
+            raise _busy(kb, holder)
+
+    def _release(self, key: str, value: str) -> None:
+        try:
+            release_claim(self._redis, key, value)
+        except redis.RedisError:  # it expires by itself
+            log.warning("could not release a pending ingest claim; it expires in %ss", PENDING_S)
 
     def get(self, job_id: str) -> JobView:
         if not _JOB_ID.match(job_id):  # ours are uuid4 hex; RQ raises on odd characters
@@ -111,9 +188,14 @@ class JobQueue:
         """Jobs waiting to start."""
         return int(self.queue.count)
 
-    def _claim(self, kb: str, job_id: str) -> None:
+    def health(self) -> QueueHealth:
+        """Waiting jobs and live workers. RQ keeps each worker's registration under a key its
+        heartbeat renews: one that stopped is unregistered, one that was killed expires after
+        the worker TTL (7 minutes) without heartbeats."""
+        return QueueHealth(self.depth(), len(Worker.all(queue=self.queue)))
+
+    def _claim(self, kb: str, value: str, *, ttl: int) -> None:
         key = claim_key(self._prefix, kb)
-        ttl = self._timeout_s + 600
         with self._redis.pipeline() as pipe:
             while True:
                 try:
@@ -121,19 +203,31 @@ class JobQueue:
                     raw = pipe.get(key)
                     holder = raw.decode() if isinstance(raw, bytes) else raw
                     if holder is not None and _live(holder, self._redis):
-                        raise KnowledgeBaseBusy(
-                            f"an ingest of knowledge base {kb!r} is already queued or running "
-                            f"(job {holder}); wait for it to finish"
-                        )
+                        raise _busy(kb, holder)
                     pipe.multi()
-                    pipe.set(key, job_id, ex=ttl)
+                    pipe.set(key, value, ex=ttl)
                     pipe.execute()
                     return
                 except redis.WatchError:
                     continue  # someone else claimed or released meanwhile: look again
 
 
-def _live(job_id: str, connection: redis.Redis) -> bool:
+def release_claim(connection: redis.Redis, key: str, value: str) -> None:
+    """Drop the claim ``key`` if it still holds ``value`` (a job's id, or its pending claim)."""
+    connection.eval(_RELEASE, 1, key, value)
+
+
+def _busy(kb: str, holder: str) -> KnowledgeBaseBusy:
+    return KnowledgeBaseBusy(
+        f"an ingest of knowledge base {kb!r} is already queued or running "
+        f"(job {holder.removeprefix(PENDING)}); wait for it to finish"
+    )
+
+
+def _live(holder: str, connection: redis.Redis) -> bool:
+    if holder.startswith(PENDING):  # being queued now; expires by itself if never finished
+        return True
+    job_id = holder
     try:
         return Job.fetch(job_id, connection=connection).get_status() in LIVE
     except NoSuchJobError:

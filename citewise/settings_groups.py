@@ -253,6 +253,13 @@ class IngestSettings(SettingsGroup):
         description="Folder under which POST /v1/kbs/{kb}/ingest may name server-side paths; "
         "unset: only uploads are accepted.",
     )
+    workers: Literal["embedded", "external"] = env(
+        "WORKERS",
+        "embedded",
+        description="Who runs ingest jobs: embedded (`citewise serve` runs a worker process "
+        "of its own, restarted if it dies, stopped with the server) or external (`citewise "
+        "worker` processes; uvicorn --factory never starts one). Nothing without Redis.",
+    )
     job_timeout_s: int = env(
         "JOB_TIMEOUT_S", 3600, ge=10, description="An ingest job running longer is stopped."
     )

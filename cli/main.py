@@ -171,7 +171,11 @@ def serve(
         Path, typer.Option(help="Folder the demo page publishes under /kb/ for citation links.")
     ] = Path("data/sample"),
 ) -> None:
-    """Run the HTTP service."""
+    """Run the HTTP service, and an ingest worker beside it (unless CITEWISE_WORKERS=external).
+
+    The worker is a child process running `citewise worker`, restarted if it dies and stopped
+    with the server; with CITEWISE_REDIS_URL=off there is no queue and none is started."""
+    import os
     import threading
 
     import uvicorn
@@ -203,7 +207,10 @@ def serve(
         stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
     # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
     # by default); its access line is replaced by ours, which knows routes and request ids.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    # The worker runs this very program (the same interpreter and settings), told whose it is.
+    worker = [sys.executable, "-m", "cli.main", "worker", "--supervised-by", str(os.getpid())]
+    app = create_app(settings, worker_command=worker)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 def main() -> None:

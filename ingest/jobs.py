@@ -15,7 +15,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from citewise.errors import CitewiseError, QualityGateFailed
-from citewise.job_queue import PROGRESS_EVERY_S, claim_key
+from citewise.job_queue import PROGRESS_EVERY_S, claim_key, release_claim
 from citewise.settings import Settings
 from ingest.gate import gated_ingest, load_golden
 from ingest.setup import open_pipeline
@@ -45,12 +45,6 @@ class _JobProgress:
         self._saved_at = now
         self._job.meta["progress"] = {"done": self._done, "total": self._total, "current": current}
         self._job.save_meta()  # type: ignore[no-untyped-call]
-
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dict[str, Any]:
@@ -83,4 +77,4 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
         job.save_meta()  # type: ignore[no-untyped-call]
         raise
     finally:
-        job.connection.eval(_RELEASE, 1, claim_key(prefix, kb), job.id)
+        release_claim(job.connection, claim_key(prefix, kb), job.id)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,3 +92,91 @@ def watching(*args: str, env: dict[str, str]) -> Iterator[Watcher]:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+class Server:
+    """A running ``citewise serve --port 0``: its process, URL and log messages (in order)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.url = ""
+        self.messages: list[str] = []
+        self._arrived = threading.Condition()
+
+    def add(self, message: str) -> None:
+        with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+
+    def wait_for(self, pattern: str, nth: int = 1, timeout: float = 300) -> re.Match[str]:
+        """The ``nth`` log message since the start that matches ``pattern``, once it is there;
+        ``AssertionError`` if it is not within ``timeout`` seconds."""
+
+        def found() -> list[re.Match[str]]:
+            matches = (re.search(pattern, m) for m in self.messages)
+            return [m for m in matches if m is not None]
+
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(found()) >= nth, timeout=timeout):
+                raise AssertionError(f"no log line {pattern!r} (#{nth}): {self.messages[-20:]}")
+            return found()[nth - 1]
+
+
+@contextmanager
+def serving(env: dict[str, str]) -> Iterator[Server]:
+    """``citewise serve`` in a subprocess on a port of its choosing, killed afterwards if it is
+    still running; yields once it listens."""
+    process = subprocess.Popen(
+        command("serve", "--port", "0"),
+        env=env | {"CITEWISE_LOG_FORMAT": "json"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Server(process)
+
+    def read() -> None:
+        for line in process.stderr or []:
+            try:
+                server.add(str(json.loads(line).get("message", "")))
+            except (json.JSONDecodeError, AttributeError):  # a library printing on its own
+                server.add(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        server.url = server.wait_for(r"Uvicorn running on (http://\S+)").group(1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+        reader.join(timeout=60)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def eventually(check: Any, timeout: float = 120, every: float = 0.1) -> Any:
+    """Poll ``check()`` until it returns something truthy (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(every)

@@ -93,6 +93,14 @@ def test_api_and_workers_share_redis_chroma_and_secrets(
     Settings.model_validate({"chroma_url": env["CITEWISE_CHROMA_URL"]})
 
 
+def test_the_api_leaves_ingest_jobs_to_the_worker_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["api"]["environment"]["CITEWISE_WORKERS"] == "external"
+    assert services["worker"]["command"] == ["citewise", "worker"]
+    assert Settings.model_validate({"workers": "external"}).workers == "external"
+
+
 def test_every_variable_set_is_a_citewise_setting(services: dict[str, dict[str, Any]]) -> None:
     fields = set(FLAT)
     for name in CITEWISE_SERVICES:
@@ -159,8 +167,12 @@ def test_the_api_healthcheck_follows_readiness(
     ready = Settings(home=home, cache_dir=cache_dir, redis_url="off")
     with serve(create_app(ready)) as url:
         assert probe_exit(url) == 0
-    empty = make_settings(redis_url="off")  # no default knowledge base: not ready
+    empty = make_settings(redis_url="off")  # no knowledge base yet: ready all the same
     with serve(create_app(empty)) as url:
+        assert probe_exit(url) == 0
+    # A store that cannot be reached: not ready.
+    no_store = make_settings(redis_url="off", chroma_url="http://127.0.0.1:9", chroma_timeout_s=2)
+    with serve(create_app(no_store)) as url:
         assert probe_exit(url) != 0
 
 

@@ -4,21 +4,26 @@ subprocess, the API reports their state; plus `citewise ingest --watch`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api.routes.health import NO_WORKER
 from citewise.job_queue import queue_name
 from citewise.settings import Settings
-from tests.cli import citewise_env, command, watching
+from tests.cli import alive, citewise_env, command, eventually, serving, watching
 from tests.conftest import SAMPLE
 
 ADMIN_KEY = "admin-key-1234567890abcdef"
@@ -218,3 +223,205 @@ def test_uploaded_files_are_ingested_under_safe_names_within_limits(
     assert wrong.status_code == 400
     # Neither refused request left a file behind, whole or partial.
     assert sorted(p.name for p in uploads.iterdir()) == ["cancel.md", "notes.txt"]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (staging included), by relative path, with its bytes."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def staged_folders(env: dict[str, str]) -> list[Path]:
+    staging = Path(env["CITEWISE_HOME"]) / "uploads" / ".staging"
+    return list(staging.iterdir()) if staging.exists() else []
+
+
+def test_an_upload_refused_while_a_job_holds_the_kb_leaves_nothing_behind(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+    first = [("files", ("notes.md", b"# Notes\n\nGift cards never expire.\n", "text/markdown"))]
+    held = client.post("/v1/kbs/billing/ingest", files=first, headers=ADMIN)
+    assert held.status_code == 202, held.text  # queued: no worker runs here, so it holds billing
+    before = tree(uploads)
+    assert before == {"billing/notes.md": first[0][1][1]}
+
+    second = [
+        ("files", ("notes.md", b"# Notes\n\nGift cards expire after a year.\n", "text/markdown")),
+        ("files", ("extra.md", b"# Extra\n\nMore.\n", "text/markdown")),
+    ]
+    busy = client.post("/v1/kbs/billing/ingest", files=second, headers=ADMIN)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "kb_busy"
+    assert held.json()["job_id"] in busy.json()["error"]["message"]
+    assert tree(uploads) == before and staged_folders(env) == []
+
+    # Past the early check (as when two requests arrive together), the claim refuses it: the
+    # files were received into staging and are dropped, never reaching the folder.
+    monkeypatch.setattr("citewise.job_queue.JobQueue.check_free", lambda self, kb: None)
+    late = client.post("/v1/kbs/billing/ingest", files=second, headers=ADMIN)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "kb_busy"
+    assert tree(uploads) == before and staged_folders(env) == []
+    # The same for a path job, and the held job is still the one queued.
+    path_job = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN)
+    assert path_job.status_code == 409
+    state = client.get(f"/v1/jobs/{held.json()['job_id']}", headers=ADMIN).json()
+    assert state["state"] == "queued"
+
+
+def test_concurrent_uploads_to_one_kb_leave_only_the_accepted_files(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every request gets past the early check, so the claim alone must sort them out.
+    monkeypatch.setattr("citewise.job_queue.JobQueue.check_free", lambda self, kb: None)
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+
+    def upload(n: int) -> tuple[int, int, str]:
+        files = [("files", (f"page-{n}-{i}.md", f"# Page {n}.{i}\n\nText.\n".encode()))
+                 for i in range(3)]  # fmt: skip
+        response = client.post("/v1/kbs/racing/ingest", files=files, headers=ADMIN)
+        return n, response.status_code, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(upload, range(8)))
+    accepted = [n for n, status, _ in results if status == 202]
+    assert len(accepted) == 1, results
+    assert all(status == 409 for n, status, _ in results if n not in accepted), results
+    (winner,) = accepted
+    assert sorted(tree(uploads)) == [f"racing/page-{winner}-{i}.md" for i in range(3)]
+    assert staged_folders(env) == []
+
+
+def test_an_upload_whose_job_cannot_be_queued_is_taken_back(
+    client: TestClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = Path(env["CITEWISE_HOME"]) / "uploads"
+    old = b"# Notes\n\nGift cards never expire.\n"
+    (uploads / "billing").mkdir(parents=True)
+    (uploads / "billing" / "notes.md").write_bytes(old)
+    before = tree(uploads)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("gone")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("rq.Queue.enqueue_call", refuse)
+        files = [
+            ("files", ("notes.md", b"# Notes\n\nNew text.\n", "text/markdown")),
+            ("files", ("new.md", b"# New\n\nA page.\n", "text/markdown")),
+        ]
+        failed = client.post("/v1/kbs/billing/ingest", files=files, headers=ADMIN)
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "queue_unavailable"
+    assert tree(uploads) == before and staged_folders(env) == []  # the old file is back
+    # ... and the claim was released: the next upload is accepted.
+    again = client.post("/v1/kbs/billing/ingest", files=files, headers=ADMIN)
+    assert again.status_code == 202, again.text
+    assert tree(uploads)["billing/notes.md"] == b"# Notes\n\nNew text.\n"
+
+
+def test_readyz_says_when_jobs_wait_with_no_worker(client: TestClient, env: dict[str, str]) -> None:
+    idle = client.get("/readyz")
+    assert idle.status_code == 200 and idle.json()["status"] == "ready", idle.text
+    assert idle.json()["checks"]["queue_served"] is True
+    assert idle.json()["knowledge_bases"] == {"count": 0, "names": []}  # none yet: still ready
+
+    job = client.post("/v1/kbs/billing/ingest", json={"path": "billing"}, headers=ADMIN).json()
+    stuck = client.get("/readyz")
+    assert stuck.status_code == 200, stuck.text  # answers are still served
+    body = stuck.json()
+    assert body["status"] == "degraded" and body["degraded"] == ["queue_served"]
+    assert body["checks"]["queue_served"] is False and body["checks"]["redis_reachable"] is True
+    assert body["components"]["queue"] == {"status": "degraded", "detail": NO_WORKER}
+    assert body["components"]["redis"]["status"] == "ok"
+
+    work(env)  # a worker came, ran the job and left: nothing waits any more
+    assert client.get(f"/v1/jobs/{job['job_id']}", headers=ADMIN).json()["state"] == "finished"
+    done = client.get("/readyz").json()
+    assert done["status"] == "ready" and done["checks"]["queue_served"] is True
+    assert done["knowledge_bases"] == {"count": 1, "names": ["billing"]}
+
+
+@pytest.fixture
+def serve_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """``citewise serve`` as an operator starts it: defaults, its own home and Redis prefix."""
+    return env | {
+        "CITEWISE_INGEST_ROOT": str(root),
+        "CITEWISE_ADMIN_KEYS": ADMIN_KEY,
+        "CITEWISE_RATE_LIMIT_ADMIN_PER_IP": "none",  # the test polls job states
+        "CITEWISE_RATE_LIMIT_ADMIN_PER_KEY": "none",
+    }
+
+
+def job_state(url: str, job_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/v1/jobs/{job_id}", headers=ADMIN, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def ended(url: str, job_id: str) -> dict[str, Any] | None:
+    state = job_state(url, job_id)
+    return state if state["state"] in ("finished", "failed") else None
+
+
+def submit(url: str, kb: str, path: str) -> str:
+    answer = httpx.post(f"{url}/v1/kbs/{kb}/ingest", json={"path": path}, headers=ADMIN, timeout=30)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["job_id"])
+
+
+def test_serve_runs_jobs_itself_restarts_its_worker_and_takes_it_down(
+    serve_env: dict[str, str],
+) -> None:
+    with serving(serve_env) as server:
+        first = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)").group(1))
+        assert alive(first)
+        job = submit(server.url, "billing", "billing")
+        state = eventually(lambda: ended(server.url, job), timeout=300)
+        assert state and state["state"] == "finished", state  # no other process was started
+        assert state["report"]["files_added"] == 2
+
+        # A worker that dies is replaced (after a logged pause), and the new one works.
+        os.kill(first, signal.SIGKILL)
+        server.wait_for(r"embedded ingest worker exited \(code -9\).*starting it again")
+        second = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)", 2).group(1))
+        assert second != first and alive(second)
+        job = submit(server.url, "expenses", "expenses")
+        state = eventually(lambda: ended(server.url, job), timeout=300)
+        assert state and state["state"] == "finished", state
+        ready = httpx.get(f"{server.url}/readyz", timeout=30).json()
+        assert ready["status"] == "ready" and ready["knowledge_bases"]["count"] == 2
+
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"embedded ingest worker stopped")
+        assert server.process.wait(timeout=120) in (0, -signal.SIGTERM)
+        # The server waited for it: gone by the time the server is, not some time later.
+        assert not alive(second) and not alive(first)
+
+
+def test_the_embedded_worker_stops_when_the_server_is_killed(serve_env: dict[str, str]) -> None:
+    with serving(serve_env) as server:
+        worker = int(server.wait_for(r"embedded ingest worker started \(pid (\d+)\)").group(1))
+        server.wait_for(r"Listening on")  # the worker's own first lines: it is at work
+        server.process.kill()  # no shutdown: the worker must notice by itself
+        server.process.wait(timeout=60)
+        assert eventually(lambda: not alive(worker), timeout=60), "the worker outlived the server"
+
+
+def test_with_external_workers_serve_leaves_jobs_queued_and_says_so(
+    serve_env: dict[str, str], env: dict[str, str]
+) -> None:
+    with serving(serve_env | {"CITEWISE_WORKERS": "external"}) as server:
+        job = submit(server.url, "billing", "billing")
+        assert job_state(server.url, job)["state"] == "queued"
+        ready = httpx.get(f"{server.url}/readyz", timeout=30)
+        assert ready.status_code == 200
+        assert ready.json()["components"]["queue"] == {"status": "degraded", "detail": NO_WORKER}
+        assert ready.json()["degraded"] == ["queue_served"]
+
+        work(env)  # an operator's `citewise worker --burst`
+        assert job_state(server.url, job)["state"] == "finished"
+        assert httpx.get(f"{server.url}/readyz", timeout=30).json()["status"] == "ready"
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=120)
+    assert not [m for m in server.messages if "embedded ingest worker" in m]
+    assert any("left to `citewise worker` processes" in m for m in server.messages)

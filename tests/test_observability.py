@@ -336,30 +336,44 @@ def components(body: dict[str, Any]) -> dict[str, str]:
     return {name: part["status"] for name, part in body["components"].items()}
 
 
-def test_readyz_reports_every_component(settings: Callable[..., Settings], home: Path) -> None:
+def test_readyz_reports_every_component(
+    settings: Callable[..., Settings], home: Path, tmp_path: Path
+) -> None:
     with client_for(settings()) as client:
         ready = client.get("/readyz")
-    with client_for(settings(default_kb="never-ingested")) as client:
-        missing = client.get("/readyz")
+    with client_for(settings(home=tmp_path / "empty")) as client:
+        empty = client.get("/readyz")
+    with client_for(settings(chroma_url="http://127.0.0.1:9", chroma_timeout_s=2)) as client:
+        no_store = client.get("/readyz")
     with client_for(settings(redis_url="off")) as client:
         off = client.get("/readyz")
 
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert components(ready.json()) == dict.fromkeys(
-        ("chroma", "model", "default_kb", "redis", "queue"), "ok"
+        ("chroma", "model", "knowledge_bases", "redis", "queue"), "ok"
     )
     assert all(ready.json()["checks"].values())
     assert all(part["detail"] for part in ready.json()["components"].values())
+    listed = ready.json()["knowledge_bases"]
+    assert "default" in listed["names"] and listed["count"] == len(listed["names"])
+    assert "default" in ready.json()["components"]["knowledge_bases"]["detail"]
 
-    assert missing.status_code == 503 and missing.json()["status"] == "not_ready"
-    assert components(missing.json())["default_kb"] == "down"
-    assert missing.json()["error"]["code"] == "not_ready"
-    assert "never-ingested" in missing.json()["components"]["default_kb"]["detail"]
+    # No knowledge base at all is still ready: they are listed, not required.
+    assert empty.status_code == 200 and empty.json()["status"] == "ready", empty.text
+    assert empty.json()["knowledge_bases"] == {"count": 0, "names": []}
+    assert components(empty.json())["knowledge_bases"] == "ok"
+
+    assert no_store.status_code == 503 and no_store.json()["status"] == "not_ready"
+    assert no_store.json()["error"]["code"] == "not_ready"
+    assert "store_reachable" in no_store.json()["error"]["message"]
+    assert components(no_store.json())["chroma"] == "down"
+    assert no_store.json()["knowledge_bases"] is None
 
     assert off.status_code == 200 and off.json()["status"] == "ready"
     assert "redis_reachable" not in off.json()["checks"]
-    for response in (ready, missing, off):
+    for response in (ready, empty, no_store, off):
         assert str(home) not in response.text and "redis://" not in response.text
+        assert "127.0.0.1" not in response.text
 
 
 def test_readyz_with_redis_down_is_degraded_and_says_which(
@@ -379,7 +393,7 @@ def test_readyz_with_redis_down_is_degraded_and_says_which(
     assert components(body) == {
         "chroma": "ok",
         "model": "ok",
-        "default_kb": "ok",
+        "knowledge_bases": "ok",
         "redis": "down",
         "queue": "degraded",
     }

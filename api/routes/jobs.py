@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import redis
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
@@ -13,13 +16,14 @@ from api.deps import ServicesDep
 from api.security import AdminCaller
 from api.uploads import receive_uploads
 from citewise.errors import InvalidRequest, QueueUnavailable
-from citewise.job_queue import JobQueue
+from citewise.job_queue import JobQueue, new_job_id
 from citewise.knowledge_base import validate_kb
 from citewise.redis_client import RedisUnavailable
 from citewise.threads import run_blocking
 from citewise.wiring import Services
 
 router = APIRouter(tags=["ingest jobs"])
+T = TypeVar("T")
 
 _JSON_BODY = {
     "application/json": {
@@ -65,38 +69,51 @@ async def submit_ingest(
 
     One job per knowledge base at a time (409 while one is queued or running). Follow it with
     ``GET /v1/jobs/{job_id}``; ``citewise worker`` runs the jobs.
+
+    Uploaded files go into the knowledge base's uploads folder only once the job is accepted
+    (``api/uploads.py``): a refused request leaves none of them behind.
     """
     kb = validate_kb(kb)
     jobs = _jobs(services)
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        folder, rebuild = await receive_uploads(
-            request, kb, services.settings.limits, services.settings.uploads_path
-        )
-        paths = [str(folder)]
-    else:
+    if not content_type.startswith("multipart/form-data"):
         try:
             body = PathIngest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise InvalidRequest(
                 'send JSON {"path": "...", "rebuild": false} or multipart files'
             ) from exc
-        paths, rebuild = [str(_under_root(body.path, services.settings.ingest.root))], body.rebuild
+        path = _under_root(body.path, services.settings.ingest.root)
+        job = await _queue_call(partial(jobs.submit, kb, [str(path)], rebuild=body.rebuild))
+        return asdict(job)
+    # Refuse a busy knowledge base before reading what may be megabytes of files; the claim
+    # taken once they are in decides.
+    await _queue_call(jobs.check_free, kb)
+    job_id = new_job_id()
+    staged = await receive_uploads(
+        request, job_id, services.settings.limits, services.settings.uploads_path
+    )
+    folder = services.settings.uploads_path / kb
     try:
-        job = await run_blocking(jobs.submit, kb, paths, rebuild=rebuild)
-    except RedisUnavailable as exc:
-        raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
+        submit = partial(jobs.submit, kb, [str(folder)], rebuild=staged.rebuild, job_id=job_id)
+        job = await _queue_call(submit, prepare=partial(staged.promote_into, folder))
+    finally:
+        staged.discard()  # promoted files are gone from it; refused ones go with it
     return asdict(job)
+
+
+async def _queue_call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return await run_blocking(call, *args, **kwargs)
+    except (RedisUnavailable, redis.RedisError) as exc:
+        raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
 
 
 @router.get("/v1/jobs/{job_id}")
 async def job_state(job_id: str, services: ServicesDep, _: AdminCaller) -> dict[str, Any]:
     """An ingest job's state (queued, started, finished, failed), progress and report."""
     jobs = _jobs(services)
-    try:
-        return asdict(await run_blocking(jobs.get, job_id))
-    except RedisUnavailable as exc:
-        raise QueueUnavailable("the job queue (Redis) cannot be reached") from exc
+    return asdict(await _queue_call(jobs.get, job_id))
 
 
 def _jobs(services: Services) -> JobQueue:
