@@ -270,6 +270,7 @@ class IngestPipeline:
             for source in self._emptied:  # skipped now, so its old text must not answer
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 manifest.forget(source)
+            _note_failures(manifest, placed, report)
             manifest.set_fingerprint(self.fingerprint())
         # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
         self._refresh_lexical(knowledge_base)
@@ -377,7 +378,12 @@ class IngestPipeline:
             kb.update_metadata(work.to_refresh)
             kb.delete(work.to_delete)
             manifest.mark(
-                work.file.source, str(work.file.root), work.file_hash, DONE, len(work.chunks)
+                work.file.source,
+                str(work.file.root),
+                work.file_hash,
+                DONE,
+                len(work.chunks),
+                size=_size(work.file.path),
             )
             _count(report, work, embedded=0)
         report.chunks_embedded += len(missing) - cache_hits
@@ -449,6 +455,33 @@ def _record(report: IngestReport) -> None:
         metrics.INGEST_FILES.labels(kb, outcome).inc(files)  # zeros too: the series exist
     metrics.INGEST_CHUNKS_EMBEDDED.labels(kb).inc(report.chunks_embedded)
     metrics.INGEST_SECONDS.labels(kb).observe(report.seconds)
+
+
+def _note_failures(manifest: Manifest, placed: Placed, report: IngestReport) -> None:
+    """Keep each document's last failure in the manifest (``citewise docs list`` shows it): set
+    for the files that failed in this run, cleared for those read without failing and for
+    those gone from a folder walked in full. A file refused because another folder's document
+    holds its key leaves that document's record alone."""
+    records = manifest.records()
+    roots = {
+        f.source: str(f.root)
+        for f in [*placed.files, *placed.kept]
+        if f.source not in records or records[f.source].root == str(f.root)
+    }
+    failed = {f.path: (roots[f.path], f.error) for f in report.failures if f.path in roots}
+    gone = {
+        key
+        for key, failure in manifest.failures().items()
+        if key not in roots and any(s.covers(failure.root, key) for s in placed.scopes)
+    }
+    manifest.note_failures(failed, set(roots) | gone)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _hash_file(path: Path) -> str:
