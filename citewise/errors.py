@@ -14,7 +14,7 @@
     │   ├── KnowledgeBaseNotFound, ConversationNotFound, UnknownWidget, AnswerNotFound,
     │   └── JobNotFound
     ├── Conflict                   409 the request clashes with the current state
-    │   ├── KnowledgeBaseBusy      another ingest holds the knowledge base
+    │   ├── KnowledgeBaseBusy      another ingest or delete holds the knowledge base
     │   ├── EmbeddingModelMismatch the collection was built with another model
     │   └── QualityGateFailed      a gated ingest was not promoted: golden questions failed
     ├── RateLimited                429 over a rate limit (carries retry_after)
@@ -115,7 +115,7 @@ class KnowledgeBaseNotFound(NotFound):
 
 
 class KnowledgeBaseBusy(Conflict):
-    """Raised when another ingest of the same knowledge base is running."""
+    """Raised when another ingest or a delete of the same knowledge base is running."""
 
     code = "kb_busy"
 

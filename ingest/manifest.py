@@ -5,6 +5,11 @@ Chroma and turned ``done`` only after they all have. A run killed in between lea
 pending, so the next run re-derives that file against what Chroma really holds. That, plus
 deterministic chunk ids, makes every interrupted ingest converge to a clean ingest's index.
 
+Deleting follows the same rule, mark first (``ingest.management``): a document's row turns
+``deleting`` before its chunks go and is forgotten last; a knowledge base gets a row in
+``deletions`` (its tombstone) before any of it goes, and loses it together with its last rows.
+An interrupted delete is finished by the next delete or ingest of that knowledge base.
+
 Besides what the ingest needs, rows keep what ``citewise docs list`` shows: each file's size,
 the time of each knowledge base's last ingest, and each document's last failure (``failures``,
 cleared when the file is read again or is gone).
@@ -23,6 +28,7 @@ from ingest.sources import Source, legacy_sources
 
 PENDING = "pending"
 DONE = "done"
+DELETING = "deleting"  # a document delete started here (its chunks may be gone already)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kbs (
@@ -57,10 +63,14 @@ CREATE TABLE IF NOT EXISTS failures (
     failed_at REAL NOT NULL,
     PRIMARY KEY (kb, source)
 );
+CREATE TABLE IF NOT EXISTS deletions (
+    kb TEXT PRIMARY KEY,
+    started_at REAL NOT NULL
+);
 """
 # Columns added after the first release: added to older manifests when they are opened.
 _ADDED = {"kbs": {"ingested_at": "REAL"}, "files": {"bytes": "INTEGER"}}
-# Every table with rows of one knowledge base.
+# Every table with rows of one knowledge base; ``deletions`` only ends with a delete.
 _TABLES = ("files", "kbs", "sources", "failures")
 
 
@@ -109,6 +119,10 @@ class Manifest:
             yield cls(connection, kb)
         finally:
             connection.close()
+
+    def of(self, kb: str) -> Manifest:
+        """The same manifest, for another knowledge base (one connection for a listing)."""
+        return Manifest(self._db, kb)
 
     def fingerprint(self) -> str | None:
         row = self._db.execute("SELECT fingerprint FROM kbs WHERE kb = ?", (self.kb,)).fetchone()
@@ -182,6 +196,14 @@ class Manifest:
                     "DELETE FROM failures WHERE kb = ? AND source = ?", (self.kb, source)
                 )
 
+    def set_status(self, source: str, status: str) -> None:
+        """Change only a row's status (``deleting``: a delete of the document has begun)."""
+        with self._db:
+            self._db.execute(
+                "UPDATE files SET status = ? WHERE kb = ? AND source = ?",
+                (status, self.kb, source),
+            )
+
     def forget(self, source: str) -> None:
         """Drop a document's row and its failure, in one transaction."""
         with self._db:
@@ -222,6 +244,42 @@ class Manifest:
             (self.kb, self.kb),
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    # --- deleting a whole knowledge base -----------------------------------------------
+
+    def begin_delete(self) -> None:
+        """Write the knowledge base's tombstone: from now on a delete is under way."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO deletions (kb, started_at) VALUES (?, ?)",
+                (self.kb, time.time()),
+            )
+
+    def deleting(self) -> bool:
+        """Whether a delete of this knowledge base began and has not finished."""
+        found = self._db.execute("SELECT 1 FROM deletions WHERE kb = ?", (self.kb,))
+        return found.fetchone() is not None
+
+    def end_delete(self) -> None:
+        """Forget every row of the knowledge base and then its tombstone, in one transaction."""
+        with self._db:
+            for table in (*_TABLES, "deletions"):
+                self._db.execute(f"DELETE FROM {table} WHERE kb = ?", (self.kb,))
+
+    def holds_anything(self) -> bool:
+        """Whether any row of this knowledge base exists (a tombstone included)."""
+        for table in (*_TABLES, "deletions"):
+            found = self._db.execute(f"SELECT 1 FROM {table} WHERE kb = ? LIMIT 1", (self.kb,))
+            if found.fetchone() is not None:
+                return True
+        return False
+
+    def knowledge_bases(self) -> list[str]:
+        """Every knowledge base with a row in this manifest (staging names included)."""
+        names: set[str] = set()
+        for table in (*_TABLES, "deletions"):
+            names |= {str(r[0]) for r in self._db.execute(f"SELECT DISTINCT kb FROM {table}")}
+        return sorted(names)
 
     def copy_to(self, target: str, *, move: bool = False) -> None:
         """Make ``target``'s records a copy of this knowledge base's (``move``: and drop
