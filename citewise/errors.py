@@ -12,7 +12,7 @@
     │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
     ├── NotFound                   404 the thing named does not exist (or has expired)
     │   ├── KnowledgeBaseNotFound, ConversationNotFound, UnknownWidget, AnswerNotFound,
-    │   └── JobNotFound
+    │   └── JobNotFound, DocumentNotFound
     ├── Conflict                   409 the request clashes with the current state
     │   ├── KnowledgeBaseBusy      another ingest or delete holds the knowledge base
     │   ├── EmbeddingModelMismatch the collection was built with another model
@@ -233,6 +233,12 @@ class JobNotFound(NotFound):
     """Raised when an ingest job id is unknown or its record has expired."""
 
     code = "job_not_found"
+
+
+class DocumentNotFound(NotFound):
+    """Raised when a document id (or path) names no document of the knowledge base."""
+
+    code = "document_not_found"
 
 
 class QueueUnavailable(Unavailable):

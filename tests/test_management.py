@@ -1,0 +1,196 @@
+"""Knowledge bases and documents managed for real: listed, shown and deleted through the CLI
+(in subprocesses), with embedded Chroma and the test Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.lexical import LexicalStore
+from citewise.search.store import ChunkStore
+from citewise.settings import Settings
+from citewise.wiring import build_store
+from ingest.locks import kb_lock
+from ingest.management import document_id
+from ingest.manifest import Manifest
+from ingest.pipeline import IngestPipeline
+from tests.cli import citewise_env, run, run_json
+
+ADMIN_KEY = "admin-key-manage-0123456789"
+QUERY_KEY = "query-key-manage-0123456789"
+
+# Made-up words: a search for one finds only the document that holds it.
+PAGES = {
+    "guide/setup.md": "# Setup\n\nThe quokkafern switch turns on monthly invoice grouping.\n",
+    "guide/usage.md": "# Usage\n\nPress the zibbletop button to send reminders to customers.\n",
+    "faq.md": "# FAQ\n\nThe marrowlint report lists every unpaid invoice of a quarter.\n",
+    "pets.md": "# Office pets\n\nThe office parrot is called Captain Biscuit.\n",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "handbook"
+    for path, text in PAGES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text, encoding="utf-8")
+    (folder / "broken.pdf").write_bytes(b"%PDF-garbage")
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        cache_dir=cache_dir,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        admin_keys=ADMIN_KEY,
+        query_keys=QUERY_KEY,
+    )
+
+
+@pytest.fixture
+def env(settings: Settings, cache_dir: Path) -> dict[str, str]:
+    return citewise_env(
+        settings.home,
+        cache_dir,
+        CITEWISE_REDIS_URL=str(settings.redis_url),
+        CITEWISE_REDIS_PREFIX=settings.redis_prefix,
+    )
+
+
+def ingest(settings: Settings, embeddings: LocalEmbeddings, folder: Path, kb: str) -> Any:
+    return IngestPipeline(settings, build_store(settings), embeddings).run([folder], kb)
+
+
+def store_of(settings: Settings) -> ChunkStore:
+    """The store as it is on disk now, whatever other processes wrote (``fresh_view``)."""
+    store = build_store(settings)
+    store.renew()
+    return store
+
+
+def chunk_sources(settings: Settings, kb: str = "default") -> set[str]:
+    _, metadatas = store_of(settings).knowledge_base(kb).ids_and_metadatas()
+    return {str(m["source"]) for m in metadatas}
+
+
+def bm25_sources(settings: Settings, kb: str = "default") -> set[str]:
+    return {str(m["source"]) for m in LexicalStore.from_settings(settings).load(kb).metadatas}
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_lists_shows_and_deletes(
+    settings: Settings,
+    env: dict[str, str],
+    corpus: Path,
+    embeddings: LocalEmbeddings,
+    tmp_path: Path,
+) -> None:
+    ingest(settings, embeddings, corpus, "default")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "faq.md").write_text("# Other FAQ\n\nThe plovercask limit.\n", encoding="utf-8")
+    ingest(settings, embeddings, extra, "default")  # a second source: keys "extra/..."
+    (settings.uploads_path / "default").mkdir(parents=True)
+    (settings.uploads_path / "default" / "uploaded.md").write_text("# Up\n\nText.\n", "utf-8")
+
+    code, listed = run_json("kb", "list", env=env)
+    assert code == 0
+    [kb] = listed["knowledge_bases"]
+    assert kb["name"] == "default" and kb["status"] == "ready"
+    assert kb["sources"] == [
+        {"name": "handbook", "folder": "handbook", "root": str(corpus.resolve())},
+        {"name": "extra", "folder": "extra", "root": str(extra.resolve())},
+    ]
+    assert kb["documents"] == 5
+    assert kb["chunks"] == len(store_of(settings).knowledge_base("default").ids())
+    assert kb["embedding_model"] == settings.embedding_model
+    assert kb["corpus_version"] == LexicalStore.from_settings(settings).current_generation(
+        "default"
+    )
+    assert kb["last_ingest_at"] > 0
+
+    code, docs = run_json("docs", "list", env=env)
+    assert code == 0
+    by_path = {d["path"]: d for d in docs["documents"]}
+    assert list(by_path) == sorted(by_path)
+    assert set(by_path) == {*PAGES, "broken.pdf", "extra/faq.md"}
+    setup = by_path["guide/setup.md"]
+    assert setup["id"] == document_id("default", "guide/setup.md") and len(setup["id"]) == 16
+    assert setup["source"] == "handbook" and setup["title"] == "Setup"
+    assert setup["status"] == "ok" and setup["error"] is None and setup["chunks"] == 1
+    assert setup["bytes"] == len(PAGES["guide/setup.md"].encode())
+    assert len(setup["content_hash"]) == 64 and setup["ingested_at"] > 0
+    broken = by_path["broken.pdf"]
+    assert broken["status"] == "failed" and broken["error"] and broken["chunks"] == 0
+    assert by_path["extra/faq.md"]["source"] == "extra"
+
+    code, only = run_json("docs", "list", "--prefix", "guide/", env=env)
+    assert [d["path"] for d in only["documents"]] == ["guide/setup.md", "guide/usage.md"]
+    code, only = run_json("docs", "list", "--source", "extra", env=env)
+    assert [d["path"] for d in only["documents"]] == ["extra/faq.md"]
+
+    pets = by_path["pets.md"]
+    code, shown = run_json("docs", "show", pets["id"], env=env)
+    assert code == 0 and shown["document"] == pets
+    assert [c["chunk_index"] for c in shown["chunks"]] == list(range(pets["chunks"]))
+    assert "Captain Biscuit" in " ".join(c["text"] for c in shown["chunks"])
+    assert all(c["metadata"]["source"] == "pets.md" for c in shown["chunks"])
+    text = run("docs", "show", pets["id"], env=env)
+    assert text.returncode == 0 and "Captain Biscuit" in text.stdout
+
+    # By id, then by path; the corpus version changes with each.
+    code, deleted = run_json("docs", "delete", pets["id"], env=env)
+    assert code == 0 and deleted["deleted"] == pets and deleted["chunks_deleted"] == pets["chunks"]
+    assert deleted["corpus_version"] != kb["corpus_version"]
+    assert deleted["answer_cache"] == "retired"
+    code, again = run_json("docs", "delete", "--path", "guide/usage.md", env=env)
+    assert code == 0 and again["deleted"]["path"] == "guide/usage.md"
+    assert "pets.md" not in chunk_sources(settings) | bm25_sources(settings)
+    assert "guide/usage.md" not in chunk_sources(settings) | bm25_sources(settings)
+    assert "faq.md" in chunk_sources(settings) and "faq.md" in bm25_sources(settings)
+    code, docs = run_json("docs", "list", env=env)
+    assert {d["path"] for d in docs["documents"]} == {
+        "guide/setup.md", "faq.md", "broken.pdf", "extra/faq.md"
+    }  # fmt: skip
+    code, error = run_json("docs", "delete", pets["id"], env=env)
+    assert code == 1 and error["error"]["code"] == "document_not_found"
+
+    # The files are still there: the next ingest of their folder adds them again.
+    code, report = run_json("ingest", str(corpus), env=env)
+    assert code == 1 and sorted(report["added"]) == ["guide/usage.md", "pets.md"]  # broken.pdf
+    assert "pets.md" in chunk_sources(settings)
+
+    code, gone = run_json("kb", "delete", "default", env=env)
+    assert code == 0 and gone["deleted"] and gone["documents"] == 5
+    assert not store_of(settings).exists("default")
+    assert LexicalStore.from_settings(settings).current_generation("default") is None
+    assert not (settings.lexical_path / "default").exists()
+    assert not (settings.uploads_path / "default").exists()
+    assert corpus.exists() and extra.exists()  # the folders it was ingested from are not touched
+    with Manifest.open(settings.manifest_path, "default") as manifest:
+        assert not manifest.holds_anything()
+    assert run_json("kb", "list", env=env) == (0, {"knowledge_bases": []})
+    code, error = run_json("kb", "delete", "default", env=env)
+    assert code == 1 and error["error"]["code"] == "kb_not_found"
+    code, error = run_json("docs", "list", env=env)
+    assert code == 1 and error["error"]["code"] == "kb_not_found"
+    code, error = run_json("docs", "list", "--kb", "Bad Name!", env=env)
+    assert code == 2 and error["error"]["code"] == "invalid_kb_name"
+
+
+def test_cli_delete_is_refused_while_an_ingest_holds_the_knowledge_base(
+    settings: Settings, env: dict[str, str], corpus: Path, embeddings: LocalEmbeddings
+) -> None:
+    ingest(settings, embeddings, corpus, "default")
+    with kb_lock(settings, "default", "held by the test"):
+        code, error = run_json("kb", "delete", "default", env=env)
+    assert code == 1 and error["error"]["code"] == "kb_busy"
+    assert build_store(settings).exists("default")
