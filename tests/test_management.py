@@ -194,3 +194,20 @@ def test_cli_delete_is_refused_while_an_ingest_holds_the_knowledge_base(
         code, error = run_json("kb", "delete", "default", env=env)
     assert code == 1 and error["error"]["code"] == "kb_busy"
     assert build_store(settings).exists("default")
+
+
+def test_a_serving_copy_of_bm25_follows_its_knowledge_base_out_of_the_store(
+    settings: Settings, corpus: Path, embeddings: LocalEmbeddings
+) -> None:
+    """With a Chroma server, replicas keep their own BM25 copies: one of a knowledge base gone
+    from the store is dropped, and with it the corpus version its cached answers are under."""
+    from citewise.search.lexical_sync import LexicalSync
+
+    ingest(settings, embeddings, corpus, "default")
+    lexical, store = LexicalStore.from_settings(settings), build_store(settings)
+    sync = LexicalSync(lexical, store, interval_s=0)
+    sync.refresh("default")
+    assert lexical.current_generation("default") is not None
+    store.drop("default")
+    sync.refresh("default")
+    assert lexical.current_generation("default") is None
