@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.observability import RequestObserver
-from api.routes import admin, chat_completions, health, jobs, metrics, query, widget
+from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, generator: Generator | None = N
     app.include_router(admin.router)
     app.include_router(widget.router)
     app.include_router(jobs.router)
+    app.include_router(kbs.router)
     app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app

@@ -1,13 +1,18 @@
 """Knowledge bases and documents managed for real: listed, shown and deleted through the CLI
-(in subprocesses), with embedded Chroma and the test Redis."""
+(in subprocesses) and over HTTP (admin keys), with embedded Chroma and the test Redis; a
+deleted document is gone from search, answers and the answer cache."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from citewise.search.embeddings import LocalEmbeddings
 from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore
@@ -17,17 +22,20 @@ from ingest.locks import kb_lock
 from ingest.management import document_id
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline
+from tests.answer_helpers import PARROT_DOC
 from tests.cli import citewise_env, run, run_json
 
 ADMIN_KEY = "admin-key-manage-0123456789"
 QUERY_KEY = "query-key-manage-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+QUERY = {"Authorization": f"Bearer {QUERY_KEY}"}
 
 # Made-up words: a search for one finds only the document that holds it.
 PAGES = {
     "guide/setup.md": "# Setup\n\nThe quokkafern switch turns on monthly invoice grouping.\n",
     "guide/usage.md": "# Usage\n\nPress the zibbletop button to send reminders to customers.\n",
     "faq.md": "# FAQ\n\nThe marrowlint report lists every unpaid invoice of a quarter.\n",
-    "pets.md": "# Office pets\n\nThe office parrot is called Captain Biscuit.\n",
+    "pets.md": PARROT_DOC,
 }
 
 
@@ -65,6 +73,14 @@ def env(settings: Settings, cache_dir: Path) -> dict[str, str]:
 
 def ingest(settings: Settings, embeddings: LocalEmbeddings, folder: Path, kb: str) -> Any:
     return IngestPipeline(settings, build_store(settings), embeddings).run([folder], kb)
+
+
+@pytest.fixture
+def client(settings: Settings, corpus: Path, embeddings: LocalEmbeddings) -> Iterator[TestClient]:
+    report = ingest(settings, embeddings, corpus, "default")
+    assert [f.path for f in report.failures] == ["broken.pdf"]
+    with TestClient(create_app(settings)) as client:
+        yield client
 
 
 def store_of(settings: Settings) -> ChunkStore:
@@ -194,6 +210,177 @@ def test_cli_delete_is_refused_while_an_ingest_holds_the_knowledge_base(
         code, error = run_json("kb", "delete", "default", env=env)
     assert code == 1 and error["error"]["code"] == "kb_busy"
     assert build_store(settings).exists("default")
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    ("GET", "/v1/kbs"),
+    ("DELETE", "/v1/kbs/default"),
+    ("GET", "/v1/kbs/default/documents"),
+    ("GET", "/v1/kbs/default/documents/0123456789abcdef"),
+    ("DELETE", "/v1/kbs/default/documents/0123456789abcdef"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_http_needs_an_admin_key(client: TestClient, method: str, path: str) -> None:
+    missing = client.request(method, path)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    wrong = client.request(method, path, headers=QUERY)
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden"
+    assert client.get("/v1/kbs/default/documents", headers=ADMIN).status_code == 200
+
+
+def test_http_lists_pages_and_shows(client: TestClient, corpus: Path) -> None:
+    listed = client.get("/v1/kbs", headers=ADMIN)
+    assert listed.status_code == 200
+    [kb] = listed.json()["knowledge_bases"]
+    assert kb["sources"] == [{"name": "handbook", "folder": "handbook"}]
+    assert str(corpus.parent) not in listed.text  # no absolute server path, anywhere
+    assert kb["documents"] == 4 and kb["chunks"] > 4 and kb["corpus_version"]
+
+    paths, cursor, pages = [], None, 0
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/kbs/default/documents", params=params, headers=ADMIN).json()
+        paths += [d["path"] for d in page["documents"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and paths == sorted([*PAGES, "broken.pdf"])
+    assert str(corpus.parent) not in str(paths)
+    page = client.get(
+        "/v1/kbs/default/documents", params={"prefix": "guide/", "source": "handbook"},
+        headers=ADMIN,
+    ).json()  # fmt: skip
+    assert [d["path"] for d in page["documents"]] == ["guide/setup.md", "guide/usage.md"]
+    bad = client.get("/v1/kbs/default/documents", params={"cursor": "%%%"}, headers=ADMIN)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+
+    doc_id = document_id("default", "guide/usage.md")
+    shown = client.get(f"/v1/kbs/default/documents/{doc_id}", headers=ADMIN)
+    assert shown.status_code == 200
+    body = shown.json()
+    assert body["document"]["path"] == "guide/usage.md" and body["document"]["title"] == "Usage"
+    assert body["chunks"][0]["chunk_index"] == 0 and "zibbletop" in body["chunks"][0]["text"]
+
+    for path, code in [
+        ("/v1/kbs/default/documents/0123456789abcdef", "document_not_found"),
+        ("/v1/kbs/nothing-here/documents", "kb_not_found"),
+        ("/v1/kbs/nothing-here/documents/0123456789abcdef", "kb_not_found"),
+    ]:
+        response = client.get(path, headers=ADMIN)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
+    for path, code in [
+        ("/v1/kbs/default/documents/0123456789abcdef", "document_not_found"),
+        ("/v1/kbs/nothing-here", "kb_not_found"),
+    ]:
+        response = client.delete(path, headers=ADMIN)
+        assert response.status_code == 404 and response.json()["error"]["code"] == code
+    response = client.get("/v1/kbs/Bad%20Name/documents", headers=ADMIN)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_kb_name"
+
+
+def ask(client: TestClient, question: str) -> tuple[str, dict[str, Any]]:
+    response = client.post("/v1/ask", json={"question": question}, headers=QUERY)
+    assert response.status_code == 200, response.text
+    return response.headers["X-Citewise-Cache"], response.json()
+
+
+def search_sources(client: TestClient, query: str) -> list[str]:
+    response = client.post("/v1/search", json={"query": query, "k": 10}, headers=QUERY)
+    assert response.status_code == 200, response.text
+    return [h["source"] for h in response.json()["hits"]]
+
+
+def test_a_deleted_document_leaves_search_answers_and_the_cache(
+    client: TestClient, env: dict[str, str]
+) -> None:
+    question = "What is the office parrot called?"
+    cache, first = ask(client, question)
+    assert cache == "miss" and "pets.md" in {c["source"] for c in first["citations"]}
+    assert ask(client, question)[0] == "hit"
+    assert "pets.md" in search_sources(client, "Captain Biscuit parrot")
+
+    doc_id = document_id("default", "pets.md")
+    deleted = client.delete(f"/v1/kbs/default/documents/{doc_id}", headers=ADMIN)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted"]["path"] == "pets.md" and deleted.json()["chunks_deleted"]
+
+    cache, after = ask(client, question)
+    assert cache != "hit" and after["cached"] is False
+    assert "pets.md" not in {c["source"] for c in after["citations"]}
+    assert "pets.md" not in {s["source"] for s in after["sources"]}
+    assert "pets.md" not in search_sources(client, "Captain Biscuit parrot")
+    gone = client.get(f"/v1/kbs/default/documents/{doc_id}", headers=ADMIN)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "document_not_found"
+
+    # Deleted by another process (the CLI) while this service runs: it follows at once.
+    assert "guide/usage.md" in search_sources(client, "zibbletop button")
+    cache, cited = ask(client, "What does the zibbletop button do?")
+    assert "guide/usage.md" in {c["source"] for c in cited["citations"]}
+    code, _ = run_json("docs", "delete", "--path", "guide/usage.md", env=env)
+    assert code == 0
+    assert "guide/usage.md" not in search_sources(client, "zibbletop button")
+    cache, after = ask(client, "What does the zibbletop button do?")
+    assert cache != "hit" and "guide/usage.md" not in {c["source"] for c in after["citations"]}
+
+
+def test_a_deleted_knowledge_base_is_gone_everywhere(
+    client: TestClient, settings: Settings, embeddings: LocalEmbeddings, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "note.md").write_text("# Note\n\nThe thistlewump rule.\n", encoding="utf-8")
+    ingest(settings, embeddings, other, "other")
+    question = "What is the office parrot called?"
+    assert ask(client, question)[0] == "miss" and ask(client, question)[0] == "hit"
+    models = client.get("/v1/models", headers=QUERY).json()["data"]
+    assert {m["id"] for m in models} == {"default", "other"}
+
+    with kb_lock(settings, "default", "held by the test"):
+        busy = client.delete("/v1/kbs/default", headers=ADMIN)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "kb_busy"
+
+    deleted = client.delete("/v1/kbs/default", headers=ADMIN)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {
+        "kb": "default",
+        "deleted": True,
+        "documents": 4,
+        "chunks": deleted.json()["chunks"],
+        "answer_cache": "retired",
+    }
+    assert [m["id"] for m in client.get("/v1/models", headers=QUERY).json()["data"]] == ["other"]
+    names = [kb["name"] for kb in client.get("/v1/kbs", headers=ADMIN).json()["knowledge_bases"]]
+    assert names == ["other"]
+    for response in (
+        client.post("/v1/search", json={"query": "parrot"}, headers=QUERY),
+        client.post("/v1/ask", json={"question": question}, headers=QUERY),
+        client.get("/v1/kbs/default/documents", headers=ADMIN),
+        client.delete("/v1/kbs/default", headers=ADMIN),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "kb_not_found"
+    assert search_sources_of(client, "other", "thistlewump") == ["note.md"]
+
+    # A new knowledge base under the same name starts empty: nothing of the old one answers.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(other / "note.md", fresh / "note.md")
+    ingest(settings, embeddings, fresh, "default")
+    assert chunk_sources(settings) == {"note.md"}
+    cache, answer = ask(client, question)
+    assert cache != "hit" and "pets.md" not in {c["source"] for c in answer["citations"]}
+
+
+def search_sources_of(client: TestClient, kb: str, query: str) -> list[str]:
+    response = client.post("/v1/search", json={"query": query, "kb": kb, "k": 3}, headers=QUERY)
+    assert response.status_code == 200, response.text
+    return sorted({h["source"] for h in response.json()["hits"]})
 
 
 def test_a_serving_copy_of_bm25_follows_its_knowledge_base_out_of_the_store(
