@@ -15,7 +15,7 @@ from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
 from api.observability import RequestObserver
-from api.routes import admin, chat_completions, health, jobs, metrics, query, widget
+from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
@@ -92,6 +92,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(widget.router)
     app.include_router(jobs.router)
+    app.include_router(kbs.router)
     app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app

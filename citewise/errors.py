@@ -12,9 +12,9 @@
     │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
     ├── NotFound                   404 the thing named does not exist (or has expired)
     │   ├── KnowledgeBaseNotFound, ConversationNotFound, UnknownWidget, AnswerNotFound,
-    │   └── JobNotFound
+    │   └── JobNotFound, DocumentNotFound
     ├── Conflict                   409 the request clashes with the current state
-    │   ├── KnowledgeBaseBusy      another ingest holds the knowledge base
+    │   ├── KnowledgeBaseBusy      another ingest or delete holds the knowledge base
     │   ├── EmbeddingModelMismatch the collection was built with another model
     │   └── QualityGateFailed      a gated ingest was not promoted: golden questions failed
     ├── RateLimited                429 over a rate limit (carries retry_after)
@@ -115,7 +115,7 @@ class KnowledgeBaseNotFound(NotFound):
 
 
 class KnowledgeBaseBusy(Conflict):
-    """Raised when another ingest of the same knowledge base is running."""
+    """Raised when another ingest or a delete of the same knowledge base is running."""
 
     code = "kb_busy"
 
@@ -233,6 +233,12 @@ class JobNotFound(NotFound):
     """Raised when an ingest job id is unknown or its record has expired."""
 
     code = "job_not_found"
+
+
+class DocumentNotFound(NotFound):
+    """Raised when a document id (or path) names no document of the knowledge base."""
+
+    code = "document_not_found"
 
 
 class QueueUnavailable(Unavailable):

@@ -27,12 +27,15 @@ from cli.console import (
     stdout,
 )
 from cli.eval import app as eval_app
+from cli.manage import docs_app, kb_app
 from cli.missing_docs import report
 from cli.query import ask, search
 from cli.worker import worker
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(eval_app, name="eval")
+app.add_typer(kb_app, name="kb")
+app.add_typer(docs_app, name="docs")
 app.command()(search)
 app.command()(ask)
 app.command()(report)

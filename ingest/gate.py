@@ -33,6 +33,7 @@ from citewise.search.retrieval import Retriever
 from citewise.settings import Settings
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline, Progress
+from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
 
 
@@ -125,6 +126,8 @@ def gated_ingest(
     except Timeout as exc:
         raise KnowledgeBaseBusy(f"another ingest of knowledge base {kb!r} is running") from exc
     try:
+        # A delete of ``kb`` cut short is finished before its state is copied.
+        finish_interrupted(settings, store, pipeline.lexical, kb, keep=paths)
         if rebuild:
             store.drop(staging)
         else:

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from filelock import FileLock, Timeout
 from langchain_core.embeddings import Embeddings
 
 from citewise import metrics
-from citewise.errors import KnowledgeBaseBusy
 from citewise.knowledge_base import validate_kb
 from citewise.search.embedding_cache import CachedEmbeddings
 from citewise.search.lexical import LexicalStore
@@ -41,8 +39,10 @@ from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover, printable
 from ingest.document import ParsedDocument
 from ingest.guards import ParseLimits
+from ingest.locks import kb_lock
 from ingest.manifest import DONE, PENDING, FileRecord, Manifest
 from ingest.parallel import ChunkingConfig, parse_all
+from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
 from ingest.sources import Placed, place
 
@@ -144,19 +144,15 @@ class IngestPipeline:
         if dry_run:
             self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
-            self.settings.lock_dir.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(self.settings.lock_dir / f"{kb}.lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout as exc:
-                raise KnowledgeBaseBusy(
-                    f"another ingest of knowledge base {kb!r} is running; "
-                    "try again when it has finished"
-                ) from exc
-            try:
+            busy = (
+                f"another ingest or delete of knowledge base {kb!r} is running; "
+                "try again when it has finished"
+            )
+            with kb_lock(self.settings, kb, busy):
+                # A delete of this knowledge base (or of documents of it) cut short is
+                # finished first: nothing of what was being deleted is taken as stored.
+                finish_interrupted(self.settings, self.store, self.lexical, kb, keep=paths)
                 self._apply(found, kb, rebuild, report, progress or _Silent())
-            finally:
-                lock.release()
         report.seconds = time.perf_counter() - started
         if not dry_run:
             _record(report)
@@ -215,6 +211,7 @@ class IngestPipeline:
     ) -> None:
         self.store.follow(kb, self.lexical.current_generation(kb))
         with Manifest.open(self.settings.manifest_path, kb, read_only=True) as manifest:
+            rebuild = rebuild or manifest.deleting()  # the ingest would finish that delete first
             existing = None
             if not rebuild and self.store.exists(kb):
                 existing = self.store.knowledge_base(kb)
@@ -275,21 +272,13 @@ class IngestPipeline:
             for source in self._emptied:  # skipped now, so its old text must not answer
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 manifest.forget(source)
+            _note_failures(manifest, placed, report)
             manifest.set_fingerprint(self.fingerprint())
         # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
         self._refresh_lexical(knowledge_base)
 
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
-        ids, metadatas = knowledge_base.ids_and_metadatas()
-        generation = self.lexical.generation_of(ids, metadatas)
-        if self.lexical.current_generation(knowledge_base.kb) != generation:
-            ids, texts, metadatas = knowledge_base.all_chunks()
-            self.lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
-        # Then in Chroma, for serving processes that cannot read this CITEWISE_HOME (replicas
-        # of a Chroma server): they rebuild their copies when it changes. Recorded even when
-        # the local index was already right, so a crash between the two steps heals.
-        knowledge_base.record_generation(generation)
-        self.store.follow(knowledge_base.kb, generation)  # this process's own view is current
+        publish_lexical(self.store, self.lexical, knowledge_base)
 
     def _classify(
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport
@@ -382,12 +371,33 @@ class IngestPipeline:
             kb.update_metadata(work.to_refresh)
             kb.delete(work.to_delete)
             manifest.mark(
-                work.file.source, str(work.file.root), work.file_hash, DONE, len(work.chunks)
+                work.file.source,
+                str(work.file.root),
+                work.file_hash,
+                DONE,
+                len(work.chunks),
+                size=_size(work.file.path),
             )
             _count(report, work, embedded=0)
         report.chunks_embedded += len(missing) - cache_hits
         report.embed_cache_hits += cache_hits
         report.chunks_reused += sum(1 for c in needed if c.hash in reused)
+
+
+def publish_lexical(store: ChunkStore, lexical: LexicalStore, knowledge_base: KnowledgeBase) -> str:
+    """Publish the BM25 index of what ``knowledge_base`` holds now (a new corpus version when
+    that changed) and record its generation in the store; returns the generation."""
+    ids, metadatas = knowledge_base.ids_and_metadatas()
+    generation = lexical.generation_of(ids, metadatas)
+    if lexical.current_generation(knowledge_base.kb) != generation:
+        ids, texts, metadatas = knowledge_base.all_chunks()
+        lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
+    # Then in Chroma, for serving processes that cannot read this CITEWISE_HOME (replicas
+    # of a Chroma server): they rebuild their copies when it changes. Recorded even when
+    # the local index was already right, so a crash between the two steps heals.
+    knowledge_base.record_generation(generation)
+    store.follow(knowledge_base.kb, generation)  # this process's own view is current
+    return generation
 
 
 def _diff(
@@ -454,6 +464,33 @@ def _record(report: IngestReport) -> None:
         metrics.INGEST_FILES.labels(kb, outcome).inc(files)  # zeros too: the series exist
     metrics.INGEST_CHUNKS_EMBEDDED.labels(kb).inc(report.chunks_embedded)
     metrics.INGEST_SECONDS.labels(kb).observe(report.seconds)
+
+
+def _note_failures(manifest: Manifest, placed: Placed, report: IngestReport) -> None:
+    """Keep each document's last failure in the manifest (``citewise docs list`` shows it): set
+    for the files that failed in this run, cleared for those read without failing and for
+    those gone from a folder walked in full. A file refused because another folder's document
+    holds its key leaves that document's record alone."""
+    records = manifest.records()
+    roots = {
+        f.source: str(f.root)
+        for f in [*placed.files, *placed.kept]
+        if f.source not in records or records[f.source].root == str(f.root)
+    }
+    failed = {f.path: (roots[f.path], f.error) for f in report.failures if f.path in roots}
+    gone = {
+        key
+        for key, failure in manifest.failures().items()
+        if key not in roots and any(s.covers(failure.root, key) for s in placed.scopes)
+    }
+    manifest.note_failures(failed, set(roots) | gone)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _hash_file(path: Path) -> str:

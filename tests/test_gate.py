@@ -112,3 +112,22 @@ def test_malformed_golden_questions_are_reported_with_their_line(
     path.write_text(json.dumps(GOLDEN[0]) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(Exception, match="line 2"):
         load_golden(pipeline.settings, "default")
+
+
+def test_a_delete_cut_short_is_finished_before_the_live_state_is_copied(
+    pipeline: IngestPipeline, corpus: Path
+) -> None:
+    # As a kill leaves it: tombstone written, collection dropped, manifest rows still there.
+    with Manifest.open(pipeline.settings.manifest_path, "default") as manifest:
+        manifest.begin_delete()
+    pipeline.store.drop("default")
+    golden = load_golden(pipeline.settings, "default")
+    assert golden is not None
+
+    report, gate = gated_ingest(pipeline, [corpus], "default", golden)
+
+    assert gate.passed and report.files_added == 3 and report.files_unchanged == 0
+    chunks, bm25, files = live_state(pipeline)
+    assert set(files) == {p.name for p in corpus.iterdir()} and chunks and bm25
+    with Manifest.open(pipeline.settings.manifest_path, "default", read_only=True) as manifest:
+        assert not manifest.deleting()

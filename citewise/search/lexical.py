@@ -217,6 +217,9 @@ class LexicalStore:
                 shutil.rmtree(old, ignore_errors=True)
 
     def drop(self, kb: str) -> None:
+        """Remove ``kb``'s index: the pointer first, so a drop cut short leaves nothing that
+        looks published (and ``kb`` has no corpus version from that moment)."""
+        (self._folder(kb) / _POINTER).unlink(missing_ok=True)
         shutil.rmtree(self._folder(kb), ignore_errors=True)
         with self._lock:
             self._loaded.pop(kb, None)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 
-from citewise.errors import CitewiseError
+from citewise.errors import CitewiseError, KnowledgeBaseNotFound
 from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore
 
@@ -67,6 +67,14 @@ class LexicalSync:
         local = self._lexical.current_generation(kb)
         try:
             recorded = self._store.recorded_generation(kb)
+        except KnowledgeBaseNotFound:
+            # Deleted from the store: so is this copy, and with it the corpus version its
+            # cached answers were looked up under. Looked at again on the next request.
+            if local is not None:
+                self._lexical.drop(kb)
+                log.info("knowledge base %r is gone from the store: BM25 copy dropped", kb)
+            self._retry_soon(kb, None)
+            return
         except CitewiseError as exc:
             log.debug("cannot read the recorded BM25 generation of %r: %s", kb, exc)
             self._retry_soon(kb, local)

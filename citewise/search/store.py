@@ -325,6 +325,20 @@ class ChunkStore:
             n.removeprefix(COLLECTION_PREFIX) for n in names if n.startswith(COLLECTION_PREFIX)
         )
 
+    def describe(self, kb: str) -> tuple[str | None, int] | None:
+        """The embedding model ``kb``'s collection records and how many chunks it holds, for a
+        listing (no model is refused here); ``None`` if it has no collection."""
+        client = self._api()
+        if client is None:
+            return None
+        try:
+            with self._reach.guard():
+                collection = client.get_collection(collection_name(kb), embedding_function=None)
+                model = (collection.metadata or {}).get(MODEL_KEY)
+                return (None if model is None else str(model)), collection.count()
+        except (NotFoundError, ValueError):
+            return None
+
     def exists(self, kb: str) -> bool:
         client = self._api()
         if client is None:
@@ -430,6 +444,35 @@ class KnowledgeBase:
             found = self._collection.get(where={stored_chunk.SOURCE: source}, include=["metadatas"])
         metadatas = found["metadatas"] or []
         return {i: dict(m or {}) for i, m in zip(found["ids"], metadatas, strict=True)}
+
+    def passages_of_source(self, source: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Id, text and metadata of every chunk of one document, in ``chunk_index`` order."""
+        with self._reach.guard():
+            found = self._collection.get(
+                where={stored_chunk.SOURCE: source}, include=["documents", "metadatas"]
+            )
+        documents = found["documents"] or [""] * len(found["ids"])
+        metadatas = found["metadatas"] or [{}] * len(found["ids"])
+        passages = [
+            (i, d or "", dict(m or {}))
+            for i, d, m in zip(found["ids"], documents, metadatas, strict=True)
+        ]
+        return sorted(passages, key=lambda p: int(p[2].get(stored_chunk.CHUNK_INDEX) or 0))
+
+    def first_chunks(self, sources: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Metadata of the first chunk (``chunk_index`` 0) of each of these documents, by
+        source: where listings find a document's title."""
+        first: dict[str, dict[str, Any]] = {}
+        for batch in _batches(list(dict.fromkeys(sources)), 500):
+            where: Any = {
+                "$and": [{stored_chunk.SOURCE: {"$in": batch}}, {stored_chunk.CHUNK_INDEX: 0}]
+            }
+            with self._reach.guard():
+                found = self._collection.get(where=where, include=["metadatas"])
+            for metadata in found["metadatas"] or []:
+                if metadata:
+                    first[str(metadata.get(stored_chunk.SOURCE))] = dict(metadata)
+        return first
 
     def vectors_by_hash(self, hashes: Sequence[str]) -> dict[str, list[float]]:
         """Stored vectors for any of these chunk hashes, wherever in the knowledge base."""

@@ -270,5 +270,16 @@ class AnswerCache:
 async def flush(handle: RedisHandle, kb: str | None) -> None:
     """Make every cached answer (of one knowledge base, or all) unreachable at once: bump the
     flush epoch the lookup script puts into every key. Old entries expire by their TTL."""
-    counter = handle.key("answer-epoch") if kb is None else handle.key("answer-epoch", kb)
+    counter = _epoch_counter(handle, kb)
     await handle.arun(lambda r: r.incr(counter))
+
+
+def flush_now(handle: RedisHandle, kb: str | None) -> None:
+    """``flush`` for callers without an event loop (deleting a knowledge base or a document
+    from the CLI, or from a worker thread of the API); ``RedisUnavailable`` if it failed."""
+    counter = _epoch_counter(handle, kb)
+    handle.run(lambda r: r.incr(counter))
+
+
+def _epoch_counter(handle: RedisHandle, kb: str | None) -> str:
+    return handle.key("answer-epoch") if kb is None else handle.key("answer-epoch", kb)
