@@ -120,7 +120,7 @@ def docs_list(
     from ingest.management import open_management
 
     settings = Settings()
-    kb = kb or settings.default_kb
+    kb = kb or settings.core.default_kb
     try:
         with open_management(settings) as management:
             page = management.documents(kb, source=source, prefix=prefix)
@@ -163,7 +163,7 @@ def docs_show(
     settings = Settings()
     try:
         with open_management(settings) as management:
-            shown = management.document(kb or settings.default_kb, doc_id)
+            shown = management.document(kb or settings.core.default_kb, doc_id)
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:
@@ -201,7 +201,9 @@ def docs_delete(
         if (doc_id is None) == (path is None):
             raise InvalidRequest("name the document by its ID or by --path (one of them)")
         with open_management(settings, deleting=True) as management:
-            done = management.delete_document(kb or settings.default_kb, doc_id=doc_id, path=path)
+            done = management.delete_document(
+                kb or settings.core.default_kb, doc_id=doc_id, path=path
+            )
     except CitewiseError as error:
         fail(error, as_json)
     if as_json:

@@ -37,7 +37,7 @@ from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore
 from citewise.serving import answer_cache
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 from ingest.locks import kb_lock
 from ingest.manifest import DELETING, DONE, FailureRecord, FileRecord, Manifest
 from ingest.pipeline import publish_lexical
@@ -288,11 +288,11 @@ class Management:
 def open_management(settings: Settings, *, deleting: bool = False) -> Iterator[Management]:
     """``Management`` over the configured store (not created when absent) and, when it is to
     delete, the configured Redis, where cached answers are retired."""
-    redis = connect(settings) if deleting else None
+    redis = connect(settings.redis, settings.redis_path) if deleting else None
     try:
         store = build_store(settings, create=False)
         try:
-            yield Management(settings, store, LexicalStore.from_settings(settings), redis)
+            yield Management(settings, store, build_lexical(settings), redis)
         finally:
             store.close()
     finally:
