@@ -26,7 +26,7 @@ from citewise.search.lexical import LexicalStore
 from citewise.search.retrieval import Retriever
 from citewise.search.store import ChunkStore
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 from ingest.loaders import PARSERS
 from ingest.manifest import Manifest
 from tests.cli import citewise_env, command, run_json
@@ -112,10 +112,10 @@ def home(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str) -> 
 @pytest.fixture
 def env(home: Settings, cache_dir: Path) -> dict[str, str]:
     return citewise_env(
-        home.home,
+        home.core.home,
         cache_dir,
-        CITEWISE_REDIS_URL=str(home.redis_url),
-        CITEWISE_REDIS_PREFIX=home.redis_prefix,
+        CITEWISE_REDIS_URL=str(home.redis.url),
+        CITEWISE_REDIS_PREFIX=home.redis.prefix,
     )
 
 
@@ -145,8 +145,8 @@ def test_killed_kb_deletes_leave_it_whole_or_gone_and_are_finished(
         uploads.mkdir(parents=True, exist_ok=True)
         (uploads / "upload.md").write_text("# Uploaded\n\nA file sent over HTTP.\n", "utf-8")
 
-    lexical = LexicalStore.from_settings(home)
-    retriever = Retriever(home, _store(home), embeddings, lexical)
+    lexical = build_lexical(home)
+    retriever = Retriever(home.retrieval, _store(home), embeddings, lexical)
     ingested(corpus)
     stretch = _watched(["kb", "delete", "default", "--json"], env, marked)
     assert stretch is not None, "the tombstone was never seen"
@@ -177,7 +177,7 @@ def test_killed_kb_deletes_leave_it_whole_or_gone_and_are_finished(
         else:  # gone for every search, and marked unless the delete finished
             retriever.store = store
             with pytest.raises(KnowledgeBaseNotFound):
-                retriever.search("refund", kb="default", k=3)
+                retriever.search(retriever.query("refund", kb="default", k=3))
             assert "default" not in store.knowledge_bases(), note
             if not tombstoned:
                 assert not anything and not uploads.exists(), note
@@ -220,7 +220,7 @@ def test_killed_document_deletes_leave_it_whole_or_gone_and_are_finished(
     corpus = _folder(tmp_path, "corpus", ["billing", "account", "expenses"])
     other = _folder(tmp_path, "other", ["getting-started"])
     assert run_json("ingest", str(corpus), env=env)[0] == 0
-    lexical = LexicalStore.from_settings(home)
+    lexical = build_lexical(home)
     doomed = sorted(_paths(corpus))
 
     def marked_for(path: str) -> Callable[[], bool]:

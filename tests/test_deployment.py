@@ -98,7 +98,7 @@ def test_the_api_leaves_ingest_jobs_to_the_worker_service(
 ) -> None:
     assert services["api"]["environment"]["CITEWISE_WORKERS"] == "external"
     assert services["worker"]["command"] == ["citewise", "worker"]
-    assert Settings.model_validate({"workers": "external"}).workers == "external"
+    assert Settings.model_validate({"workers": "external"}).ingest.workers == "external"
 
 
 def test_every_variable_set_is_a_citewise_setting(services: dict[str, dict[str, Any]]) -> None:

@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from citewise.search.embeddings import LocalEmbeddings
-from citewise.search.lexical import LexicalStore
 from citewise.search.store import ChunkStore
 from citewise.settings import Settings
-from citewise.wiring import build_store
+from citewise.wiring import build_lexical, build_store
 from ingest.locks import kb_lock
 from ingest.management import document_id
 from ingest.manifest import Manifest
@@ -64,10 +63,10 @@ def settings(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str)
 @pytest.fixture
 def env(settings: Settings, cache_dir: Path) -> dict[str, str]:
     return citewise_env(
-        settings.home,
+        settings.core.home,
         cache_dir,
-        CITEWISE_REDIS_URL=str(settings.redis_url),
-        CITEWISE_REDIS_PREFIX=settings.redis_prefix,
+        CITEWISE_REDIS_URL=str(settings.redis.url),
+        CITEWISE_REDIS_PREFIX=settings.redis.prefix,
     )
 
 
@@ -96,7 +95,7 @@ def chunk_sources(settings: Settings, kb: str = "default") -> set[str]:
 
 
 def bm25_sources(settings: Settings, kb: str = "default") -> set[str]:
-    return {str(m["source"]) for m in LexicalStore.from_settings(settings).load(kb).metadatas}
+    return {str(m["source"]) for m in build_lexical(settings).load(kb).metadatas}
 
 
 # --- the CLI -------------------------------------------------------------------------------
@@ -127,10 +126,8 @@ def test_cli_lists_shows_and_deletes(
     ]
     assert kb["documents"] == 5
     assert kb["chunks"] == len(store_of(settings).knowledge_base("default").ids())
-    assert kb["embedding_model"] == settings.embedding_model
-    assert kb["corpus_version"] == LexicalStore.from_settings(settings).current_generation(
-        "default"
-    )
+    assert kb["embedding_model"] == settings.embedding.model
+    assert kb["corpus_version"] == build_lexical(settings).current_generation("default")
     assert kb["last_ingest_at"] > 0
 
     code, docs = run_json("docs", "list", env=env)
@@ -187,7 +184,7 @@ def test_cli_lists_shows_and_deletes(
     code, gone = run_json("kb", "delete", "default", env=env)
     assert code == 0 and gone["deleted"] and gone["documents"] == 5
     assert not store_of(settings).exists("default")
-    assert LexicalStore.from_settings(settings).current_generation("default") is None
+    assert build_lexical(settings).current_generation("default") is None
     assert not (settings.lexical_path / "default").exists()
     assert not (settings.uploads_path / "default").exists()
     assert corpus.exists() and extra.exists()  # the folders it was ingested from are not touched
@@ -391,7 +388,7 @@ def test_a_serving_copy_of_bm25_follows_its_knowledge_base_out_of_the_store(
     from citewise.search.lexical_sync import LexicalSync
 
     ingest(settings, embeddings, corpus, "default")
-    lexical, store = LexicalStore.from_settings(settings), build_store(settings)
+    lexical, store = build_lexical(settings), build_store(settings)
     sync = LexicalSync(lexical, store, interval_s=0)
     sync.refresh("default")
     assert lexical.current_generation("default") is not None
