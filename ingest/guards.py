@@ -9,6 +9,7 @@ file: it reads a zip's central directory, or streams markup once without buildin
 
 from __future__ import annotations
 
+import bisect
 import re
 import zipfile
 from dataclasses import dataclass
@@ -112,21 +113,69 @@ def check_html_depth(text: str, limits: ParseLimits) -> None:
         raise DocumentError(_too_deep(limit)) from None
 
 
-_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+# Python-Markdown's fenced_code extension (which unstructured turns on) takes a line as an opening
+# fence only at the very start of the line, and only when a later line closes it with the same
+# run of backticks or tildes: an unclosed or indented fence is ordinary text, and the lines after
+# it are parsed as Markdown (CommonMark differs on both counts). The guard must see exactly the
+# code blocks the parser sees, or it skips lines the parser reads. This is the extension's
+# opening-fence grammar for one line; an ``hl_lines`` value running onto later lines is not
+# taken for a fence here, which can only make the guard read more lines, never fewer.
+_FENCE_OPEN = re.compile(
+    r"(?P<fence>~{3,}|`{3,})[ ]*"
+    r"(?:\{(?P<attrs>.*)\}|(?:\.?[\w#.+-]*[ ]*)?(?:hl_lines=(?P<q>[\"'])[^\n]*?(?P=q)[ ]*)?)"
+)
+_FENCE_CLOSE = re.compile(r"(?P<fence>~{3,}|`{3,})[ ]*")
 
 
-def check_markdown_depth(text: str, limits: ParseLimits) -> None:
+def markdown_lines(text: str) -> list[str]:
+    """The lines Python-Markdown's block parser sees (its ``NormalizeWhitespace`` step):
+    newlines normalised, tabs expanded to four columns, blank lines emptied."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").expandtabs(4)
+    return [line if line.strip(" ") else "" for line in text.split("\n")]
+
+
+def fenced_lines(lines: list[str]) -> list[bool]:
+    """Which lines are fenced code to Python-Markdown: from the first opening fence that a
+    later line closes to the first such closing line, and on from there. Linear: the closing
+    lines of each fence are indexed once."""
+    closers: dict[str, list[int]] = {}
+    for number, line in enumerate(lines):
+        if (closing := _FENCE_CLOSE.fullmatch(line)) is not None:
+            closers.setdefault(closing["fence"], []).append(number)
+    fenced = [False] * len(lines)
+    number = 0
+    while number < len(lines):
+        opening = _FENCE_OPEN.fullmatch(lines[number])
+        if opening is not None and _balanced_attrs(opening["attrs"]):
+            candidates = closers.get(opening["fence"], [])
+            at = bisect.bisect_right(candidates, number)
+            if at < len(candidates):
+                end = candidates[at]
+                fenced[number : end + 1] = [True] * (end + 1 - number)
+                number = end + 1
+                continue
+        number += 1
+    return fenced
+
+
+def _balanced_attrs(attrs: str | None) -> bool:
+    """A ``{attrs}`` fence whose braces do not match is no fence to Python-Markdown."""
+    if attrs is None:
+        return True
+    from markdown.extensions.attr_list import get_attrs_and_remainder
+
+    return not get_attrs_and_remainder(attrs)[1]
+
+
+def check_markdown(text: str, limits: ParseLimits) -> None:
     """Refuse Markdown whose lists and quotes nest deeper than the limit, and raw HTML in it
     that does. A level of list costs two HTML elements (``<ul><li>``) and is indented at least
     two columns, so a line's depth is estimated as its ``>`` markers plus its indent in columns.
     Fenced code is not counted: its indentation is text."""
     limit = min(limits.max_nesting_depth, PARSER_MAX_DEPTH)
-    fenced = False
-    for line in text.splitlines():
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        if fenced:
+    lines = markdown_lines(text)
+    for line, code in zip(lines, fenced_lines(lines), strict=True):
+        if code:
             continue
         quotes = columns = 0
         for char in line:
@@ -134,10 +183,8 @@ def check_markdown_depth(text: str, limits: ParseLimits) -> None:
                 quotes += 1
             elif char == " ":
                 columns += 1
-            elif char == "\t":
-                columns += 4 - columns % 4
             else:
-                if quotes + columns > limit:  # a blank line's spaces nest nothing
+                if quotes + columns > limit:
                     raise DocumentError(_too_deep(limit, "lists or quotes"))
                 break
     check_html_depth(text, limits)

@@ -15,7 +15,7 @@ from typing import Any
 
 from citewise.errors import DocumentError, EmptyDocument
 from ingest.document import Block, ParsedDocument, slugify, split_explicit_anchor
-from ingest.guards import ParseLimits, check_archive, check_html_depth, check_markdown_depth
+from ingest.guards import ParseLimits, check_archive, check_html_depth, check_markdown
 
 Parser = Callable[[Path, ParseLimits], ParsedDocument]
 
@@ -114,7 +114,7 @@ def parse_markdown(path: Path, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.md import partition_md
 
     text = read_text(path)
-    check_markdown_depth(text, limits)
+    check_markdown(text, limits)
     return _from_elements(partition_md(text=text), _title_from_name(path), {})
 
 

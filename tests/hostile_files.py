@@ -86,3 +86,9 @@ def nested_html(levels: int) -> str:
 
 def nested_list_markdown(levels: int) -> str:
     return "".join("  " * level + "- item\n" for level in range(levels))
+
+
+def list_after_unclosed_fence(levels: int) -> str:
+    """A deep list behind an indented, never-closed fence: text to Python-Markdown, which parses
+    the list after it (a guard that took it for code would skip the list)."""
+    return "   ```\n" + nested_list_markdown(levels)

@@ -154,6 +154,13 @@ def test_html_as_deep_as_the_parser_reads_is_kept_one_deeper_is_refused(
         (nested_list_markdown(60) + "\nParagraph.\n", False),
         ("Text.\n\n```\n" + " " * 400 + "indented code is text\n```\n", False),
         ("Text.\n" + " " * 400 + "\n\nTrailing blanks nest nothing.\n", False),
+        # Python-Markdown's fences start in column 0 and need a closing fence of the same run:
+        # otherwise they are text and the lines after them are parsed, so they are measured.
+        ("   ```\n" + nested_list_markdown(1_500), True),
+        ("```\n" + nested_list_markdown(1_500), True),
+        ("~~~\n" + nested_list_markdown(1_500) + "~~~~\n", True),
+        ("```python\n" + nested_list_markdown(300) + "```\n\nAfter.\n", False),
+        ("~~~~ {.yaml}\n" + nested_list_markdown(300) + "~~~~\n\nAfter.\n", False),
     ],
 )
 def test_markdown_nesting(tmp_path: Path, text: str, refused: bool) -> None:
