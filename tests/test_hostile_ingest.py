@@ -57,6 +57,7 @@ EXPECTED = {
     "nested-quotes.md": "nested more than 256 levels",
     "nested-list.md": "nested more than 256 levels",
     "fenced-list.md": "nested more than 256 levels",
+    "brackets.md": "unclosed or deeply nested [ brackets",
     "huge.txt": "CITEWISE_MAX_FILE_MB",
     "random.md": "binary content",
     "random.txt": "binary content",
@@ -103,6 +104,7 @@ def hostile_corpus(corpus: Path, outside: Path) -> set[str]:
     (corpus / "nested-quotes.md").write_text(">" * 50_000 + " deep\n", encoding="utf-8")
     (corpus / "nested-list.md").write_text(nested_list_markdown(2_000), encoding="utf-8")
     (corpus / "fenced-list.md").write_text(list_after_unclosed_fence(1_500), encoding="utf-8")
+    (corpus / "brackets.md").write_text("![" * 6_000, encoding="utf-8")  # 12 KB, 40 s to parse
     with (corpus / "huge.txt").open("wb") as huge:  # sparse: 100 MB that costs no disk
         huge.truncate(100 * 1024 * 1024)
     noise = random.Random(6)

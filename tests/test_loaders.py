@@ -172,6 +172,29 @@ def test_markdown_nesting(tmp_path: Path, text: str, refused: bool) -> None:
         assert parse(path).blocks
 
 
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("![" * 6_000, True),  # 12 KB: the parser took 40 s over it
+        ("[" * 100 + "word " * 20_000, True),  # a few unclosed before a long paragraph
+        ("[" * 2_000 + "]" * 2_000, True),  # closed, but each scans to its partner
+        (("Unclosed [ here.\n\n" * 200), False),  # a paragraph ends the scan
+        ("\\[" * 1_000, False),  # escaped brackets are text
+        ("```\n" + "![" * 6_000 + "\n```\n\nAfter.\n", False),  # code is not scanned
+        ("See [the guide](https://example.com/guide) and [more][ref].\n" * 500, False),
+    ],
+)
+def test_markdown_brackets_that_would_cost_quadratic_time_are_refused(
+    tmp_path: Path, text: str, refused: bool
+) -> None:
+    path = tmp_path / "brackets.md"
+    path.write_text(text, encoding="utf-8")
+    if refused:
+        assert "unclosed or deeply nested [ brackets" in refusal(path)
+    else:
+        assert parse(path).blocks
+
+
 def test_offline_vocabulary_matches_tiktoken_and_is_idempotent(cache_dir: Path) -> None:
     import tiktoken
 
