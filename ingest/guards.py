@@ -72,6 +72,59 @@ def check_archive(path: Path, limits: ParseLimits) -> None:
             )
 
 
+def check_pdf_content(reader: Any, file_size: int, limits: ParseLimits) -> None:
+    """Refuse a PDF whose pages' content streams, decoded, add up to too much.
+
+    pypdf caps what one stream may inflate to, but text is extracted from a page's content
+    streams each time a page uses them, at a few hundred KB a second: a stream shared by many
+    pages (or listed many times in one page) is decoded and parsed once per use. Two pages of a
+    7 KB file sharing one 2 MB stream took 15 s. So each use counts, and the total is held to
+    the same limits as a Word file's parts: an absolute size, and a ratio to the file's size
+    once past 1 MB. Each distinct stream is decoded once here, without being kept.
+    """
+    from pypdf.filters import decode_stream_data
+    from pypdf.generic import ArrayObject, IndirectObject, StreamObject
+
+    sizes: dict[tuple[int, int], int] = {}
+
+    def decoded_size(item: Any) -> int:
+        key = (item.idnum, item.generation) if isinstance(item, IndirectObject) else None
+        if key is not None and key in sizes:
+            return sizes[key]
+        stream = item.get_object()
+        size = 0
+        if isinstance(stream, StreamObject):
+            try:
+                size = len(decode_stream_data(stream))
+            except Exception:  # undecodable: the extraction skips it as well
+                size = 0
+        if key is not None:
+            sizes[key] = size
+        return size
+
+    total = 0
+    for page in reader.pages:
+        contents = page.raw_get("/Contents") if "/Contents" in page else None
+        resolved = contents.get_object() if contents is not None else None
+        uses = list(resolved) if isinstance(resolved, ArrayObject) else [contents]
+        for item in uses:
+            if item is None:
+                continue
+            total += decoded_size(item)
+            if total > limits.max_uncompressed_bytes:
+                raise DocumentError(
+                    f"page contents unpack to over {limits.max_uncompressed_bytes / _MB:g} MB, "
+                    "the limit (CITEWISE_MAX_UNCOMPRESSED_MB)"
+                )
+    ratio = total / max(file_size, 1)
+    if total > RATIO_CHECKED_ABOVE and ratio > limits.max_compression_ratio:
+        raise DocumentError(
+            f"page contents unpack to {total / _MB:,.1f} MB from a {file_size / 1024:,.0f} KB "
+            f"file ({ratio:,.0f}:1), over the {limits.max_compression_ratio:g}:1 limit "
+            "(CITEWISE_MAX_COMPRESSION_RATIO); a PDF bomb?"
+        )
+
+
 class _TooDeep(Exception):
     pass
 

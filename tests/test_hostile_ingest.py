@@ -25,6 +25,7 @@ from tests.hostile_files import (
     list_after_unclosed_fence,
     nested_html,
     nested_list_markdown,
+    pdf_shared_content,
 )
 
 PEAK_RSS_LIMIT = 1536 * 1024 * 1024  # model, Chroma, unstructured: ~1.2 GB for five good files
@@ -58,6 +59,7 @@ EXPECTED = {
     "nested-list.md": "nested more than 256 levels",
     "fenced-list.md": "nested more than 256 levels",
     "brackets.md": "unclosed or deeply nested [ brackets",
+    "shared-stream.pdf": "CITEWISE_MAX_COMPRESSION_RATIO",
     "huge.txt": "CITEWISE_MAX_FILE_MB",
     "random.md": "binary content",
     "random.txt": "binary content",
@@ -105,6 +107,7 @@ def hostile_corpus(corpus: Path, outside: Path) -> set[str]:
     (corpus / "nested-list.md").write_text(nested_list_markdown(2_000), encoding="utf-8")
     (corpus / "fenced-list.md").write_text(list_after_unclosed_fence(1_500), encoding="utf-8")
     (corpus / "brackets.md").write_text("![" * 6_000, encoding="utf-8")  # 12 KB, 40 s to parse
+    pdf_shared_content(corpus / "shared-stream.pdf", pages=2, content_bytes=2_000_000)  # 15 s
     with (corpus / "huge.txt").open("wb") as huge:  # sparse: 100 MB that costs no disk
         huge.truncate(100 * 1024 * 1024)
     noise = random.Random(6)

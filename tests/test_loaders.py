@@ -13,7 +13,12 @@ from ingest.document import slugify, split_explicit_anchor
 from ingest.guards import PARSER_MAX_DEPTH, ParseLimits
 from ingest.loaders import parse
 from tests.conftest import SAMPLE
-from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
+from tests.hostile_files import (
+    docx_bomb,
+    nested_html,
+    nested_list_markdown,
+    pdf_shared_content,
+)
 
 HANDBOOK = SAMPLE / "account" / "admin-handbook.docx"
 
@@ -127,6 +132,21 @@ def test_a_docx_bomb_is_refused_from_its_directory(tmp_path: Path) -> None:
 def test_small_parts_may_compress_well(tmp_path: Path) -> None:
     # The sample's own parts are under 1 MiB; a tight ratio limit does not refuse them.
     assert parse(HANDBOOK, ParseLimits(max_compression_ratio=2)).blocks
+
+
+def test_a_pdf_whose_pages_share_a_large_content_stream_is_refused(tmp_path: Path) -> None:
+    # Two pages drawing one 2 MB stream, in 7 KB: 15 s in pypdf, as each use is parsed anew.
+    shared = tmp_path / "shared.pdf"
+    pdf_shared_content(shared, pages=2, content_bytes=2_000_000)
+    assert shared.stat().st_size < 10_000
+    assert "a PDF bomb?" in refusal(shared) and "CITEWISE_MAX_COMPRESSION_RATIO" in refusal(shared)
+    many = tmp_path / "many.pdf"
+    pdf_shared_content(many, pages=60, content_bytes=2_000_000)  # every use counts
+    assert "CITEWISE_MAX_UNCOMPRESSED_MB" in refusal(many)
+    # A page's own content, however well it compresses, is fine under 1 MB in all.
+    small = tmp_path / "small.pdf"
+    pdf_shared_content(small, pages=1, content_bytes=100_000)
+    assert "All work and no play" in parse(small).text()
 
 
 @pytest.mark.parametrize("suffix", [".html", ".md"])
