@@ -215,14 +215,16 @@ class LimitSettings(SettingsGroup):
         100.0,
         gt=0,
         description="A Word file whose parts unpack to more than this is refused, before "
-        "anything is inflated (parsing costs many times the XML's size in memory).",
+        "anything is inflated (parsing costs many times the XML's size in memory), as is a PDF "
+        "whose page contents do, each page that reuses a stream counting it again.",
     )
     max_compression_ratio: float = env(
         "MAX_COMPRESSION_RATIO",
         100.0,
         gt=1,
         description="A Word file with a part over 1 MB that inflates more than this many times "
-        "its stored size is refused as a zip bomb.",
+        "its stored size is refused as a zip bomb, as is a PDF whose page contents, over 1 MB in "
+        "all, are that many times the file's size.",
     )
     max_nesting_depth: int = env(
         "MAX_NESTING_DEPTH",

@@ -15,7 +15,13 @@ from typing import Any
 
 from citewise.errors import DocumentError, EmptyDocument
 from ingest.document import Block, ParsedDocument, slugify, split_explicit_anchor
-from ingest.guards import ParseLimits, check_archive, check_html_depth, check_markdown_depth
+from ingest.guards import (
+    ParseLimits,
+    check_archive,
+    check_html_depth,
+    check_markdown,
+    check_pdf_content,
+)
 
 Parser = Callable[[Path, ParseLimits], ParsedDocument]
 
@@ -114,7 +120,7 @@ def parse_markdown(path: Path, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.md import partition_md
 
     text = read_text(path)
-    check_markdown_depth(text, limits)
+    check_markdown(text, limits)
     return _from_elements(partition_md(text=text), _title_from_name(path), {})
 
 
@@ -190,13 +196,15 @@ def _looks_like_caps_heading(line: str) -> bool:
 def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
     """Text page by page with pypdf; lines set in a larger font than the body become headings.
 
-    pypdf bounds what one compressed stream may inflate to by itself (``pypdf.filters``).
+    pypdf bounds what one compressed stream may inflate to by itself (``pypdf.filters``); what
+    all the pages' contents add up to is checked first (``check_pdf_content``).
     """
     from pypdf import PdfReader
 
     reader = PdfReader(path)
     if reader.is_encrypted:
         raise DocumentError("encrypted PDF")
+    check_pdf_content(reader, path.stat().st_size, limits)
     pages = _without_running_lines([_pdf_lines(page) for page in reader.pages])
     sizes: dict[float, int] = {}
     for lines in pages:

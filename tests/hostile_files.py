@@ -1,4 +1,5 @@
-"""Hostile files made on the spot (nothing large is committed): zip bombs and deep nesting."""
+"""Hostile files made on the spot (nothing large is committed): zip bombs, deep nesting, PDFs
+that amplify their content."""
 
 from __future__ import annotations
 
@@ -86,3 +87,41 @@ def nested_html(levels: int) -> str:
 
 def nested_list_markdown(levels: int) -> str:
     return "".join("  " * level + "- item\n" for level in range(levels))
+
+
+def list_after_unclosed_fence(levels: int) -> str:
+    """A deep list behind an indented, never-closed fence: text to Python-Markdown, which parses
+    the list after it (a guard that took it for code would skip the list)."""
+    return "   ```\n" + nested_list_markdown(levels)
+
+
+def pdf_shared_content(path: Path, pages: int, content_bytes: int) -> None:
+    """A valid PDF whose ``pages`` all draw one content stream of ``content_bytes`` (text
+    operators, deflated to a few KB): pypdf decodes and interprets it once per page."""
+    line = b"BT /F1 12 Tf 72 700 Td (All work and no play makes Jack a dull boy.) Tj ET\n"
+    data = zlib.compress(line * (content_bytes // len(line)), 9)
+    kids = " ".join(f"{5 + i} 0 R" for i in range(pages))
+    page = (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 3 0 R >> >> /Contents 4 0 R >>"
+    )
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
+        *[page] * pages,
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    path.write_bytes(bytes(out))

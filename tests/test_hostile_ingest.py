@@ -20,7 +20,13 @@ from citewise import stored_chunk
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from tests.conftest import SAMPLE
-from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
+from tests.hostile_files import (
+    docx_bomb,
+    list_after_unclosed_fence,
+    nested_html,
+    nested_list_markdown,
+    pdf_shared_content,
+)
 
 PEAK_RSS_LIMIT = 1536 * 1024 * 1024  # model, Chroma, unstructured: ~1.2 GB for five good files
 SECRET = "Aubergine-7731 is the vault code."  # only in a file outside the ingested folder
@@ -51,6 +57,9 @@ EXPECTED = {
     "nested.html": "nested more than 256 levels",
     "nested-quotes.md": "nested more than 256 levels",
     "nested-list.md": "nested more than 256 levels",
+    "fenced-list.md": "nested more than 256 levels",
+    "brackets.md": "unclosed or deeply nested [ brackets",
+    "shared-stream.pdf": "CITEWISE_MAX_COMPRESSION_RATIO",
     "huge.txt": "CITEWISE_MAX_FILE_MB",
     "random.md": "binary content",
     "random.txt": "binary content",
@@ -96,6 +105,9 @@ def hostile_corpus(corpus: Path, outside: Path) -> set[str]:
     (corpus / "nested.html").write_text(nested_html(50_000), encoding="utf-8")
     (corpus / "nested-quotes.md").write_text(">" * 50_000 + " deep\n", encoding="utf-8")
     (corpus / "nested-list.md").write_text(nested_list_markdown(2_000), encoding="utf-8")
+    (corpus / "fenced-list.md").write_text(list_after_unclosed_fence(1_500), encoding="utf-8")
+    (corpus / "brackets.md").write_text("![" * 6_000, encoding="utf-8")  # 12 KB, 40 s to parse
+    pdf_shared_content(corpus / "shared-stream.pdf", pages=2, content_bytes=2_000_000)  # 15 s
     with (corpus / "huge.txt").open("wb") as huge:  # sparse: 100 MB that costs no disk
         huge.truncate(100 * 1024 * 1024)
     noise = random.Random(6)

@@ -13,7 +13,12 @@ from ingest.document import slugify, split_explicit_anchor
 from ingest.guards import PARSER_MAX_DEPTH, ParseLimits
 from ingest.loaders import parse
 from tests.conftest import SAMPLE
-from tests.hostile_files import docx_bomb, nested_html, nested_list_markdown
+from tests.hostile_files import (
+    docx_bomb,
+    nested_html,
+    nested_list_markdown,
+    pdf_shared_content,
+)
 
 HANDBOOK = SAMPLE / "account" / "admin-handbook.docx"
 
@@ -129,6 +134,21 @@ def test_small_parts_may_compress_well(tmp_path: Path) -> None:
     assert parse(HANDBOOK, ParseLimits(max_compression_ratio=2)).blocks
 
 
+def test_a_pdf_whose_pages_share_a_large_content_stream_is_refused(tmp_path: Path) -> None:
+    # Two pages drawing one 2 MB stream, in 7 KB: 15 s in pypdf, as each use is parsed anew.
+    shared = tmp_path / "shared.pdf"
+    pdf_shared_content(shared, pages=2, content_bytes=2_000_000)
+    assert shared.stat().st_size < 10_000
+    assert "a PDF bomb?" in refusal(shared) and "CITEWISE_MAX_COMPRESSION_RATIO" in refusal(shared)
+    many = tmp_path / "many.pdf"
+    pdf_shared_content(many, pages=60, content_bytes=2_000_000)  # every use counts
+    assert "CITEWISE_MAX_UNCOMPRESSED_MB" in refusal(many)
+    # A page's own content, however well it compresses, is fine under 1 MB in all.
+    small = tmp_path / "small.pdf"
+    pdf_shared_content(small, pages=1, content_bytes=100_000)
+    assert "All work and no play" in parse(small).text()
+
+
 @pytest.mark.parametrize("suffix", [".html", ".md"])
 def test_html_as_deep_as_the_parser_reads_is_kept_one_deeper_is_refused(
     tmp_path: Path, suffix: str
@@ -154,6 +174,13 @@ def test_html_as_deep_as_the_parser_reads_is_kept_one_deeper_is_refused(
         (nested_list_markdown(60) + "\nParagraph.\n", False),
         ("Text.\n\n```\n" + " " * 400 + "indented code is text\n```\n", False),
         ("Text.\n" + " " * 400 + "\n\nTrailing blanks nest nothing.\n", False),
+        # Python-Markdown's fences start in column 0 and need a closing fence of the same run:
+        # otherwise they are text and the lines after them are parsed, so they are measured.
+        ("   ```\n" + nested_list_markdown(1_500), True),
+        ("```\n" + nested_list_markdown(1_500), True),
+        ("~~~\n" + nested_list_markdown(1_500) + "~~~~\n", True),
+        ("```python\n" + nested_list_markdown(300) + "```\n\nAfter.\n", False),
+        ("~~~~ {.yaml}\n" + nested_list_markdown(300) + "~~~~\n\nAfter.\n", False),
     ],
 )
 def test_markdown_nesting(tmp_path: Path, text: str, refused: bool) -> None:
@@ -161,6 +188,29 @@ def test_markdown_nesting(tmp_path: Path, text: str, refused: bool) -> None:
     path.write_text(text, encoding="utf-8")
     if refused:
         assert "lists or quotes nested more than 256 levels deep" in refusal(path)
+    else:
+        assert parse(path).blocks
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("![" * 6_000, True),  # 12 KB: the parser took 40 s over it
+        ("[" * 100 + "word " * 20_000, True),  # a few unclosed before a long paragraph
+        ("[" * 2_000 + "]" * 2_000, True),  # closed, but each scans to its partner
+        (("Unclosed [ here.\n\n" * 200), False),  # a paragraph ends the scan
+        ("\\[" * 1_000, False),  # escaped brackets are text
+        ("```\n" + "![" * 6_000 + "\n```\n\nAfter.\n", False),  # code is not scanned
+        ("See [the guide](https://example.com/guide) and [more][ref].\n" * 500, False),
+    ],
+)
+def test_markdown_brackets_that_would_cost_quadratic_time_are_refused(
+    tmp_path: Path, text: str, refused: bool
+) -> None:
+    path = tmp_path / "brackets.md"
+    path.write_text(text, encoding="utf-8")
+    if refused:
+        assert "unclosed or deeply nested [ brackets" in refusal(path)
     else:
         assert parse(path).blocks
 
