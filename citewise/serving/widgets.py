@@ -94,33 +94,57 @@ def widget_from_spec(widget_id: str, spec: WidgetSpec, *, managed: bool) -> Widg
     return Widget(check_widget_id(widget_id), origins, validate_kb(spec.kb), managed)
 
 
+MIN_KEY_CHARS = 32  # as CITEWISE_WIDGET_SECRET must be
+
+
 def signing_key(settings: WidgetSettings, path: Path) -> str:
     """``CITEWISE_WIDGET_SECRET``, or a random key created once at ``path`` (under
-    ``CITEWISE_HOME``)."""
+    ``CITEWISE_HOME``).
+
+    The file appears whole or not at all: the key is written to a private temporary file,
+    flushed to disk, then hard-linked to ``path``, which fails if ``path`` exists (``O_EXCL``
+    semantics). Of processes starting together the first link wins and every other one reads
+    that complete key; none can read a file still being written (an empty key meant a 500 on
+    every widget call). An empty or short key file is refused, never used."""
     if settings.secret is not None:
         return settings.secret.get_secret_value()
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return _read_key(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    try:  # O_EXCL: of two processes starting together, one writes and both read its key
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(key)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process got there first: its key it is
+            return _read_key(path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the widget signing key file {path.name} under CITEWISE_HOME "
+                "(the file system refused a hard link); set CITEWISE_WIDGET_SECRET instead"
+            ) from exc
+    finally:
+        temporary.unlink(missing_ok=True)
     return key
 
 
 def _read_key(path: Path) -> str:
-    for _ in range(50):  # the other process may not have written it yet
-        key = path.read_text(encoding="utf-8").strip()
-        if key:
-            return key
-        time.sleep(0.01)
-    raise ConfigurationError("the widget signing key file is empty")
+    """The key kept at ``path``; ``FileNotFoundError`` if there is none yet."""
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < MIN_KEY_CHARS:
+        raise ConfigurationError(
+            f"the widget signing key file {path.name} under CITEWISE_HOME is empty or shorter "
+            f"than {MIN_KEY_CHARS} characters: delete it (a new key is made at start; tokens "
+            "issued before stop working) or set CITEWISE_WIDGET_SECRET"
+        )
+    return key
 
 
 class Widgets:
