@@ -22,7 +22,7 @@ from citewise.answer.generators.base import Turn
 from citewise.errors import ConversationNotFound, InvalidRequest
 from citewise.redis_client import RedisHandle
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: "$" would let a trailing newline in
 MAX_MESSAGE_CHARS = 20_000  # what /v1/ask accepts per history message
 
 
@@ -31,7 +31,7 @@ def new_id() -> str:
 
 
 def checked_id(conversation_id: str) -> str:
-    if not _ID.match(conversation_id):
+    if not _ID.fullmatch(conversation_id):
         raise InvalidRequest("conversation_id must be the 32 hex digits an answer returned")
     return conversation_id
 
