@@ -5,6 +5,7 @@ proxy. docs/security.md ("Attacks tested") says what each one was."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -43,3 +44,36 @@ def test_a_conversation_id_with_a_trailing_newline_is_refused() -> None:
     assert checked_id("0" * 32) == "0" * 32
     with pytest.raises(InvalidRequest):
         checked_id("0" * 32 + "\n")
+
+
+@pytest.fixture
+def jobs_client(
+    make_settings: Callable[..., Settings], tmp_path: Path, redis_url: str, redis_prefix: str
+) -> Iterator[TestClient]:
+    root = tmp_path / "ingest-root"
+    root.mkdir()
+    (root / "loop-a").symlink_to(root / "loop-b")
+    (root / "loop-b").symlink_to(root / "loop-a")
+    settings = make_settings(redis_url=redis_url, redis_prefix=redis_prefix, ingest_root=root)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("docs\x00.md", "NUL"),
+        ("/etc\x00/passwd", "NUL"),
+        ("loop-a", "symbolic links"),
+        ("loop-a/guide.md", "symbolic links"),
+        ("x" * 4000, "cannot be resolved"),  # a name longer than the file system allows
+    ],
+)
+def test_a_job_path_with_a_nul_byte_or_a_symlink_loop_is_a_400(
+    jobs_client: TestClient, path: str, says: str
+) -> None:
+    response = jobs_client.post("/v1/kbs/default/ingest", json={"path": path})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and says in error["message"]
+    assert "ingest-root" not in error["message"]  # no server path in the message
