@@ -15,10 +15,12 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import ServicesDep
+from api.proxies import parse_ip
 from citewise.serving.access import Caller
 from citewise.serving.rate_limits import Family
 
 CACHE_HEADER = "X-Citewise-Cache"
+UNKNOWN_CLIENT = "unknown"
 
 # Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
@@ -34,8 +36,11 @@ WidgetTokenDep = Annotated[str | None, Security(_widget_token)]
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (behind a proxy, run uvicorn with --forwarded-allow-ips)."""
-    return request.client.host if request.client else "unknown"
+    """The client's IP address, the key of per-IP limits: the peer, or what a proxy in
+    CITEWISE_TRUSTED_PROXIES said (``api.proxies``). Anything that is not an IP address (no
+    peer, a unix socket, a test client) is ``unknown``, one shared key, never a made-up one."""
+    address = parse_ip(request.client.host) if request.client else None
+    return str(address) if address is not None else UNKNOWN_CLIENT
 
 
 def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awaitable[Caller]]:

@@ -195,6 +195,7 @@ def serve(
                 port=port + 1,
                 log_config=None,  # the API's app configures logging for the whole process
                 access_log=False,
+                proxy_headers=False,
             )
         )
         # A thread: uvicorn handles signals in the main thread only, so Ctrl-C stops the API
@@ -203,7 +204,16 @@ def serve(
         stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
     # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
     # by default); its access line is replaced by ours, which knows routes and request ids.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app
+    # believes it from CITEWISE_TRUSTED_PROXIES only (api/proxies.py).
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def main() -> None:
