@@ -43,7 +43,12 @@ def client_ip(request: Request) -> str:
     return str(address) if address is not None else UNKNOWN_CLIENT
 
 
-def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awaitable[Caller]]:
+def _guard(
+    family: Family, need: Literal["query", "admin"], *, widget: bool = False
+) -> Callable[..., Awaitable[Caller]]:
+    """``widget``: a widget's page token is taken here (else it is ignored, as on admin
+    routes, and a key is needed as if there were none)."""
+
     async def guard(
         request: Request,
         services: ServicesDep,
@@ -52,7 +57,7 @@ def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awa
         widget_token: WidgetTokenDep,
     ) -> Caller:
         await services.limiter.check(family, "ip", client_ip(request))
-        if widget_token is not None and need == "query":
+        if widget_token is not None and widget:
             grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
             await services.limiter.check(family, "widget", grant.widget_id)
             return Caller("widget", f"widget-{grant.widget_id}", grant.kb)
@@ -65,11 +70,15 @@ def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awa
     return guard
 
 
-SearchCaller = Annotated[Caller, Depends(_guard("search", "query"))]
-AskCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
+# A widget's token is taken where its script goes, as docs/security.md lists them: search,
+# ask (whole or streamed), feedback, and the model list (its own knowledge base only).
+SearchCaller = Annotated[Caller, Depends(_guard("search", "query", widget=True))]
+AskCaller = Annotated[Caller, Depends(_guard("ask", "query", widget=True))]
+# The OpenAI-compatible chat: keys (or the public, when queries are), never a widget token.
+ChatCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
 AdminCaller = Annotated[Caller, Depends(_guard("admin", "admin"))]
 # Feedback: from a widget's visitors (token) or anyone who may ask.
-FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query"))]
+FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query", widget=True))]
 
 
 async def _token_exchange(request: Request, services: ServicesDep) -> None:

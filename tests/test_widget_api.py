@@ -278,3 +278,35 @@ def test_any_page_may_read_why_the_token_exchange_refused_it(make_client: Any) -
     token = token_for(client)
     other = client.post("/v1/ask", json=QUESTION, headers=page(OTHER_SITE, token))
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_token_reaches_its_own_knowledge_base_and_the_routes_the_widget_uses_only(
+    make_client: Any,
+) -> None:
+    client = make_client(
+        widgets={
+            "docs": {"origins": [SITE], "kb": "default"},
+            "pets": {"origins": [SITE], "kb": "parrots"},
+        }
+    )
+    docs, pets = page(SITE, token_for(client, "docs")), page(SITE, token_for(client, "pets"))
+    every = client.get("/v1/models", headers=admin()).json()["data"]
+    assert {m["id"] for m in every} >= {"default", "parrots"}
+    # The model list shows a token its own knowledge base, not every one there is.
+    assert [m["id"] for m in client.get("/v1/models", headers=docs).json()["data"]] == ["default"]
+    assert [m["id"] for m in client.get("/v1/models", headers=pets).json()["data"]] == ["parrots"]
+
+    # Feedback only on the answers of its own knowledge base.
+    answer_id = client.post("/v1/ask", json=QUESTION, headers=docs).json()["answer_id"]
+    thumbs = {"answer_id": answer_id, "rating": "down", "comment": "not about parrots"}
+    assert code_of(client.post("/v1/feedback", json=thumbs, headers=pets), 403) == "forbidden"
+    assert client.post("/v1/feedback", json=thumbs, headers=docs).status_code == 202
+    keyed = {"Authorization": f"Bearer {QUERY_KEY}"}  # a key is bound to no knowledge base
+    assert client.post("/v1/feedback", json=thumbs, headers=keyed).status_code == 202
+
+    # The OpenAI-compatible chat is for keys: a token stands in for none there.
+    chat = {"model": "default", "messages": [{"role": "user", "content": QUESTION["question"]}]}
+    assert code_of(client.post("/v1/chat/completions", json=chat, headers=docs), 401) == (
+        "unauthorized"
+    )
+    assert client.post("/v1/chat/completions", json=chat, headers=keyed).status_code == 200

@@ -78,5 +78,7 @@ async def feedback(
     if services.outcomes is None:
         raise CacheUnavailable("feedback is kept in Redis, which is switched off here")
     via = caller.owner if caller.role != "public" else f"ip-{client_ip(request)}"
-    await services.outcomes.feedback(body.answer_id, body.rating, body.comment.strip(), via)
+    await services.outcomes.feedback(
+        body.answer_id, body.rating, body.comment.strip(), via, kb=caller.kb
+    )
     return {"recorded": True}

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from citewise.errors import AnswerNotFound, CacheUnavailable, InvalidRequest
+from citewise.errors import AnswerNotFound, CacheUnavailable, Forbidden, InvalidRequest
 from citewise.redis_client import RedisHandle, RedisUnavailable
 from citewise.settings import OutcomeSettings
 from citewise.shapes import Answer
@@ -151,8 +151,11 @@ class OutcomeLog:
         except RedisUnavailable:
             log.warning("outcome of a cached answer not recorded: Redis unavailable")
 
-    async def feedback(self, answer_id: str, rating: Rating, comment: str, via: str) -> Outcome:
-        """Log a thumbs up or down on an answer given in the last record TTL."""
+    async def feedback(
+        self, answer_id: str, rating: Rating, comment: str, via: str, kb: str | None = None
+    ) -> Outcome:
+        """Log a thumbs up or down on an answer given in the last record TTL; ``kb``: the
+        caller is bound to that knowledge base (a widget) and may judge its answers only."""
         if len(comment) > MAX_COMMENT_CHARS:
             raise InvalidRequest(f"a comment is at most {MAX_COMMENT_CHARS} characters")
         try:
@@ -163,6 +166,10 @@ class OutcomeLog:
                     "answers up to a few days old"
                 )
             record = json.loads(raw)
+            if kb is not None and record["kb"] != kb:
+                raise Forbidden(
+                    f"this widget takes feedback on answers from knowledge base {kb!r} only"
+                )
             fields = self._fields(
                 "feedback", record["kb"], record["question"], answer_id, via, rating, comment
             )
