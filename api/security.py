@@ -60,7 +60,7 @@ def _guard(
         if widget_token is not None and widget:
             grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
             await services.limiter.check(family, "widget", grant.widget_id)
-            return Caller("widget", f"widget-{grant.widget_id}", grant.kb)
+            return Caller("widget", grant.owner, grant.kb)
         presented = bearer.credentials if bearer is not None else api_key
         caller = services.keys.authorize(presented, need)
         if caller.keyed:

@@ -3,9 +3,10 @@
 ``prefix:conv:<owner>:<id>`` is a list of JSON turns (``{"role", "content"}``, oldest first),
 trimmed to the last ``CITEWISE_MAX_HISTORY_TURNS`` messages and expiring
 ``CITEWISE_CONVERSATION_TTL_S`` after its last turn. ``<owner>`` is the fingerprint of the API
-key that wrote it (``public`` when the service runs without keys), so a conversation id is
-worth nothing with another key; ids are 128 random bits. The role this plays is that of
-``previous_response_id`` in OpenAI's Responses API.
+key that wrote it (``public`` when the service runs without keys), or the help widget and the
+visitor whose page token wrote it (``widget-<id>.<visitor id>``), so a conversation id is worth
+nothing with another key or to another visitor; ids are 128 random bits. The role this plays
+is that of ``previous_response_id`` in OpenAI's Responses API.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 A site owner registers a public widget id with the page origins it may run on (configuration,
 ``CITEWISE_WIDGETS``, or the admin API, kept in Redis). A page exchanges the id for a token
 (``mint``): a JWT signed with ``CITEWISE_WIDGET_SECRET`` (HS256), naming the widget, the page's
-origin as its audience, the knowledge base, and an expiry ``CITEWISE_WIDGET_TOKEN_TTL_S`` away.
+origin as its audience, the knowledge base, the visitor (a random id the widget keeps in the
+browser, claim ``vis``: what the visitor keeps on the server is theirs alone), and an expiry
+``CITEWISE_WIDGET_TOKEN_TTL_S`` away.
 Every later request presents it, and ``verify`` refuses it when the signature is wrong, when it
 has expired, when the request's ``Origin`` is not the one it was issued to, or when the widget
 no longer lists that origin (so removing an origin revokes its tokens within
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -61,11 +64,34 @@ class Widget:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a verified token allows: this widget, from this origin, on this knowledge base."""
+    """What a verified token allows: this widget, from this origin, on this knowledge base,
+    for this visitor (the browser that asked for the token)."""
 
     widget_id: str
     origin: str
     kb: str
+    visitor: str
+
+    @property
+    def owner(self) -> str:
+        """Who owns what this visitor keeps on the server (conversations): one owner per
+        visitor of each widget, so knowing a conversation id is not enough to extend it.
+        ('.' is in no widget id, so two widgets' owners cannot meet.)"""
+        return f"widget-{self.widget_id}.{self.visitor}"
+
+
+_VISITOR = re.compile(r"[0-9a-f]{32}")
+
+
+def new_visitor() -> str:
+    """A visitor id: 128 random bits, as the widget makes one (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
+def check_visitor(visitor: str) -> str:
+    if not _VISITOR.fullmatch(visitor):
+        raise InvalidRequest("a visitor id is 32 lowercase hex digits")
+    return visitor
 
 
 def normalise_origin(origin: str) -> str:
@@ -240,9 +266,14 @@ class Widgets:
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def mint(self, widget_id: str, origin: str | None) -> tuple[str, Widget]:
-        """A page token for a page on ``origin`` (the request's Origin header)."""
+    async def mint(
+        self, widget_id: str, origin: str | None, visitor: str | None = None
+    ) -> tuple[str, Widget, str]:
+        """A page token for a page on ``origin`` (the request's Origin header), for
+        ``visitor`` (the id the widget keeps in the browser; a new one when not given):
+        the token, the widget, and the visitor id it names (claim ``vis``)."""
         widget = await self.get(check_widget_id(widget_id))
+        visitor = check_visitor(visitor) if visitor is not None else new_visitor()
         page = self._page_origin(origin)
         if page not in widget.origins:
             raise OriginNotAllowed(f"help widget {widget_id!r} is not enabled for {page}")
@@ -252,10 +283,11 @@ class Widgets:
             "sub": widget.widget_id,
             "aud": page,
             "kb": widget.kb,
+            "vis": visitor,
             "iat": now,
             "exp": now + self._ttl_s,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM), widget
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), widget, visitor
 
     @property
     def ttl_s(self) -> int:
@@ -272,7 +304,7 @@ class Widgets:
                 algorithms=[ALGORITHM],
                 audience=page,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "aud", "kb"]},
+                options={"require": ["exp", "iat", "sub", "aud", "kb", "vis"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise WidgetTokenExpired("the widget token has expired; fetch a new one") from exc
@@ -280,10 +312,13 @@ class Widgets:
             raise OriginNotAllowed("this widget token was issued to another site") from exc
         except jwt.InvalidTokenError as exc:
             raise WidgetTokenInvalid("the widget token is not valid") from exc
+        visitor = claims["vis"]
+        if not isinstance(visitor, str) or not _VISITOR.fullmatch(visitor):
+            raise WidgetTokenInvalid("the widget token is not valid")
         widget = await self.get(str(claims["sub"]))
         if page not in widget.origins:  # removed since the token was issued
             raise OriginNotAllowed(f"help widget {widget.widget_id!r} is not enabled for {page}")
-        return Grant(widget.widget_id, page, widget.kb)  # today's kb, should it have changed
+        return Grant(widget.widget_id, page, widget.kb, visitor)  # today's kb, if it changed
 
     @staticmethod
     def _page_origin(origin: str | None) -> str:
