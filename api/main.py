@@ -15,6 +15,7 @@ from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
 from api.observability import RequestObserver
+from api.proxies import ForwardedFor
 from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
 from citewise import __version__
 from citewise.answer.generators.base import Generator
@@ -32,10 +33,14 @@ Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`.
 
 
 class _CitewiseAPI(FastAPI):
+    trusted_proxies: tuple[str, ...] = ()  # CITEWISE_TRUSTED_PROXIES
+
     def build_middleware_stack(self) -> ASGIApp:
         # add_middleware places middleware inside Starlette's ServerErrorMiddleware; this one
         # goes outside it, so the 500 that sends for an unhandled error gets a request id too.
-        return RequestObserver(super().build_middleware_stack())
+        # The client address is settled first, so the access log names the same client as
+        # the rate limits.
+        return ForwardedFor(RequestObserver(super().build_middleware_stack()), self.trusted_proxies)
 
 
 def create_app(
@@ -85,6 +90,7 @@ def create_app(
     app = _CitewiseAPI(
         title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
+    app.trusted_proxies = tuple(settings.access.trusted_proxies)
     errors.install(app)
     app.include_router(query.router)
     app.include_router(health.router)

@@ -15,10 +15,12 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import ServicesDep
+from api.proxies import parse_ip
 from citewise.serving.access import Caller
 from citewise.serving.rate_limits import Family
 
 CACHE_HEADER = "X-Citewise-Cache"
+UNKNOWN_CLIENT = "unknown"
 
 # Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
@@ -34,11 +36,19 @@ WidgetTokenDep = Annotated[str | None, Security(_widget_token)]
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (behind a proxy, run uvicorn with --forwarded-allow-ips)."""
-    return request.client.host if request.client else "unknown"
+    """The client's IP address, the key of per-IP limits: the peer, or what a proxy in
+    CITEWISE_TRUSTED_PROXIES said (``api.proxies``). Anything that is not an IP address (no
+    peer, a unix socket, a test client) is ``unknown``, one shared key, never a made-up one."""
+    address = parse_ip(request.client.host) if request.client else None
+    return str(address) if address is not None else UNKNOWN_CLIENT
 
 
-def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awaitable[Caller]]:
+def _guard(
+    family: Family, need: Literal["query", "admin"], *, widget: bool = False
+) -> Callable[..., Awaitable[Caller]]:
+    """``widget``: a widget's page token is taken here (else it is ignored, as on admin
+    routes, and a key is needed as if there were none)."""
+
     async def guard(
         request: Request,
         services: ServicesDep,
@@ -47,10 +57,10 @@ def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awa
         widget_token: WidgetTokenDep,
     ) -> Caller:
         await services.limiter.check(family, "ip", client_ip(request))
-        if widget_token is not None and need == "query":
+        if widget_token is not None and widget:
             grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
             await services.limiter.check(family, "widget", grant.widget_id)
-            return Caller("widget", f"widget-{grant.widget_id}", grant.kb)
+            return Caller("widget", grant.owner, grant.kb)
         presented = bearer.credentials if bearer is not None else api_key
         caller = services.keys.authorize(presented, need)
         if caller.keyed:
@@ -60,11 +70,15 @@ def _guard(family: Family, need: Literal["query", "admin"]) -> Callable[..., Awa
     return guard
 
 
-SearchCaller = Annotated[Caller, Depends(_guard("search", "query"))]
-AskCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
+# A widget's token is taken where its script goes, as docs/security.md lists them: search,
+# ask (whole or streamed), feedback, and the model list (its own knowledge base only).
+SearchCaller = Annotated[Caller, Depends(_guard("search", "query", widget=True))]
+AskCaller = Annotated[Caller, Depends(_guard("ask", "query", widget=True))]
+# The OpenAI-compatible chat: keys (or the public, when queries are), never a widget token.
+ChatCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
 AdminCaller = Annotated[Caller, Depends(_guard("admin", "admin"))]
 # Feedback: from a widget's visitors (token) or anyone who may ask.
-FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query"))]
+FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query", widget=True))]
 
 
 async def _token_exchange(request: Request, services: ServicesDep) -> None:

@@ -10,7 +10,8 @@ COLLECTION_PREFIX = "citewise-"
 # A gated ingest builds the next state of ``kb`` as ``kb.staging``: no caller can name it,
 # since '.' is not allowed in knowledge base names, and no real knowledge base can collide.
 STAGING_SUFFIX = ".staging"
-_VALID = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,46}[a-z0-9])?$")
+# Matched with fullmatch: '$' would also accept a name ending in a line break ("docs\n").
+_VALID = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,46}[a-z0-9])?")
 
 
 def staging_of(kb: str) -> str:
@@ -25,7 +26,7 @@ def validate_kb(name: str, *, internal: bool = False) -> str:
     if internal and name.endswith(STAGING_SUFFIX):
         validate_kb(name.removesuffix(STAGING_SUFFIX))
         return name
-    if not _VALID.match(name):
+    if not _VALID.fullmatch(name):
         raise InvalidKnowledgeBaseName(
             f"invalid knowledge base name {name!r}: use 1-48 lowercase letters, digits, "
             "'-' or '_', starting and ending with a letter or digit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -169,7 +170,8 @@ class OutcomeSettings(SettingsGroup):
 
 
 class AccessSettings(SettingsGroup):
-    """The bearer keys the API checks (``citewise.serving.access``, ``/metrics``)."""
+    """The bearer keys the API checks (``citewise.serving.access``, ``/metrics``) and the
+    proxies whose word on the client address it takes (``api.proxies``)."""
 
     admin_keys: Annotated[list[SecretStr], NoDecode] = env(
         "ADMIN_KEYS",
@@ -189,6 +191,28 @@ class AccessSettings(SettingsGroup):
         "/metrics is open to anyone who can reach the port.",
     )
 
+    trusted_proxies: Annotated[list[str], NoDecode] = env(
+        "TRUSTED_PROXIES",
+        default_factory=list,
+        description="Reverse proxies (addresses or networks, e.g. 10.0.0.5 or 10.0.0.0/24; "
+        "JSON list or comma-separated) whose X-Forwarded-For names the client. Unset: none, "
+        "and the client is the connecting peer.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, proxies: list[str]) -> list[str]:
+        checked = []
+        for n, entry in enumerate(proxies, 1):
+            try:
+                checked.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:  # the value is not echoed, as no settings error does
+                raise ValueError(
+                    f"CITEWISE_TRUSTED_PROXIES: entry {n} is not an IP address or network "
+                    "such as 10.0.0.5 or 10.0.0.0/24"
+                ) from None
+        return checked
+
     @field_validator("metrics_key")
     @classmethod
     def _check_metrics_key(cls, key: SecretStr | None) -> SecretStr | None:
@@ -196,7 +220,7 @@ class AccessSettings(SettingsGroup):
             raise ValueError("CITEWISE_METRICS_KEY must be at least 16 characters long")
         return key
 
-    @field_validator("admin_keys", "query_keys", mode="before")
+    @field_validator("admin_keys", "query_keys", "trusted_proxies", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

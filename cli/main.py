@@ -202,6 +202,7 @@ def serve(
                 port=port + 1,
                 log_config=None,  # the API's app configures logging for the whole process
                 access_log=False,
+                proxy_headers=False,
             )
         )
         # A thread: uvicorn handles signals in the main thread only, so Ctrl-C stops the API
@@ -212,8 +213,16 @@ def serve(
     # by default); its access line is replaced by ours, which knows routes and request ids.
     # The worker runs this very program (the same interpreter and settings), told whose it is.
     worker = [sys.executable, "-m", "cli.main", "worker", "--supervised-by", str(os.getpid())]
-    app = create_app(settings, worker_command=worker)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app
+    # believes it from CITEWISE_TRUSTED_PROXIES only (api/proxies.py).
+    uvicorn.run(
+        create_app(settings, worker_command=worker),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from citewise.errors import CacheUnavailable, CitewiseError
@@ -63,9 +64,11 @@ def report(
     table.add_column("disliked", justify="right")
     table.add_column("last asked")
     for n, group in enumerate(groups, 1):
+        # Visitors wrote these: "[red]" in a question is text, not Rich markup. (Escape
+        # sequences were removed when the outcomes were read: OutcomeLog, printable.)
         others = [v for v, _ in group.variants.most_common(3) if v != group.question]
-        text = group.question + "".join(f"\n[dim]also: {v}[/]" for v in others)
-        text += "".join(f"\n[italic]\u201c{c}\u201d[/]" for c in group.comments[:2])
+        text = escape(group.question) + "".join(f"\n[dim]also: {escape(v)}[/]" for v in others)
+        text += "".join(f"\n[italic]\u201c{escape(c)}\u201d[/]" for c in group.comments[:2])
         table.add_row(
             str(n),
             text,

@@ -130,6 +130,8 @@ def test_the_api_runs_the_app_factory_with_workers(services: dict[str, dict[str,
     workers = command[command.index("--workers") + 1]
     assert int(workers) >= 1
     assert "${API_WORKERS" in services["api"]["command"][command.index("--workers") + 1]
+    # X-Forwarded-For is the app's business (CITEWISE_TRUSTED_PROXIES), not uvicorn's.
+    assert "--no-proxy-headers" in command and "--forwarded-allow-ips" not in command
 
 
 def test_the_worker_and_the_ingest_run_citewise_commands(

@@ -29,7 +29,7 @@ VARIABLES = """
     RATE_LIMIT_STRATEGY RATE_LIMIT_FAIL_OPEN INGEST_ROOT MAX_UPLOAD_MB MAX_UPLOAD_FILES
     WORKERS JOB_TIMEOUT_S JOB_RESULT_TTL_S GOLDEN_DIR GOLDEN_K GOLDEN_MIN_HIT_RATE WATCH_DEBOUNCE_MS
     WIDGETS WIDGET_SECRET WIDGET_TOKEN_TTL_S ANSWER_RECORD_TTL_S OUTCOME_LOG_MAX LOG_FORMAT
-    LOG_LEVEL METRICS_KEY
+    LOG_LEVEL METRICS_KEY TRUSTED_PROXIES
 """.split()  # noqa: SIM905 - a list of 86 names, one a line, reads worse
 
 KEY = "k" * 20
@@ -78,6 +78,7 @@ CASES: dict[str, tuple[str, Any]] = {
     "admin_keys": (f"{KEY}1, {KEY}2", [SecretStr(f"{KEY}1"), SecretStr(f"{KEY}2")]),
     "query_keys": (f'["{KEY}3"]', [SecretStr(f"{KEY}3")]),
     "metrics_key": (KEY, SecretStr(KEY)),
+    "trusted_proxies": ("10.0.0.5, 10.1.0.0/16", ["10.0.0.5/32", "10.1.0.0/16"]),
     "rate_limit_ask_per_ip": ("none", "none"),
     "rate_limit_widget_per_widget": ("5/second", "5/second"),
     "rate_limit_strategy": ("moving-window", "moving-window"),
@@ -198,6 +199,9 @@ def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ValidationError) as error:
         Settings()
     assert "CITEWISE_WIDGET_SECRET" in str(error.value) and "too-short" not in str(error.value)
+    with pytest.raises(ValidationError, match="TRUSTED_PROXIES: entry 2 is not an IP") as error:
+        Settings(trusted_proxies="10.0.0.1, sk-pasted-here")
+    assert "sk-pasted-here" not in str(error.value)
 
 
 def test_groups_take_short_names_or_variables() -> None:

@@ -51,8 +51,11 @@ def make_client(home: Path, cache_dir: Path, redis_url: str, redis_prefix: str) 
         client.__exit__(None, None, None)
 
 
-def token_for(client: TestClient, widget_id: str = "docs", origin: str = SITE) -> str:
-    response = client.post("/v1/widget/token", json={"widget_id": widget_id}, headers=page(origin))
+def token_for(
+    client: TestClient, widget_id: str = "docs", origin: str = SITE, visitor: str | None = None
+) -> str:
+    body = {"widget_id": widget_id} | ({"visitor": visitor} if visitor else {})
+    response = client.post("/v1/widget/token", json=body, headers=page(origin))
     assert response.status_code == 200, response.text
     return str(response.json()["token"])
 
@@ -116,7 +119,7 @@ def test_tokens_are_refused_off_their_origin_expired_forged_or_for_another_kb(
     assert code_of(other_kb, 403) == "forbidden"
 
     now = int(time.time())
-    claims = {"iss": ISSUER, "sub": "docs", "aud": SITE, "kb": "default"}
+    claims = {"iss": ISSUER, "sub": "docs", "aud": SITE, "kb": "default", "vis": "0" * 32}
     expired = jwt.encode(claims | {"iat": now - 1000, "exp": now - 10}, SECRET, ALGORITHM)
     response = client.post("/v1/ask", json=QUESTION, headers=page(SITE, expired))
     assert code_of(response, 401) == "widget_token_expired"
@@ -278,3 +281,75 @@ def test_any_page_may_read_why_the_token_exchange_refused_it(make_client: Any) -
     token = token_for(client)
     other = client.post("/v1/ask", json=QUESTION, headers=page(OTHER_SITE, token))
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_token_reaches_its_own_knowledge_base_and_the_routes_the_widget_uses_only(
+    make_client: Any,
+) -> None:
+    client = make_client(
+        widgets={
+            "docs": {"origins": [SITE], "kb": "default"},
+            "pets": {"origins": [SITE], "kb": "parrots"},
+        }
+    )
+    docs, pets = page(SITE, token_for(client, "docs")), page(SITE, token_for(client, "pets"))
+    every = client.get("/v1/models", headers=admin()).json()["data"]
+    assert {m["id"] for m in every} >= {"default", "parrots"}
+    # The model list shows a token its own knowledge base, not every one there is.
+    assert [m["id"] for m in client.get("/v1/models", headers=docs).json()["data"]] == ["default"]
+    assert [m["id"] for m in client.get("/v1/models", headers=pets).json()["data"]] == ["parrots"]
+
+    # Feedback only on the answers of its own knowledge base.
+    answer_id = client.post("/v1/ask", json=QUESTION, headers=docs).json()["answer_id"]
+    thumbs = {"answer_id": answer_id, "rating": "down", "comment": "not about parrots"}
+    assert code_of(client.post("/v1/feedback", json=thumbs, headers=pets), 403) == "forbidden"
+    assert client.post("/v1/feedback", json=thumbs, headers=docs).status_code == 202
+    keyed = {"Authorization": f"Bearer {QUERY_KEY}"}  # a key is bound to no knowledge base
+    assert client.post("/v1/feedback", json=thumbs, headers=keyed).status_code == 202
+
+    # The OpenAI-compatible chat is for keys: a token stands in for none there.
+    chat = {"model": "default", "messages": [{"role": "user", "content": QUESTION["question"]}]}
+    assert code_of(client.post("/v1/chat/completions", json=chat, headers=docs), 401) == (
+        "unauthorized"
+    )
+    assert client.post("/v1/chat/completions", json=chat, headers=keyed).status_code == 200
+
+
+def test_each_visitor_owns_their_conversations(make_client: Any) -> None:
+    client = make_client()
+    alice, bob = "a" * 32, "b" * 32
+    as_alice = page(SITE, token_for(client, visitor=alice))
+    as_bob = page(SITE, token_for(client, visitor=bob))
+
+    started = client.post("/v1/ask", json=QUESTION, headers=as_alice).json()
+    follow_up = {"question": "Can I resend it?", "conversation_id": started["conversation_id"]}
+    # Another visitor of the same widget who learns the id cannot read or extend it...
+    stolen = client.post("/v1/ask", json=follow_up, headers=as_bob)
+    assert code_of(stolen, 404) == "conversation_not_found"
+    # ...while its visitor goes on with it, with a fresh token too.
+    again = page(SITE, token_for(client, visitor=alice))
+    for headers in (as_alice, again):
+        assert client.post("/v1/ask", json=follow_up, headers=headers).status_code == 200
+
+    issued = client.post(
+        "/v1/widget/token", json={"widget_id": "docs", "visitor": alice}, headers=page(SITE)
+    )
+    assert issued.json()["visitor"] == alice
+    assert jwt.decode(issued.json()["token"], SECRET, [ALGORITHM], audience=SITE)["vis"] == alice
+    # No visitor id sent: a new one each time, so such visitors share nothing either.
+    first = client.post("/v1/widget/token", json={"widget_id": "docs"}, headers=page(SITE))
+    second = client.post("/v1/widget/token", json={"widget_id": "docs"}, headers=page(SITE))
+    assert first.json()["visitor"] != second.json()["visitor"]
+    assert len(first.json()["visitor"]) == 32
+    bad = client.post(
+        "/v1/widget/token", json={"widget_id": "docs", "visitor": "me"}, headers=page(SITE)
+    )
+    assert bad.status_code == 422
+
+    # A token naming no visitor (as issued before visitors had ids) is refused; the widget
+    # then fetches a new one.
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "docs", "aud": SITE, "kb": "default"}
+    old = jwt.encode(claims | {"iat": now, "exp": now + 600}, SECRET, ALGORITHM)
+    refused = client.post("/v1/ask", json=QUESTION, headers=page(SITE, old))
+    assert code_of(refused, 401) == "widget_token_invalid"

@@ -9,6 +9,7 @@ origin, not registered for the widget, serves the same page to show it is refuse
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -212,6 +213,41 @@ def test_a_follow_up_continues_the_conversation_and_new_conversation_forgets_it(
     expect(page.locator('[data-testid="message"][data-role="user"]')).to_have_count(0)
     ask(page, "How do I cancel my subscription?")
     assert host.get_attribute("data-conversation-id") not in (None, conversation)
+
+
+def test_each_browser_is_a_visitor_of_its_own_and_stays_one(
+    site: Site, page: Page, browser: Browser
+) -> None:
+    def visitors_sent(on: Page) -> list[str]:
+        sent: list[str] = []
+        on.on(
+            "request",
+            lambda r: (
+                sent.append(r.post_data_json.get("visitor"))
+                if r.url.endswith("/v1/widget/token")
+                else None
+            ),
+        )
+        return sent
+
+    sent = visitors_sent(page)
+    open_widget(page, site.page)
+    ask(page, "How long is an invitation valid?")
+    conversation = page.locator("citewise-chat").get_attribute("data-conversation-id")
+    page.reload()  # a new token for the same visitor, and the same conversation goes on
+    page.get_by_test_id("launcher").click()
+    follow_up = ask(page, "Can I resend it?")
+    follow_up.get_by_test_id("cite").first.click()
+    expect(follow_up.get_by_test_id("citation-card")).to_contain_text("Administrator handbook")
+    assert page.locator("citewise-chat").get_attribute("data-conversation-id") == conversation
+    assert len(sent) == 2 and sent[0] == sent[1] and re.fullmatch(r"[0-9a-f]{32}", sent[0])
+
+    other = browser.new_context().new_page()  # another browser: another visitor
+    other_sent = visitors_sent(other)
+    open_widget(other, site.page)
+    ask(other, "How do I cancel my subscription?")
+    other.context.close()
+    assert len(other_sent) == 1 and other_sent[0] not in (None, sent[0])
 
 
 def test_thumbs_down_with_a_comment_reaches_the_report(site: Site, page: Page) -> None:

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 
 from api.bodies import TextRoute
 from api.deps import ServicesDep
-from api.security import CACHE_HEADER, AskCaller, SearchCaller
+from api.security import CACHE_HEADER, ChatCaller, SearchCaller
 from citewise.answer.answerer import Question
 from citewise.answer.generators.base import Turn
 from citewise.errors import CitewiseError, InvalidRequest
@@ -48,13 +48,15 @@ class ChatRequest(BaseModel):
 
 
 @router.get("/v1/models")
-async def list_models(services: ServicesDep, _: SearchCaller) -> dict[str, Any]:
-    """Knowledge bases, listed as models."""
+async def list_models(services: ServicesDep, caller: SearchCaller) -> dict[str, Any]:
+    """Knowledge bases, listed as models (a help widget's token sees its own only)."""
+    names = services.store.knowledge_bases()
+    if caller.kb is not None:
+        names = [kb for kb in names if kb == caller.kb]
     return {
         "object": "list",
         "data": [
-            {"id": kb, "object": "model", "created": 0, "owned_by": "citewise"}
-            for kb in services.store.knowledge_bases()
+            {"id": kb, "object": "model", "created": 0, "owned_by": "citewise"} for kb in names
         ],
     }
 
@@ -69,14 +71,13 @@ def question_of(body: ChatRequest) -> Question:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, services: ServicesDep, caller: AskCaller
+    body: ChatRequest, services: ServicesDep, caller: ChatCaller
 ) -> JSONResponse | EventSourceResponse:
     """Answer the last user message from the knowledge base named by ``model``.
 
     Stateless, as the protocol is: the history comes in ``messages``, and no server-side
     conversation is kept. Answers are cached like ``/v1/ask``'s (header ``X-Citewise-Cache``).
     """
-    caller.knowledge_base(body.model, body.model)  # a widget's token names its one kb
     question = question_of(body)
     created = int(time.time())
     if not body.stream:

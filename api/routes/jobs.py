@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -128,12 +129,24 @@ def _under_root(path: str, root: Path | None) -> Path:
         raise InvalidRequest(
             "server-side paths are disabled: set CITEWISE_INGEST_ROOT, or upload the files"
         )
+    if "\x00" in path:  # the OS cannot take it (ValueError deep inside resolve)
+        raise InvalidRequest("the path cannot be resolved: it contains a NUL byte")
     base = root.resolve()
     candidate = Path(path)
-    resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
-    # Resolved first, so neither '..' nor a symlink can lead out of the root.
-    if resolved != base and base not in resolved.parents:
-        raise InvalidRequest("the path must be inside the ingest root")
-    if not resolved.exists():
-        raise InvalidRequest(f"nothing at {path!r} under the ingest root")
+    try:
+        resolved = (candidate if candidate.is_absolute() else base / candidate).resolve()
+        # Resolved first, so neither '..' nor a symlink can lead out of the root.
+        if resolved != base and base not in resolved.parents:
+            raise InvalidRequest("the path must be inside the ingest root")
+        if not resolved.exists():
+            raise InvalidRequest(f"nothing at {path!r} under the ingest root")
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise InvalidRequest(_unresolvable(exc)) from None  # the message names no server path
     return resolved
+
+
+def _unresolvable(exc: BaseException) -> str:
+    # A symlink loop is a RuntimeError from resolve() before Python 3.13, ELOOP after.
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "the path cannot be resolved: it runs into a loop of symbolic links"
+    return "the path cannot be resolved (a name too long, or a folder that cannot be read)"

@@ -24,12 +24,19 @@ SCRIPT_MAX_AGE_S = 300  # a new release reaches pages within five minutes
 
 class TokenRequest(BaseModel):
     widget_id: str = Field(max_length=64, examples=["docs-site"])
+    visitor: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="The visitor's id, 32 random hex digits the widget keeps in the browser; "
+        "omitted: a new one. Conversations belong to one visitor of one widget.",
+    )
 
 
 class TokenResponse(BaseModel):
     token: str = Field(description="Send it as `X-Widget-Token` from the same page.")
     expires_in: int = Field(description="Seconds it stays valid.")
     kb: str = Field(description="The knowledge base the widget answers from.")
+    visitor: str = Field(description="The visitor id the token names: keep it for the next.")
 
 
 class FeedbackRequest(BaseModel):
@@ -65,9 +72,16 @@ async def widget_token(
     body: TokenRequest, request: Request, services: ServicesDep, _: TokenExchange
 ) -> dict[str, Any]:
     """A short-lived token for a widget on the calling page (bound to its Origin)."""
-    token, widget = await services.widgets.mint(body.widget_id, request.headers.get("origin"))
+    token, widget, visitor = await services.widgets.mint(
+        body.widget_id, request.headers.get("origin"), body.visitor
+    )
     await services.limiter.check("widget", "widget", widget.widget_id)
-    return {"token": token, "expires_in": services.widgets.ttl_s, "kb": widget.kb}
+    return {
+        "token": token,
+        "expires_in": services.widgets.ttl_s,
+        "kb": widget.kb,
+        "visitor": visitor,
+    }
 
 
 @router.post("/v1/feedback", response_model=FeedbackResponse, status_code=202)
@@ -78,5 +92,7 @@ async def feedback(
     if services.outcomes is None:
         raise CacheUnavailable("feedback is kept in Redis, which is switched off here")
     via = caller.owner if caller.role != "public" else f"ip-{client_ip(request)}"
-    await services.outcomes.feedback(body.answer_id, body.rating, body.comment.strip(), via)
+    await services.outcomes.feedback(
+        body.answer_id, body.rating, body.comment.strip(), via, kb=caller.kb
+    )
     return {"recorded": True}

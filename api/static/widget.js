@@ -331,6 +331,29 @@ form textarea,form textarea:focus-visible{flex:1;min-height:36px;max-height:132p
   let uid = 0;
   const BUSY = { thinking: 1, streaming: 1 };
 
+  // This browser's visitor id: 128 random bits kept in localStorage (in memory when storage
+  // is blocked), sent with each token exchange. The server binds it into the page token, and
+  // conversations belong to one visitor, not to everyone on the widget.
+  const VISITOR_KEY = 'citewise-visitor';
+  const VISITOR_RE = /^[0-9a-f]{32}$/;
+  let visitor = null;
+  const visitorId = (given) => {
+    if (given !== undefined) {
+      if (typeof given === 'string' && VISITOR_RE.test(given) && given !== visitor) {
+        visitor = given;
+        try { localStorage.setItem(VISITOR_KEY, given); } catch (e) { /* storage blocked */ }
+      }
+      return visitor;
+    }
+    if (visitor) return visitor;
+    try { const kept = localStorage.getItem(VISITOR_KEY); if (VISITOR_RE.test(kept || '')) visitor = kept; } catch (e) { /* blocked */ }
+    if (!visitor && window.crypto && crypto.getRandomValues) {
+      const made = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+      visitorId(made);
+    }
+    return visitor || undefined; // undefined: none sent, the server makes one
+  };
+
   class CitewiseChat extends HTMLElement {
     static get observedAttributes() {
       return ['widget-id', 'api', 'title', 'greeting', 'starters', 'color', 'open'];
@@ -515,10 +538,11 @@ form textarea,form textarea:focus-visible{flex:1;min-height:36px;max-height:132p
         try {
           const res = await net(this._api() + '/v1/widget/token', {
             method: 'POST', credentials: 'omit', headers: { 'Content-Type': 'application/json' },
-            body: JSON.stringify({ widget_id: this.getAttribute('widget-id') })
+            body: JSON.stringify({ widget_id: this.getAttribute('widget-id'), visitor: visitorId() })
           });
           if (!res.ok) throw await apiError(res);
           const d = await res.json();
+          visitorId(d.visitor); // the server's, when this browser could not make one
           const life = (+d.expires_in || 300) * 1000;
           // Refresh 60 s before expiry (or halfway through, for very short lives).
           this._tok = { value: str(d.token), refreshAt: Date.now() + life - Math.min(60000, life / 2) };

@@ -38,8 +38,8 @@ PUBLIC_OWNER = "public"
 class Caller:
     """Who is asking: a role, and an owner name for per-key state (never the key).
 
-    A help widget's visitors are one caller per widget (``widget-<id>``), bound to the widget's
-    knowledge base.
+    A help widget's visitor is a caller of its own (``widget-<id>.<visitor id>``), bound to the
+    widget's knowledge base.
     """
 
     role: Role

@@ -3,9 +3,10 @@
 ``prefix:conv:<owner>:<id>`` is a list of JSON turns (``{"role", "content"}``, oldest first),
 trimmed to the last ``CITEWISE_MAX_HISTORY_TURNS`` messages and expiring
 ``CITEWISE_CONVERSATION_TTL_S`` after its last turn. ``<owner>`` is the fingerprint of the API
-key that wrote it (``public`` when the service runs without keys), so a conversation id is
-worth nothing with another key; ids are 128 random bits. The role this plays is that of
-``previous_response_id`` in OpenAI's Responses API.
+key that wrote it (``public`` when the service runs without keys), or the help widget and the
+visitor whose page token wrote it (``widget-<id>.<visitor id>``), so a conversation id is worth
+nothing with another key or to another visitor; ids are 128 random bits. The role this plays
+is that of ``previous_response_id`` in OpenAI's Responses API.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from citewise.answer.generators.base import Turn
 from citewise.errors import ConversationNotFound, InvalidRequest
 from citewise.redis_client import RedisHandle
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch: "$" would let a trailing newline in
 MAX_MESSAGE_CHARS = 20_000  # what /v1/ask accepts per history message
 
 
@@ -31,7 +32,7 @@ def new_id() -> str:
 
 
 def checked_id(conversation_id: str) -> str:
-    if not _ID.match(conversation_id):
+    if not _ID.fullmatch(conversation_id):
         raise InvalidRequest("conversation_id must be the 32 hex digits an answer returned")
     return conversation_id
 

@@ -18,18 +18,24 @@ point of the report.
 Feedback names an answer id, so each computed answer leaves a small record (question,
 knowledge base) for ``CITEWISE_ANSWER_RECORD_TTL_S``: a thumbs-down then says which question
 it was about without the client sending it again (and cannot invent one).
+
+Questions and comments come from anyone a widget serves, and the report prints them in an
+admin's terminal: terminal escape sequences and other control characters are removed from
+them when they are logged and again when they are read (``printable``), so no entry can
+retitle, clear or hyperlink that terminal. (The CLI escapes Rich markup when it prints.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from citewise.errors import AnswerNotFound, CacheUnavailable, InvalidRequest
+from citewise.errors import AnswerNotFound, CacheUnavailable, Forbidden, InvalidRequest
 from citewise.redis_client import RedisHandle, RedisUnavailable
 from citewise.settings import OutcomeSettings
 from citewise.shapes import Answer
@@ -39,6 +45,24 @@ log = logging.getLogger("citewise.serving.outcomes")
 Kind = Literal["refused", "low_confidence", "feedback"]
 Rating = Literal["up", "down"]
 MAX_COMMENT_CHARS = 1000
+
+# Whole escape sequences first (their parameters would otherwise survive as text), then any
+# C0/C1 control character left but tab and newline: CSI (ESC [ or 0x9b ... final byte), OSC
+# (ESC ] or 0x9d ... BEL or ST, or the rest of the text when unterminated), DCS/SOS/PM/APC
+# strings, and the two- or three-byte ESC sequences.
+_ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal escape sequences or control characters (tab and newline
+    stay): safe to print in a terminal. Rich markup is left to the printer to escape."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
 
 
 @dataclass(frozen=True)
@@ -127,8 +151,11 @@ class OutcomeLog:
         except RedisUnavailable:
             log.warning("outcome of a cached answer not recorded: Redis unavailable")
 
-    async def feedback(self, answer_id: str, rating: Rating, comment: str, via: str) -> Outcome:
-        """Log a thumbs up or down on an answer given in the last record TTL."""
+    async def feedback(
+        self, answer_id: str, rating: Rating, comment: str, via: str, kb: str | None = None
+    ) -> Outcome:
+        """Log a thumbs up or down on an answer given in the last record TTL; ``kb``: the
+        caller is bound to that knowledge base (a widget) and may judge its answers only."""
         if len(comment) > MAX_COMMENT_CHARS:
             raise InvalidRequest(f"a comment is at most {MAX_COMMENT_CHARS} characters")
         try:
@@ -139,6 +166,10 @@ class OutcomeLog:
                     "answers up to a few days old"
                 )
             record = json.loads(raw)
+            if kb is not None and record["kb"] != kb:
+                raise Forbidden(
+                    f"this widget takes feedback on answers from knowledge base {kb!r} only"
+                )
             fields = self._fields(
                 "feedback", record["kb"], record["question"], answer_id, via, rating, comment
             )
@@ -181,12 +212,12 @@ class OutcomeLog:
         return {
             "kind": kind,
             "kb": kb,
-            "question": question,
+            "question": printable(question),
             "answer_id": answer_id,
             "via": via,
             "at": f"{time.time():.3f}",
             "rating": rating,
-            "comment": comment,
+            "comment": printable(comment),
         }
 
 
@@ -198,10 +229,10 @@ def _outcome(fields: Mapping[Any, Any]) -> Outcome:
     return Outcome(
         kind=fields["kind"],
         kb=fields["kb"],
-        question=fields["question"],
+        question=printable(fields["question"]),  # again: entries logged before it was done
         answer_id=fields["answer_id"],
-        via=fields["via"],
+        via=printable(fields["via"]),
         at=float(fields["at"]),
         rating=fields.get("rating", ""),
-        comment=fields.get("comment", ""),
+        comment=printable(fields.get("comment", "")),
     )

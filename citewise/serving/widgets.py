@@ -3,7 +3,9 @@
 A site owner registers a public widget id with the page origins it may run on (configuration,
 ``CITEWISE_WIDGETS``, or the admin API, kept in Redis). A page exchanges the id for a token
 (``mint``): a JWT signed with ``CITEWISE_WIDGET_SECRET`` (HS256), naming the widget, the page's
-origin as its audience, the knowledge base, and an expiry ``CITEWISE_WIDGET_TOKEN_TTL_S`` away.
+origin as its audience, the knowledge base, the visitor (a random id the widget keeps in the
+browser, claim ``vis``: what the visitor keeps on the server is theirs alone), and an expiry
+``CITEWISE_WIDGET_TOKEN_TTL_S`` away.
 Every later request presents it, and ``verify`` refuses it when the signature is wrong, when it
 has expired, when the request's ``Origin`` is not the one it was issued to, or when the widget
 no longer lists that origin (so removing an origin revokes its tokens within
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -61,11 +64,34 @@ class Widget:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a verified token allows: this widget, from this origin, on this knowledge base."""
+    """What a verified token allows: this widget, from this origin, on this knowledge base,
+    for this visitor (the browser that asked for the token)."""
 
     widget_id: str
     origin: str
     kb: str
+    visitor: str
+
+    @property
+    def owner(self) -> str:
+        """Who owns what this visitor keeps on the server (conversations): one owner per
+        visitor of each widget, so knowing a conversation id is not enough to extend it.
+        ('.' is in no widget id, so two widgets' owners cannot meet.)"""
+        return f"widget-{self.widget_id}.{self.visitor}"
+
+
+_VISITOR = re.compile(r"[0-9a-f]{32}")
+
+
+def new_visitor() -> str:
+    """A visitor id: 128 random bits, as the widget makes one (32 hex digits)."""
+    return secrets.token_hex(16)
+
+
+def check_visitor(visitor: str) -> str:
+    if not _VISITOR.fullmatch(visitor):
+        raise InvalidRequest("a visitor id is 32 lowercase hex digits")
+    return visitor
 
 
 def normalise_origin(origin: str) -> str:
@@ -94,33 +120,57 @@ def widget_from_spec(widget_id: str, spec: WidgetSpec, *, managed: bool) -> Widg
     return Widget(check_widget_id(widget_id), origins, validate_kb(spec.kb), managed)
 
 
+MIN_KEY_CHARS = 32  # as CITEWISE_WIDGET_SECRET must be
+
+
 def signing_key(settings: WidgetSettings, path: Path) -> str:
     """``CITEWISE_WIDGET_SECRET``, or a random key created once at ``path`` (under
-    ``CITEWISE_HOME``)."""
+    ``CITEWISE_HOME``).
+
+    The file appears whole or not at all: the key is written to a private temporary file,
+    flushed to disk, then hard-linked to ``path``, which fails if ``path`` exists (``O_EXCL``
+    semantics). Of processes starting together the first link wins and every other one reads
+    that complete key; none can read a file still being written (an empty key meant a 500 on
+    every widget call). An empty or short key file is refused, never used."""
     if settings.secret is not None:
         return settings.secret.get_secret_value()
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return _read_key(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    try:  # O_EXCL: of two processes starting together, one writes and both read its key
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(key)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process got there first: its key it is
+            return _read_key(path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the widget signing key file {path.name} under CITEWISE_HOME "
+                "(the file system refused a hard link); set CITEWISE_WIDGET_SECRET instead"
+            ) from exc
+    finally:
+        temporary.unlink(missing_ok=True)
     return key
 
 
 def _read_key(path: Path) -> str:
-    for _ in range(50):  # the other process may not have written it yet
-        key = path.read_text(encoding="utf-8").strip()
-        if key:
-            return key
-        time.sleep(0.01)
-    raise ConfigurationError("the widget signing key file is empty")
+    """The key kept at ``path``; ``FileNotFoundError`` if there is none yet."""
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < MIN_KEY_CHARS:
+        raise ConfigurationError(
+            f"the widget signing key file {path.name} under CITEWISE_HOME is empty or shorter "
+            f"than {MIN_KEY_CHARS} characters: delete it (a new key is made at start; tokens "
+            "issued before stop working) or set CITEWISE_WIDGET_SECRET"
+        )
+    return key
 
 
 class Widgets:
@@ -216,9 +266,14 @@ class Widgets:
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def mint(self, widget_id: str, origin: str | None) -> tuple[str, Widget]:
-        """A page token for a page on ``origin`` (the request's Origin header)."""
+    async def mint(
+        self, widget_id: str, origin: str | None, visitor: str | None = None
+    ) -> tuple[str, Widget, str]:
+        """A page token for a page on ``origin`` (the request's Origin header), for
+        ``visitor`` (the id the widget keeps in the browser; a new one when not given):
+        the token, the widget, and the visitor id it names (claim ``vis``)."""
         widget = await self.get(check_widget_id(widget_id))
+        visitor = check_visitor(visitor) if visitor is not None else new_visitor()
         page = self._page_origin(origin)
         if page not in widget.origins:
             raise OriginNotAllowed(f"help widget {widget_id!r} is not enabled for {page}")
@@ -228,10 +283,11 @@ class Widgets:
             "sub": widget.widget_id,
             "aud": page,
             "kb": widget.kb,
+            "vis": visitor,
             "iat": now,
             "exp": now + self._ttl_s,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM), widget
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), widget, visitor
 
     @property
     def ttl_s(self) -> int:
@@ -248,7 +304,7 @@ class Widgets:
                 algorithms=[ALGORITHM],
                 audience=page,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "aud", "kb"]},
+                options={"require": ["exp", "iat", "sub", "aud", "kb", "vis"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise WidgetTokenExpired("the widget token has expired; fetch a new one") from exc
@@ -256,10 +312,13 @@ class Widgets:
             raise OriginNotAllowed("this widget token was issued to another site") from exc
         except jwt.InvalidTokenError as exc:
             raise WidgetTokenInvalid("the widget token is not valid") from exc
+        visitor = claims["vis"]
+        if not isinstance(visitor, str) or not _VISITOR.fullmatch(visitor):
+            raise WidgetTokenInvalid("the widget token is not valid")
         widget = await self.get(str(claims["sub"]))
         if page not in widget.origins:  # removed since the token was issued
             raise OriginNotAllowed(f"help widget {widget.widget_id!r} is not enabled for {page}")
-        return Grant(widget.widget_id, page, widget.kb)  # today's kb, should it have changed
+        return Grant(widget.widget_id, page, widget.kb, visitor)  # today's kb, if it changed
 
     @staticmethod
     def _page_origin(origin: str | None) -> str:
