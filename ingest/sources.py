@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ingest.discovery import Discovery, SourceFile
+from ingest.discovery import Discovery, SourceFile, printable
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9_-]+")
 
@@ -45,7 +45,8 @@ class Source:
         return path == Path(self.root) or path.is_relative_to(self.root)
 
     def key(self, path: Path) -> str:
-        return self.prefix + path.relative_to(self.root).as_posix()
+        # Printable: a name that is not UTF-8 is refused, and its key is reported and stored.
+        return self.prefix + printable(path.relative_to(self.root).as_posix())
 
 
 @dataclass(frozen=True)
