@@ -234,6 +234,21 @@ class LimitSettings(SettingsGroup):
         description="HTML elements, or Markdown lists and quotes, nested deeper refuse the "
         "document. At most 256: the HTML parser silently drops anything deeper.",
     )
+    parse_timeout_s: float = env(
+        "PARSE_TIMEOUT_S",
+        120.0,
+        ge=0.1,
+        description="A file still parsing after this many seconds is stopped and reported as "
+        "failed; the run goes on (CLI, --watch and jobs alike). Not applied with "
+        "CITEWISE_PARSE_WORKERS=0.",
+    )
+    parse_memory_mb: int = env(
+        "PARSE_MEMORY_MB",
+        2048,
+        ge=64,
+        description="A parse process growing past this resident size is stopped and its file "
+        "reported as failed. Not applied with CITEWISE_PARSE_WORKERS=0.",
+    )
     max_upload_mb: float = env("MAX_UPLOAD_MB", 20.0, gt=0, description="Largest uploaded file.")
     max_upload_files: int = env(
         "MAX_UPLOAD_FILES", 200, ge=1, description="Most files in one upload."
@@ -247,7 +262,9 @@ class IngestSettings(SettingsGroup):
         "PARSE_WORKERS",
         1,
         ge=0,
-        description="Processes parsing documents while embedding runs; 0: inline.",
+        description="Processes parsing documents while embedding runs, each file under the "
+        "parse budget (CITEWISE_PARSE_TIMEOUT_S, CITEWISE_PARSE_MEMORY_MB); 0: in the ingest "
+        "process itself, with no budget (for debugging only).",
     )
     root: Path | None = env(
         "INGEST_ROOT",

@@ -12,11 +12,20 @@ from ingest.loaders import PARSERS
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file to ingest: ``source`` is its path relative to ``root``, with forward slashes."""
+    """A file to ingest: ``source`` is its path relative to ``root``, with forward slashes.
+
+    ``confine``, when set, is a folder above ``root`` that every read must stay beneath (the
+    ingest root, for jobs): the folders between are opened without following links too."""
 
     root: Path
     path: Path
     source: str
+    confine: Path | None = None
+
+    @property
+    def anchor(self) -> Path:
+        """The folder the file is opened beneath (``ingest.opening``)."""
+        return self.confine or self.root
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,13 @@ class Discovery:
     given: list[Path] = field(default_factory=list)
 
 
-def discover(paths: list[Path]) -> Discovery:
+def discover(paths: list[Path], confine: Path | None = None) -> Discovery:
     """Walk files and folders (hidden entries and symlinked folders are not followed).
 
     A folder's contents never lead out of it: a symlinked file whose target lies outside the
     folder is refused, as are broken links, pipes and devices (reading a pipe blocks forever)
-    and names that are not UTF-8 (they cannot be stored as a citation's source).
+    and names that are not UTF-8 (they cannot be stored as a citation's source). With
+    ``confine``, a path that no longer resolves beneath it is refused as a whole.
     """
     files: list[SourceFile] = []
     skipped: list[str] = []
@@ -49,6 +59,8 @@ def discover(paths: list[Path]) -> Discovery:
         if not given.exists():
             raise InvalidRequest(f"no such file or folder: {given}")
         absolute = given.resolve()
+        if confine is not None and not absolute.is_relative_to(confine):
+            raise InvalidRequest("the path is no longer inside the ingest root")
         if absolute.is_file():
             root, candidates = absolute.parent, [absolute]
         else:
@@ -60,9 +72,9 @@ def discover(paths: list[Path]) -> Discovery:
             if path.suffix.lower() not in PARSERS:
                 skipped.append(printable(source))
             elif reason := _refusal(path, root, source):
-                refused.append((SourceFile(root, path, printable(source)), reason))
+                refused.append((SourceFile(root, path, printable(source), confine), reason))
             else:
-                files.append(SourceFile(root, path, source))
+                files.append(SourceFile(root, path, source, confine))
     return Discovery(files, skipped, roots, refused, folders)
 
 

@@ -115,8 +115,10 @@ def gated_ingest(
     *,
     rebuild: bool = False,
     progress: Progress | None = None,
+    confine: Path | None = None,
 ) -> tuple[IngestReport, GateResult]:
-    """Ingest into a staging copy of ``kb`` and promote it only if the golden questions pass."""
+    """Ingest into a staging copy of ``kb`` and promote it only if the golden questions pass
+    (``confine`` as for ``IngestPipeline.run``)."""
     settings, store = pipeline.settings, pipeline.store
     staging = staging_of(kb)
     settings.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ def gated_ingest(
         with Manifest.open(settings.manifest_path, kb) as manifest:
             manifest.copy_to(staging)
         try:
-            report = pipeline.run(paths, staging, progress=progress, internal=True)
+            report = pipeline.run(paths, staging, progress=progress, internal=True, confine=confine)
             retriever = Retriever(settings.retrieval, store, pipeline.embeddings, pipeline.lexical)
             result = evaluate(retriever, staging, golden, settings.ingest.golden_k)
             result.threshold = settings.ingest.golden_min_hit_rate

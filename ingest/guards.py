@@ -13,8 +13,7 @@ import bisect
 import re
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from citewise.errors import DocumentError
 from citewise.settings import LimitSettings
@@ -35,6 +34,7 @@ class ParseLimits:
     max_uncompressed_bytes: int = 100 * _MB
     max_compression_ratio: float = 100.0
     max_nesting_depth: int = PARSER_MAX_DEPTH
+    max_file_bytes: int = 50 * _MB
 
     @classmethod
     def from_settings(cls, settings: LimitSettings) -> ParseLimits:
@@ -42,17 +42,18 @@ class ParseLimits:
             max_uncompressed_bytes=int(settings.max_uncompressed_mb * _MB),
             max_compression_ratio=settings.max_compression_ratio,
             max_nesting_depth=settings.max_nesting_depth,
+            max_file_bytes=int(settings.max_file_mb * _MB),
         )
 
 
-def check_archive(path: Path, limits: ParseLimits) -> None:
+def check_archive(archive_file: IO[bytes], limits: ParseLimits) -> None:
     """Refuse a zip (a .docx) that would inflate too far, from its central directory alone.
 
     The sizes there can be trusted as upper bounds: Python's zipfile never inflates a member
     past its declared size (it stops and fails the CRC check instead).
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(archive_file) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise DocumentError(f"not a valid Word file (zip): {exc}") from exc

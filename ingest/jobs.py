@@ -58,11 +58,13 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
     try:
         with open_pipeline(settings) as pipeline:
             folders, progress = [Path(p) for p in paths], _JobProgress(job)
+            confine = _ingest_root_holding(folders, settings.ingest.root)
             golden = load_golden(settings, kb)
             if golden is None:
-                return pipeline.run(folders, kb, rebuild=rebuild, progress=progress).to_json()
+                run = pipeline.run(folders, kb, rebuild=rebuild, progress=progress, confine=confine)
+                return run.to_json()
             report, gate = gated_ingest(
-                pipeline, folders, kb, golden, rebuild=rebuild, progress=progress
+                pipeline, folders, kb, golden, rebuild=rebuild, progress=progress, confine=confine
             )
         job.meta["gate"] = gate.to_json()
         job.save_meta()  # type: ignore[no-untyped-call]
@@ -78,3 +80,13 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
         raise
     finally:
         release_claim(job.connection, claim_key(prefix, kb), job.id)
+
+
+def _ingest_root_holding(folders: list[Path], root: Path | None) -> Path | None:
+    """The ingest root, when the job's paths were named under it: the API checked them, but
+    they are read now, so every read stays beneath the root (``ingest.opening``) and a folder
+    swapped for a link since then is refused. Uploads live elsewhere, under CITEWISE_HOME."""
+    if root is None:
+        return None
+    base = root.resolve()
+    return base if all(folder.is_relative_to(base) for folder in folders) else None

@@ -8,9 +8,10 @@ sentences as titles, which would corrupt every heading path.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from citewise.errors import DocumentError, EmptyDocument
@@ -23,16 +24,24 @@ from ingest.guards import (
     check_pdf_content,
 )
 
-Parser = Callable[[Path, ParseLimits], ParsedDocument]
+# (the file's bytes, its name, limits): parsers never open anything by name (ingest.opening).
+Parser = Callable[[bytes, str, ParseLimits], ParsedDocument]
 
 
 def parse(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
-    """Parse one file, raising ``DocumentError`` with a one-line reason when it cannot."""
-    parser = PARSERS.get(path.suffix.lower())
+    """Parse a file that is trusted to be what its path names (tests, benchmarks)."""
+    return parse_bytes(path.read_bytes(), path.name, limits)
+
+
+def parse_bytes(data: bytes, name: str, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse one file's bytes, raising ``DocumentError`` with a one-line reason when it cannot;
+    ``name`` gives the format (its suffix) and a title when the document has none."""
+    suffix = PurePosixPath(name).suffix
+    parser = PARSERS.get(suffix.lower())
     if parser is None:
-        raise DocumentError(f"unsupported file type {path.suffix!r}")
+        raise DocumentError(f"unsupported file type {suffix!r}")
     try:
-        document = parser(path, limits or ParseLimits())
+        document = parser(data, name, limits or ParseLimits())
     except DocumentError:
         raise
     except Exception as exc:  # parsers raise anything; the ingest must go on
@@ -47,9 +56,8 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {message}"[:300] if message else type(exc).__name__
 
 
-def read_text(path: Path) -> str:
-    """Read a text file as UTF-8, refusing binary content disguised by its name."""
-    data = path.read_bytes()
+def read_text(data: bytes) -> str:
+    """A text file's bytes as UTF-8, refusing binary content disguised by its name."""
     if b"\x00" in data[:8192]:
         raise DocumentError("binary content (NUL bytes) in a text file")
     try:
@@ -58,8 +66,8 @@ def read_text(path: Path) -> str:
         raise DocumentError(f"not valid UTF-8 (byte {exc.start})") from exc
 
 
-def _title_from_name(path: Path) -> str:
-    return re.sub(r"[-_]+", " ", path.stem).strip().capitalize()
+def _title_from_name(name: str) -> str:
+    return re.sub(r"[-_]+", " ", PurePosixPath(name).stem).strip().capitalize()
 
 
 # --- unstructured: Markdown, HTML, Word ---------------------------------------------------
@@ -116,19 +124,19 @@ def _table_rows(html: str) -> str:
     return "\n".join(line for line in lines if line.strip(" |"))
 
 
-def parse_markdown(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_markdown(data: bytes, name: str, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.md import partition_md
 
-    text = read_text(path)
+    text = read_text(data)
     check_markdown(text, limits)
-    return _from_elements(partition_md(text=text), _title_from_name(path), {})
+    return _from_elements(partition_md(text=text), _title_from_name(name), {})
 
 
-def parse_html(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_html(data: bytes, name: str, limits: ParseLimits) -> ParsedDocument:
     from bs4 import BeautifulSoup
     from unstructured.partition.html import partition_html
 
-    text = read_text(path)
+    text = read_text(data)
     check_html_depth(text, limits)
     soup = BeautifulSoup(text, "lxml")
     anchors = {
@@ -136,19 +144,19 @@ def parse_html(path: Path, limits: ParseLimits) -> ParsedDocument:
         for h in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"])
         if h.get("id")
     }
-    document = _from_elements(partition_html(text=text), _title_from_name(path), anchors)
+    document = _from_elements(partition_html(text=text), _title_from_name(name), anchors)
     page_title = soup.title.get_text(strip=True) if soup.title else ""
     if page_title and not any(b.heading_level == 1 for b in document.blocks):
         document.title = page_title
     return document
 
 
-def parse_docx(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_docx(data: bytes, name: str, limits: ParseLimits) -> ParsedDocument:
     from unstructured.partition.docx import partition_docx
 
-    check_archive(path, limits)
+    check_archive(io.BytesIO(data), limits)
     # Word headings have no fragment ids a browser could jump to.
-    return _from_elements(partition_docx(filename=str(path)), _title_from_name(path), None)
+    return _from_elements(partition_docx(file=io.BytesIO(data)), _title_from_name(name), None)
 
 
 # --- plain text -----------------------------------------------------------------------------
@@ -157,9 +165,9 @@ _UNDERLINE = re.compile(r"^(=+|-+)\s*$")
 _BULLET = re.compile(r"^\s*([-*•]|\d+[.)])\s+")
 
 
-def parse_text(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_text(data: bytes, name: str, limits: ParseLimits) -> ParsedDocument:
     """Paragraphs split on blank lines; headings are underlined lines or short UPPERCASE lines."""
-    text = read_text(path)
+    text = read_text(data)
     blocks: list[Block] = []
     for paragraph in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
         lines = [line.rstrip() for line in paragraph.strip("\n").splitlines() if line.strip()]
@@ -174,7 +182,7 @@ def parse_text(path: Path, limits: ParseLimits) -> ParsedDocument:
             lines = lines[1:]
         if lines:
             blocks.append(Block("\n".join(line.strip() for line in lines)))
-    title = next((b.text for b in blocks if b.heading_level == 1), _title_from_name(path))
+    title = next((b.text for b in blocks if b.heading_level == 1), _title_from_name(name))
     return ParsedDocument(title=title, blocks=blocks)
 
 
@@ -193,7 +201,7 @@ def _looks_like_caps_heading(line: str) -> bool:
 # --- PDF ------------------------------------------------------------------------------------
 
 
-def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
+def parse_pdf(data: bytes, name: str, limits: ParseLimits) -> ParsedDocument:
     """Text page by page with pypdf; lines set in a larger font than the body become headings.
 
     pypdf bounds what one compressed stream may inflate to by itself (``pypdf.filters``); what
@@ -201,10 +209,10 @@ def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
     """
     from pypdf import PdfReader
 
-    reader = PdfReader(path)
+    reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted:
         raise DocumentError("encrypted PDF")
-    check_pdf_content(reader, path.stat().st_size, limits)
+    check_pdf_content(reader, len(data), limits)
     pages = _without_running_lines([_pdf_lines(page) for page in reader.pages])
     sizes: dict[float, int] = {}
     for lines in pages:
@@ -233,7 +241,7 @@ def parse_pdf(path: Path, limits: ParseLimits) -> ParsedDocument:
             blocks.append(Block("\n".join(body_lines), page=page_number))
     metadata_title = (reader.metadata.title if reader.metadata else None) or ""
     first_heading = next((b.text for b in blocks if b.is_heading), "")
-    title = first_heading or metadata_title.strip() or _title_from_name(path)
+    title = first_heading or metadata_title.strip() or _title_from_name(name)
     return ParsedDocument(title=title, blocks=_merge_heading_runs(blocks))
 
 

@@ -18,7 +18,6 @@ cannot skip a file before parsing it, plan a dry run, or reuse vectors across a 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from langchain_core.embeddings import Embeddings
 
 from citewise import metrics
+from citewise.errors import DocumentError
 from citewise.knowledge_base import validate_kb
 from citewise.search.embedding_cache import CachedEmbeddings
 from citewise.search.lexical import LexicalStore
@@ -41,7 +41,8 @@ from ingest.document import ParsedDocument
 from ingest.guards import ParseLimits
 from ingest.locks import kb_lock
 from ingest.manifest import DONE, PENDING, FileRecord, Manifest
-from ingest.parallel import ChunkingConfig, parse_all
+from ingest.opening import hash_beneath
+from ingest.parallel import ChunkingConfig, ParseBudget, Parsed, parse_all
 from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
 from ingest.sources import Placed, place
@@ -76,7 +77,8 @@ class _Todo:
 @dataclass
 class _FileWork:
     file: SourceFile
-    file_hash: str
+    file_hash: str  # of the bytes that were parsed
+    size: int | None
     chunks: list[Chunk]
     to_add: list[Chunk]
     to_refresh: list[Chunk]
@@ -130,12 +132,14 @@ class IngestPipeline:
         rebuild: bool = False,
         progress: Progress | None = None,
         internal: bool = False,
+        confine: Path | None = None,
     ) -> IngestReport:
         """Bring knowledge base ``kb`` in line with the files under ``paths`` (``internal``:
-        ``kb`` may be a staging name, see ``ingest.gate``)."""
+        ``kb`` may be a staging name, see ``ingest.gate``; ``confine``: a folder no read may
+        leave, see ``ingest.opening``)."""
         validate_kb(kb, internal=internal)
         started = time.perf_counter()
-        found = discover(list(paths))
+        found = discover(list(paths), confine)
         report = IngestReport(kb=kb, dry_run=dry_run)
         report.files_seen = len(found.files) + len(found.skipped) + len(found.refused)
         for path in found.skipped:
@@ -220,8 +224,8 @@ class IngestPipeline:
             stale = rebuild or manifest.fingerprint() != self.fingerprint()
             todo = self._classify(placed.files, records, stale, report)
             progress.start(len(todo))
-            for file, file_hash, chunks in self._parsed(todo, report, progress):
-                work = _diff(file, file_hash, chunks, existing)
+            for parsed in self._parsed(todo, report, progress):
+                work = _diff(parsed, existing)
                 hashes = {c.hash for c in work.to_add}
                 reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
                 texts = {c.hash: c.embed_text for c in work.to_add if c.hash not in reusable}
@@ -255,10 +259,10 @@ class IngestPipeline:
             todo = self._classify(placed.files, records, stale, report)
             progress.start(len(todo))
             batch = _Batch()
-            for file, file_hash, chunks in self._parsed(todo, report, progress):
-                work = _diff(file, file_hash, chunks, knowledge_base)
+            for parsed in self._parsed(todo, report, progress):
+                work = _diff(parsed, knowledge_base)
                 # Recorded before Chroma changes: a crash from here on is redone next run.
-                manifest.mark(work.file.source, str(work.file.root), file_hash, PENDING)
+                manifest.mark(work.file.source, str(work.file.root), work.file_hash, PENDING)
                 batch.work.append(work)
                 batch.pending_embeddings += len(work.to_add)
                 if batch.pending_embeddings >= FLUSH_EVERY:
@@ -301,18 +305,14 @@ class IngestPipeline:
                     f"({Path(owner.root).name}); it is kept and this file was not ingested",
                 )
                 continue
-            size = file.path.stat().st_size
+            try:  # opened beneath its folder, never through a link leading out
+                file_hash, size = hash_beneath(file.anchor, file.path, limit)
+            except DocumentError as exc:
+                report.fail(file.source, str(exc))
+                continue
             if size == 0:
                 report.fail(file.source, "empty file")
                 continue
-            if size > limit:
-                report.fail(
-                    file.source,
-                    f"{size / 2**20:.1f} MB is over the "
-                    f"{self.settings.limits.max_file_mb:g} MB limit (CITEWISE_MAX_FILE_MB)",
-                )
-                continue
-            file_hash = _hash_file(file.path)
             record = records.get(file.source)
             if (
                 not stale
@@ -328,14 +328,20 @@ class IngestPipeline:
 
     def _parsed(
         self, todo: list[_Todo], report: IngestReport, progress: Progress
-    ) -> Iterator[tuple[SourceFile, str, list[Chunk]]]:
-        """Parsed files that succeeded, counted as added or changed; failures reported."""
+    ) -> Iterator[Parsed]:
+        """Parsed files that succeeded, counted as added or changed; failures reported.
+
+        Each is read once, in its parse worker, and its hash is that of the bytes parsed: if
+        the file changed since ``_classify`` hashed it, what is recorded is what was read."""
         by_source = {t.file.source: t for t in todo}
         for parsed in parse_all(
             [t.file for t in todo],
             self._chunking,
             self.settings.ingest.parse_workers,
             ParseLimits.from_settings(self.settings.limits),
+            ParseBudget(
+                self.settings.limits.parse_timeout_s, self.settings.limits.parse_memory_mb * 2**20
+            ),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
@@ -353,7 +359,7 @@ class IngestPipeline:
             else:
                 report.files_changed += 1
                 report.changed.append(parsed.file.source)
-            yield item.file, item.file_hash, parsed.chunks
+            yield parsed
 
     def _flush(
         self, batch: _Batch, kb: KnowledgeBase, manifest: Manifest, report: IngestReport
@@ -376,7 +382,7 @@ class IngestPipeline:
                 work.file_hash,
                 DONE,
                 len(work.chunks),
-                size=_size(work.file.path),
+                size=work.size,
             )
             _count(report, work, embedded=0)
         report.chunks_embedded += len(missing) - cache_hits
@@ -400,15 +406,15 @@ def publish_lexical(store: ChunkStore, lexical: LexicalStore, knowledge_base: Kn
     return generation
 
 
-def _diff(
-    file: SourceFile, file_hash: str, chunks: list[Chunk], kb: KnowledgeBase | None
-) -> _FileWork:
+def _diff(parsed: Parsed, kb: KnowledgeBase | None) -> _FileWork:
+    file, chunks = parsed.file, parsed.chunks or []
+    assert parsed.file_hash is not None  # set on every file that parsed
     stored = kb.chunks_of_source(file.source) if kb is not None else {}
     wanted = {c.id for c in chunks}
     to_add = [c for c in chunks if c.id not in stored]
     to_refresh = [c for c in chunks if c.id in stored and stored[c.id] != c.metadata]
     to_delete = [i for i in stored if i not in wanted]
-    return _FileWork(file, file_hash, chunks, to_add, to_refresh, to_delete)
+    return _FileWork(file, parsed.file_hash, parsed.size, chunks, to_add, to_refresh, to_delete)
 
 
 def _count(report: IngestReport, work: _FileWork, *, embedded: int) -> None:
@@ -484,18 +490,3 @@ def _note_failures(manifest: Manifest, placed: Placed, report: IngestReport) -> 
         if key not in roots and any(s.covers(failure.root, key) for s in placed.scopes)
     }
     manifest.note_failures(failed, set(roots) | gone)
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

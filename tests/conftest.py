@@ -89,18 +89,20 @@ def home(
 def ingest(
     make_settings: Callable[..., Settings], embeddings: LocalEmbeddings
 ) -> Callable[..., IngestReport]:
-    """Run the real pipeline: ``ingest(path, kb=..., dry_run=..., **settings_overrides)``."""
+    """Run the real pipeline: ``ingest(path, kb=..., dry_run=..., confine=...,
+    **settings_overrides)``."""
 
     def run(
         *paths: Path,
         kb: str = "default",
         dry_run: bool = False,
         rebuild: bool = False,
+        confine: Path | None = None,
         **overrides: Any,
     ) -> IngestReport:
         settings = make_settings(**overrides)
         pipeline = IngestPipeline(settings, build_store(settings, create=not dry_run), embeddings)
-        return pipeline.run(list(paths), kb, dry_run=dry_run, rebuild=rebuild)
+        return pipeline.run(list(paths), kb, dry_run=dry_run, rebuild=rebuild, confine=confine)
 
     return run
 
