@@ -72,17 +72,17 @@ def test_a_file_over_the_memory_budget_is_stopped_and_reported(
     assert len(report.failures) == 3
 
 
+def chunking_of(settings: Settings) -> ChunkingConfig:
+    chunking = settings.chunking
+    return ChunkingConfig(
+        chunking.tokens, chunking.overlap, chunking.encoding, settings.core.cache_dir
+    )
+
+
 def test_results_come_back_in_order_from_several_workers(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings()
-    files = discover([SAMPLE]).files
-    config = ChunkingConfig(
-        settings.chunking.tokens,
-        settings.chunking.overlap,
-        settings.chunking.encoding,
-        settings.core.cache_dir,
-    )
+    files, config = discover([SAMPLE]).files, chunking_of(make_settings())
 
     parsed = list(parse_all(files, config, workers=2, budget=ParseBudget()))
 
@@ -96,14 +96,7 @@ def test_results_come_back_in_order_from_several_workers(
 def test_a_consumer_that_stops_early_leaves_no_worker_busy(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings()
-    files = discover([SAMPLE]).files
-    config = ChunkingConfig(
-        settings.chunking.tokens,
-        settings.chunking.overlap,
-        settings.chunking.encoding,
-        settings.core.cache_dir,
-    )
+    files, config = discover([SAMPLE]).files, chunking_of(make_settings())
     results = parse_all(files, config, workers=2)
 
     first = next(results)
