@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from starlette.types import ASGIApp
 
 from api import errors
@@ -20,7 +23,7 @@ from api.routes import admin, chat_completions, health, jobs, kbs, metrics, quer
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
-from citewise.settings import Settings
+from citewise.settings import Settings, explain
 from citewise.wiring import Services, build_services
 
 log = logging.getLogger("citewise.api")
@@ -59,8 +62,12 @@ def create_app(
     Also sets up this process's logging (CITEWISE_LOG_FORMAT, CITEWISE_LOG_LEVEL): the factory
     is the one place both ``citewise serve`` and ``uvicorn --factory`` run, after uvicorn
     configured its own loggers.
+
+    Without ``settings`` they are read from the environment (and ``.env``); a value that is
+    not allowed ends the process with one line per mistake on stderr and exit status 2, as
+    the CLI does, rather than a traceback through uvicorn.
     """
-    settings = settings or Settings()
+    settings = settings or _settings_or_exit()
     configure_logging(settings.observability.log_format, settings.observability.log_level)
 
     @asynccontextmanager
@@ -102,6 +109,17 @@ def create_app(
     app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as error:
+        lines = explain(error)
+        if lines is None:
+            raise
+        sys.stderr.write("".join(f"citewise: {line}\n" for line in lines))
+        raise SystemExit(2) from None
 
 
 def _runs_own_worker(services: Services) -> bool:
