@@ -369,11 +369,12 @@ class IngestSettings(SettingsGroup):
 class ObservabilitySettings(SettingsGroup):
     """The service's log and its metrics (``citewise.logs``, ``citewise.metrics``)."""
 
-    log_format: Literal["json", "text"] = env(
+    log_format: Literal["auto", "json", "text"] = env(
         "LOG_FORMAT",
-        "json",
+        "auto",
         description="How `citewise serve` (and the app under uvicorn) writes its log: one JSON "
-        "object per line, or plain text lines for a terminal.",
+        "object per line, or plain text lines for a terminal; auto: text when stderr is a "
+        "terminal, JSON otherwise (a pipe, a file, a container's log).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env(
         "LOG_LEVEL",

@@ -212,8 +212,9 @@ def serve(
         # there and the process (and this daemon thread) with it.
         threading.Thread(target=pages.run, daemon=True).start()
         stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
-    # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
-    # by default); its access line is replaced by ours, which knows routes and request ids.
+    # log_config=None: uvicorn keeps its hands off the logging create_app set up (text lines on
+    # a terminal, JSON otherwise); its access line is replaced by ours, which knows routes and
+    # request ids.
     # The worker runs this very program (the same interpreter and settings), told whose it is.
     worker = [sys.executable, "-m", "cli.main", "worker", "--supervised-by", str(os.getpid())]
     # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app

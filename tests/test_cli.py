@@ -127,7 +127,7 @@ def test_the_app_factory_under_uvicorn_says_so_too(tmp_path: Path, cache_dir: Pa
     env = citewise_env(tmp_path / "home", cache_dir, CITEWISE_LOG_FORMAT="xml")
     command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", "0"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    said = "citewise: CITEWISE_LOG_FORMAT: expected 'json' or 'text'\n"
+    said = "citewise: CITEWISE_LOG_FORMAT: expected 'auto', 'json' or 'text'\n"
     assert (done.returncode, done.stderr) == (2, said)
 
 
