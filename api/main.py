@@ -19,7 +19,17 @@ from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
 from api.observability import RequestObserver
 from api.proxies import ForwardedFor
-from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
+from api.routes import (
+    admin,
+    chat_completions,
+    health,
+    jobs,
+    kbs,
+    metrics,
+    openapi_pages,
+    query,
+    widget,
+)
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
@@ -95,10 +105,16 @@ def create_app(
         await services.aclose()
 
     app = _CitewiseAPI(
-        title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
+        title="Citewise",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc, without a CDN: api/routes/openapi_pages.py
+        redoc_url=None,
     )
     app.trusted_proxies = tuple(settings.access.trusted_proxies)
     errors.install(app)
+    app.include_router(openapi_pages.router)
     app.include_router(query.router)
     app.include_router(health.router)
     app.include_router(chat_completions.router)
