@@ -23,6 +23,7 @@ from api.routes import (
     admin,
     chat_completions,
     health,
+    home,
     jobs,
     kbs,
     metrics,
@@ -38,9 +39,8 @@ from citewise.wiring import Services, build_services
 
 log = logging.getLogger("citewise.api")
 
-DESCRIPTION = """Answers questions from your documents, with citations to the exact passages.
-
-Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
+SUMMARY = "Answers questions from your documents, with citations to the exact passages."
+DESCRIPTION = """Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
 `citations`, `done` — or `error`. `/v1/chat/completions` speaks the OpenAI API.
 """
 
@@ -107,6 +107,7 @@ def create_app(
     app = _CitewiseAPI(
         title="Citewise",
         version=__version__,
+        summary=SUMMARY,
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc, without a CDN: api/routes/openapi_pages.py
@@ -114,6 +115,7 @@ def create_app(
     )
     app.trusted_proxies = tuple(settings.access.trusted_proxies)
     errors.install(app)
+    app.include_router(home.router)
     app.include_router(openapi_pages.router)
     app.include_router(query.router)
     app.include_router(health.router)
