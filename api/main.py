@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from starlette.types import ASGIApp
 
 from api import errors
@@ -16,18 +19,28 @@ from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
 from api.observability import RequestObserver
 from api.proxies import ForwardedFor
-from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
+from api.routes import (
+    admin,
+    chat_completions,
+    health,
+    home,
+    jobs,
+    kbs,
+    metrics,
+    openapi_pages,
+    query,
+    widget,
+)
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
-from citewise.settings import Settings
+from citewise.settings import Settings, explain
 from citewise.wiring import Services, build_services
 
 log = logging.getLogger("citewise.api")
 
-DESCRIPTION = """Answers questions from your documents, with citations to the exact passages.
-
-Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
+SUMMARY = "Answers questions from your documents, with citations to the exact passages."
+DESCRIPTION = """Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
 `citations`, `done` — or `error`. `/v1/chat/completions` speaks the OpenAI API.
 """
 
@@ -59,8 +72,12 @@ def create_app(
     Also sets up this process's logging (CITEWISE_LOG_FORMAT, CITEWISE_LOG_LEVEL): the factory
     is the one place both ``citewise serve`` and ``uvicorn --factory`` run, after uvicorn
     configured its own loggers.
+
+    Without ``settings`` they are read from the environment (and ``.env``); a value that is
+    not allowed ends the process with one line per mistake on stderr and exit status 2, as
+    the CLI does, rather than a traceback through uvicorn.
     """
-    settings = settings or Settings()
+    settings = settings or _settings_or_exit()
     configure_logging(settings.observability.log_format, settings.observability.log_level)
 
     @asynccontextmanager
@@ -88,10 +105,18 @@ def create_app(
         await services.aclose()
 
     app = _CitewiseAPI(
-        title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
+        title="Citewise",
+        version=__version__,
+        summary=SUMMARY,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc, without a CDN: api/routes/openapi_pages.py
+        redoc_url=None,
     )
     app.trusted_proxies = tuple(settings.access.trusted_proxies)
     errors.install(app)
+    app.include_router(home.router)
+    app.include_router(openapi_pages.router)
     app.include_router(query.router)
     app.include_router(health.router)
     app.include_router(chat_completions.router)
@@ -102,6 +127,17 @@ def create_app(
     app.include_router(metrics.router)
     app.add_middleware(WidgetCORSMiddleware)
     return app
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as error:
+        lines = explain(error)
+        if lines is None:
+            raise
+        sys.stderr.write("".join(f"citewise: {line}\n" for line in lines))
+        raise SystemExit(2) from None
 
 
 def _runs_own_worker(services: Services) -> bool:

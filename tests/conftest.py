@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
 
+# Tests build their settings explicitly: a developer's .env in the repository (docker compose
+# reads one there) must not reach them. Tests of the .env file itself set this back.
+os.environ["CITEWISE_ENV_FILE"] = "off"
+
 if TYPE_CHECKING:
     from tests.chroma_helpers import ChromaServer
 
