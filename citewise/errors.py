@@ -3,6 +3,7 @@
     CitewiseError                  base; its message is safe to show a user
     ├── InvalidRequest             400 a caller asked for something malformed
     │   ├── InvalidKnowledgeBaseName
+    │   ├── HostNotAllowed         a Host header naming no host the service answers to
     │   └── TooLarge               413 a body, upload or file over its size limit
     │       └── UploadTooLarge
     ├── Unauthorized               401 no API key, or an unknown one
@@ -106,6 +107,13 @@ class UploadTooLarge(TooLarge):
     """Raised when an uploaded file, or a whole upload, is over its size limit."""
 
     code = "upload_too_large"
+
+
+class HostNotAllowed(InvalidRequest):
+    """Raised when the Host header names no host in CITEWISE_ALLOWED_HOSTS (a name made to
+    point at this machine by another site, as in DNS rebinding)."""
+
+    code = "host_not_allowed"
 
 
 class KnowledgeBaseNotFound(NotFound):

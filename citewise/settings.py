@@ -21,7 +21,7 @@
                    embedding_cache_ttl_s, answer_cache, answer_cache_ttl_s, answer_wait_s,
                    conversation_ttl_s
 ``outcomes``       answer_record_ttl_s, log_max (kept for ``citewise report``)
-``access``         admin_keys, query_keys, metrics_key, trusted_proxies
+``access``         admin_keys, query_keys, metrics_key, trusted_proxies, allowed_hosts
 ``rate_limits``    <family>_per_<scope> (search, ask, admin, widget x ip, key, widget),
                    strategy, fail_open
 ``widget``         registered, secret, token_ttl_s
