@@ -102,7 +102,8 @@ def create_app(
     app.include_router(kbs.router)
     app.include_router(metrics.router)
     # The last added is the outermost: the Host is checked first, then CORS answers
-    # preflights.
+    # preflights. What a request must pass before its body is read is each route's to check
+    # (api/admission.py), inside CORS, so a widget can read its refusals.
     app.add_middleware(WidgetCORSMiddleware)
     app.add_middleware(AllowedHosts, hosts=settings.access.hosts)
     return app

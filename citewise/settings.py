@@ -11,7 +11,8 @@
 ``retrieval``      mode, candidates, fusion, rrf_k, bm25_k1, bm25_b, dense_weight, bm25_weight,
                    dedup_similarity, passage_cache_size
 ``limits``         max_file_mb, max_uncompressed_mb, max_compression_ratio, max_nesting_depth,
-                   max_upload_mb, max_upload_files (what an upload or a document may be)
+                   max_body_mb, max_upload_mb, max_upload_files (what a request body, an
+                   upload or a document may be)
 ``ingest``         parse_workers, root, job_timeout_s, job_result_ttl_s, golden_dir,
                    golden_k, golden_min_hit_rate, watch_debounce_ms
 ``answering``      provider, k, min_relevance, max_question_chars, max_history_turns,

@@ -29,8 +29,8 @@ VARIABLES = """
     RATE_LIMIT_STRATEGY RATE_LIMIT_FAIL_OPEN INGEST_ROOT MAX_UPLOAD_MB MAX_UPLOAD_FILES
     WORKERS JOB_TIMEOUT_S JOB_RESULT_TTL_S GOLDEN_DIR GOLDEN_K GOLDEN_MIN_HIT_RATE WATCH_DEBOUNCE_MS
     WIDGETS WIDGET_SECRET WIDGET_TOKEN_TTL_S ANSWER_RECORD_TTL_S OUTCOME_LOG_MAX LOG_FORMAT
-    LOG_LEVEL METRICS_KEY TRUSTED_PROXIES ALLOWED_HOSTS
-""".split()  # noqa: SIM905 - a list of 88 names, one a line, reads worse
+    LOG_LEVEL METRICS_KEY TRUSTED_PROXIES MAX_BODY_MB ALLOWED_HOSTS
+""".split()  # noqa: SIM905 - a list of 89 names, one a line, reads worse
 
 KEY = "k" * 20
 SECRET = "s" * 40
@@ -53,6 +53,7 @@ CASES: dict[str, tuple[str, Any]] = {
     "max_file_mb": ("5", 5.0),
     "max_nesting_depth": ("64", 64),
     "max_upload_files": ("3", 3),
+    "max_body_mb": ("2", 2.0),
     "parse_workers": ("0", 0),
     "ingest_root": ("/srv/docs", Path("/srv/docs")),
     "golden_k": ("7", 7),
