@@ -23,6 +23,7 @@ log = logging.getLogger("citewise.api")
 STATUS: dict[type[errors.CitewiseError], int] = {
     errors.InvalidRequest: 400,
     errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,

@@ -119,7 +119,7 @@ def _announce(services: Services, can_run_worker: bool) -> None:
         log.warning(
             "no API keys configured (CITEWISE_QUERY_KEYS, CITEWISE_ADMIN_KEYS): every endpoint, "
             "admin included, is open to anyone who can reach this port; requests must name it "
-            "by one of %s (CITEWISE_ALLOWED_HOSTS)",
+            "by one of %s (CITEWISE_ALLOWED_HOSTS) and pages of other sites are refused",
             ", ".join(services.settings.access.hosts),
         )
     elif services.keys.queries_public:

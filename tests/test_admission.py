@@ -1,6 +1,7 @@
 """What a request must pass before its body is read (api/admission.py), through the real app:
-body limits (a 100 MB body sent to a real uvicorn) and rate limits counted before a body is
-parsed. docs/security.md ("Attacks tested") says what each attack was."""
+body limits (a 100 MB body sent to a real uvicorn), rate limits counted before a body is
+parsed, cross-site requests and media types. docs/security.md ("Attacks tested") says what
+each attack was."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import redis
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.admission import AdmittedRoute, RouteFacts
 from api.main import create_app
+from citewise.job_queue import queue_name
 from citewise.settings import Settings
 from tests.answer_helpers import serve
+from tests.redis_helpers import drop_jobs
 
 MB = 2**20
 JSON = {"Content-Type": "application/json"}
+EVIL = "https://evil.example"
+SITE = "https://docs.example.com"
+ADMIN_KEY = "admin-key-1234567890abcdef"
+NOTES = [("files", ("notes.md", b"# Notes\n\nGift cards never expire.\n", "text/markdown"))]
 
 
 class BodyMeter:
@@ -128,6 +137,109 @@ def test_malformed_bodies_count_against_the_client_limit_and_good_ones_count_onc
     assert refused.json()["error"]["code"] == "rate_limited"
 
 
+@pytest.fixture
+def keyless(
+    make_settings: Callable[..., Settings], redis_url: str, redis_prefix: str
+) -> Iterator[tuple[TestClient, Settings]]:
+    """A service without keys, with a job queue: what a page on another site used to reach."""
+    settings = make_settings(redis_url=redis_url, redis_prefix=redis_prefix)
+    with TestClient(create_app(settings)) as client:
+        yield client, settings
+    drop_jobs(redis_url, redis_prefix)
+
+
+def queued(redis_url: str, prefix: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(f"rq:queue:{queue_name(prefix)}"))
+    finally:
+        client.close()
+
+
+def test_a_page_of_another_site_cannot_upload_or_flush_a_keyless_service(
+    keyless: tuple[TestClient, Settings], redis_url: str, redis_prefix: str
+) -> None:
+    client, settings = keyless
+    # Multipart and text/plain bodies need no CORS preflight: any page could send them.
+    for browser in (
+        {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"},
+        {"Origin": EVIL},  # a browser without Sec-Fetch-Site
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null"},  # a sandboxed frame or a file
+    ):
+        refused = client.post("/v1/kbs/docs/ingest", files=NOTES, headers=browser)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "origin_not_allowed"
+        flushed = client.post("/v1/admin/cache/flush", json={}, headers=browser)
+        assert flushed.status_code == 403, flushed.text
+    as_text = client.post(
+        "/v1/kbs/docs/ingest", content=b'{"path": "docs"}', headers={"Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 415, as_text.text
+    assert as_text.json()["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in as_text.json()["error"]["message"]
+    # Nothing was stored or queued.
+    assert not settings.uploads_path.exists()
+    assert queued(redis_url, redis_prefix) == 0
+
+    # The service's own pages, and clients that are no browser, get through.
+    own = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/v1/admin/cache/flush", json={}, headers=own).status_code == 200
+    assert client.post("/v1/admin/cache/flush", json={}).status_code == 200
+    uploaded = client.post(
+        "/v1/kbs/docs/ingest", files=NOTES, headers={"Origin": "http://testserver"}
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    assert queued(redis_url, redis_prefix) == 1
+
+
+def test_keyed_requests_pass_and_cross_site_ones_are_still_refused(
+    make_settings: Callable[..., Settings], redis_url: str, redis_prefix: str
+) -> None:
+    settings = make_settings(redis_url=redis_url, redis_prefix=redis_prefix, admin_keys=ADMIN_KEY)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/admin/cache/flush", json={}, headers=admin).status_code == 200
+        cross = client.post("/v1/admin/cache/flush", json={}, headers=admin | {"Origin": EVIL})
+        assert cross.status_code == 403, cross.text
+        deleted = client.delete("/v1/admin/widgets/none", headers=admin)  # no body: no type
+        assert deleted.status_code == 404, deleted.text
+
+
+def test_a_widget_page_may_call_the_widget_routes_only(
+    home: Path, cache_dir: Path, redis_url: str, redis_prefix: str
+) -> None:
+    settings = Settings(
+        home=home,
+        cache_dir=cache_dir,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        widget_secret="widget-signing-secret-for-tests-0123456789",
+        widgets={"docs": {"origins": [SITE], "kb": "default"}},
+    )
+    page = {"Origin": SITE, "Sec-Fetch-Site": "cross-site"}
+    with TestClient(create_app(settings)) as client:
+        issued = client.post("/v1/widget/token", json={"widget_id": "docs"}, headers=page)
+        assert issued.status_code == 200, issued.text
+        token = {"X-Widget-Token": issued.json()["token"]}
+        asked = client.post(
+            "/v1/ask", json={"question": "How long is an invitation valid?"}, headers=page | token
+        )
+        assert asked.status_code == 200, asked.text
+        assert asked.headers["access-control-allow-origin"] == SITE
+        # The widget's site is not the service's own: nothing but the widget's routes.
+        flushed = client.post("/v1/admin/cache/flush", json={}, headers=page)
+        assert flushed.status_code == 403, flushed.text
+        # Another site may still ask for a token and read why it gets none.
+        other = {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}
+        refused = client.post("/v1/widget/token", json={"widget_id": "docs"}, headers=other)
+        assert refused.status_code == 403 and refused.headers["access-control-allow-origin"] == "*"
+        stolen = client.post(
+            "/v1/ask", json={"question": "How long is an invitation valid?"}, headers=other | token
+        )
+        assert stolen.status_code == 403, stolen.text
+
+
 def test_every_route_admits_its_requests_and_knows_its_family_from_its_guard() -> None:
     app = create_app(Settings(home=Path("unused")))
     routes = [context.original_route for context in iter_route_contexts(app.router.routes)]
@@ -136,7 +248,8 @@ def test_every_route_admits_its_requests_and_knows_its_family_from_its_guard() -
     facts = {
         r.path: r.facts for r in api_routes if isinstance(r, AdmittedRoute) and "POST" in r.methods
     }
-    assert facts["/v1/ask"] == RouteFacts(family="ask")
-    assert facts["/v1/widget/token"] == RouteFacts(family="widget")
+    assert facts["/v1/ask"] == RouteFacts(family="ask", widget=True)
+    assert facts["/v1/chat/completions"] == RouteFacts(family="ask")
+    assert facts["/v1/widget/token"] == RouteFacts(family="widget", public=True)
     assert facts["/v1/kbs/{kb}/ingest"] == RouteFacts(family="admin", uploads=True)
     assert facts["/v1/admin/cache/flush"] == RouteFacts(family="admin")
