@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
+from api.hosts import AllowedHosts
 from api.observability import RequestObserver
 from api.proxies import ForwardedFor
 from api.routes import (
@@ -125,7 +126,11 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(kbs.router)
     app.include_router(metrics.router)
+    # The last added is the outermost: the Host is checked first, then CORS answers
+    # preflights. What a request must pass before its body is read is each route's to check
+    # (api/admission.py), inside CORS, so a widget can read its refusals.
     app.add_middleware(WidgetCORSMiddleware)
+    app.add_middleware(AllowedHosts, hosts=settings.access.hosts)
     return app
 
 
@@ -149,7 +154,9 @@ def _announce(services: Services, can_run_worker: bool) -> None:
     if services.keys.open:
         log.warning(
             "no API keys configured (CITEWISE_QUERY_KEYS, CITEWISE_ADMIN_KEYS): every endpoint, "
-            "admin included, is open to anyone who can reach this port"
+            "admin included, is open to anyone who can reach this port; requests must name it "
+            "by one of %s (CITEWISE_ALLOWED_HOSTS) and pages of other sites are refused",
+            ", ".join(services.settings.access.hosts),
         )
     elif services.keys.queries_public:
         log.warning("no query keys configured: search, ask and chat are open to anyone")

@@ -11,7 +11,8 @@
 ``retrieval``      mode, candidates, fusion, rrf_k, bm25_k1, bm25_b, dense_weight, bm25_weight,
                    dedup_similarity, passage_cache_size
 ``limits``         max_file_mb, max_uncompressed_mb, max_compression_ratio, max_nesting_depth,
-                   max_upload_mb, max_upload_files (what an upload or a document may be)
+                   max_body_mb, max_upload_mb, max_upload_files (what a request body, an
+                   upload or a document may be)
 ``ingest``         parse_workers, root, job_timeout_s, job_result_ttl_s, golden_dir,
                    golden_k, golden_min_hit_rate, watch_debounce_ms
 ``answering``      provider, k, min_relevance, max_question_chars, max_history_turns,
@@ -21,7 +22,7 @@
                    embedding_cache_ttl_s, answer_cache, answer_cache_ttl_s, answer_wait_s,
                    conversation_ttl_s
 ``outcomes``       answer_record_ttl_s, log_max (kept for ``citewise report``)
-``access``         admin_keys, query_keys, metrics_key, trusted_proxies
+``access``         admin_keys, query_keys, metrics_key, trusted_proxies, allowed_hosts
 ``rate_limits``    <family>_per_<scope> (search, ask, admin, widget x ip, key, widget),
                    strategy, fail_open
 ``widget``         registered, secret, token_ttl_s

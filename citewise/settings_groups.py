@@ -271,8 +271,9 @@ class RetrievalSettings(SettingsGroup):
 
 
 class LimitSettings(SettingsGroup):
-    """How large an upload or a document may be: sizes, counts, and what a hostile file could
-    expand into (``api.uploads``, ``ingest.pipeline``, ``ingest.guards``)."""
+    """How large a request body, an upload or a document may be: sizes, counts, and what a
+    hostile file could expand into (``api.admission``, ``api.uploads``, ``ingest.pipeline``,
+    ``ingest.guards``)."""
 
     max_file_mb: float = env("MAX_FILE_MB", 50.0, gt=0, description="Larger files are refused.")
     max_uncompressed_mb: float = env(
@@ -314,7 +315,19 @@ class LimitSettings(SettingsGroup):
         description="A parse process growing past this resident size is stopped and its file "
         "reported as failed. Not applied with CITEWISE_PARSE_WORKERS=0.",
     )
-    max_upload_mb: float = env("MAX_UPLOAD_MB", 20.0, gt=0, description="Largest uploaded file.")
+    max_body_mb: float = env(
+        "MAX_BODY_MB",
+        1.0,
+        gt=0,
+        description="Largest request body other than an upload (JSON): a larger one is a 413, "
+        "refused from its Content-Length before it is read, or as soon as it passes this.",
+    )
+    max_upload_mb: float = env(
+        "MAX_UPLOAD_MB",
+        20.0,
+        gt=0,
+        description="Largest uploaded file; a whole upload request may carry ten times this.",
+    )
     max_upload_files: int = env(
         "MAX_UPLOAD_FILES", 200, ge=1, description="Most files in one upload."
     )

@@ -53,6 +53,16 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def test_client_host() -> Iterator[None]:
+    """Starlette's test client sends ``Host: testserver``, which a service without keys does
+    not answer to (it answers to localhost names only): tests add it, as Django's test runner
+    adds it to ALLOWED_HOSTS. Tests of the default remove the variable."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CITEWISE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh offline-asset cache, prepared the way every entry point prepares it."""
     path = tmp_path_factory.mktemp("cache")

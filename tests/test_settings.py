@@ -38,8 +38,8 @@ VARIABLES = """
     RATE_LIMIT_STRATEGY RATE_LIMIT_FAIL_OPEN INGEST_ROOT MAX_UPLOAD_MB MAX_UPLOAD_FILES
     WORKERS JOB_TIMEOUT_S JOB_RESULT_TTL_S GOLDEN_DIR GOLDEN_K GOLDEN_MIN_HIT_RATE WATCH_DEBOUNCE_MS
     WIDGETS WIDGET_SECRET WIDGET_TOKEN_TTL_S ANSWER_RECORD_TTL_S OUTCOME_LOG_MAX LOG_FORMAT
-    LOG_LEVEL METRICS_KEY TRUSTED_PROXIES
-""".split()  # noqa: SIM905 - a list of 87 names, one a line, reads worse
+    LOG_LEVEL METRICS_KEY TRUSTED_PROXIES MAX_BODY_MB ALLOWED_HOSTS
+""".split()  # noqa: SIM905 - a list of 92 names, one a line, reads worse
 
 KEY = "k" * 20
 SECRET = "s" * 40
@@ -62,6 +62,7 @@ CASES: dict[str, tuple[str, Any]] = {
     "max_file_mb": ("5", 5.0),
     "max_nesting_depth": ("64", 64),
     "max_upload_files": ("3", 3),
+    "max_body_mb": ("2", 2.0),
     "parse_workers": ("0", 0),
     "ingest_root": ("/srv/docs", Path("/srv/docs")),
     "golden_k": ("7", 7),
@@ -88,6 +89,10 @@ CASES: dict[str, tuple[str, Any]] = {
     "query_keys": (f'["{KEY}3"]', [SecretStr(f"{KEY}3")]),
     "metrics_key": (KEY, SecretStr(KEY)),
     "trusted_proxies": ("10.0.0.5, 10.1.0.0/16", ["10.0.0.5/32", "10.1.0.0/16"]),
+    "allowed_hosts": (
+        "Help.Example.com, *.example.org, ::1",
+        ["help.example.com", "*.example.org", "[::1]"],
+    ),
     "rate_limit_ask_per_ip": ("none", "none"),
     "rate_limit_widget_per_widget": ("5/second", "5/second"),
     "rate_limit_strategy": ("moving-window", "moving-window"),
