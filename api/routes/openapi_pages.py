@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
+from api.bodies import TextRoute
 from citewise.errors import NotFound
 
 ASSETS = "/docs/assets"
@@ -28,7 +29,7 @@ FILES = {
 }
 FOLDER = Path(str(resources.files("fastapi_offline") / "static"))
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=TextRoute, include_in_schema=False)
 
 
 @router.get("/docs")
