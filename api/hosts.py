@@ -34,7 +34,7 @@ def host_name(value: str) -> str:
 
 
 class AllowedHosts:
-    """Pure ASGI: refuses an HTTP request whose Host is not allowed, with a JSON 400."""
+    """Pure ASGI: refuses an HTTP request whose Host is not allowed, with a JSON 403."""
 
     def __init__(self, app: ASGIApp, hosts: Iterable[str]) -> None:
         self.app = app

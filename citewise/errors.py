@@ -3,7 +3,6 @@
     CitewiseError                  base; its message is safe to show a user
     ├── InvalidRequest             400 a caller asked for something malformed
     │   ├── InvalidKnowledgeBaseName
-    │   ├── HostNotAllowed         a Host header naming no host the service answers to
     │   ├── TooLarge               413 a body, upload or file over its size limit
     │   │   └── UploadTooLarge
     │   └── UnsupportedMediaType   415 a body in a format the endpoint does not take
@@ -11,6 +10,7 @@
     │   ├── WidgetTokenInvalid     a widget token that was not signed here or is malformed
     │   └── WidgetTokenExpired     a widget token past its lifetime (fetch a new one)
     ├── Forbidden                  403 a valid credential that may not do this
+    │   ├── HostNotAllowed         a Host header naming no host the service answers to
     │   └── OriginNotAllowed       a page origin that may not call this: another site's page,
     │                              or a widget's page it is not registered for
     ├── NotFound                   404 the thing named does not exist (or has expired)
@@ -118,13 +118,6 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
-class HostNotAllowed(InvalidRequest):
-    """Raised when the Host header names no host in CITEWISE_ALLOWED_HOSTS (a name made to
-    point at this machine by another site, as in DNS rebinding)."""
-
-    code = "host_not_allowed"
-
-
 class KnowledgeBaseNotFound(NotFound):
     """Raised when a knowledge base has never been ingested."""
 
@@ -184,6 +177,13 @@ class Forbidden(CitewiseError):
     """Raised when a valid API key is not allowed to use an endpoint (a query key on admin)."""
 
     code = "forbidden"
+
+
+class HostNotAllowed(Forbidden):
+    """Raised when the Host header names no host in CITEWISE_ALLOWED_HOSTS (a name made to
+    point at this machine by another site, as in DNS rebinding)."""
+
+    code = "host_not_allowed"
 
 
 class RateLimited(CitewiseError):
