@@ -1,0 +1,136 @@
+"""What a question asks for, and which text units can never answer one.
+
+Rules, not weights fitted to a corpus: each is a pattern of English that means the same thing
+in any documentation or paper. A question is a procedure ("how do I ..."), a quantity ("how
+many", "when", "what year"), a definition ("what is X") or anything else; units that point
+elsewhere ("in the next section", "see below", "read more"), label a section, or cite a
+reference are never chosen as an answer, whatever words they share with the question.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+from citewise.answer.units import Unit
+
+
+class Kind(enum.Enum):
+    PROCEDURE = "procedure"
+    QUANTITY = "quantity"
+    DEFINITION = "definition"
+    OTHER = "other"
+
+
+_PROCEDURE = re.compile(
+    r"^\s*(?:how\s+(?:do|can|could|should|would|to|does\s+one|is\s+it\s+possible)\b"
+    r"|what\s+(?:are\s+|is\s+)?(?:the\s+)?(?:steps|way)\b|(?:is\s+there\s+a\s+way|steps)\s+to\b)",
+    re.IGNORECASE,
+)
+_QUANTITY = re.compile(
+    r"^\s*(?:how\s+(?:many|much|long|large|big|old|often|far|fast|high|tall|wide|deep|heavy|"
+    r"early|late|soon|frequently)\b|(?:in\s+)?(?:what|which)\s+(?:year|date|decade|century|"
+    r"percentage|percent|proportion|fraction|number|amount|size|rate|port|version|status\s+code|"
+    r"age|temperature|speed|length|dose|ratio)\b|when\b|what\s+(?:is|was|are|were)\s+the\s+"
+    r"(?:number|percentage|rate|size|amount|value|length|duration|age|year|date|port|version|"
+    r"status\s+code|default\s+(?:value|port|number|size|limit|timeout))\b)",
+    re.IGNORECASE,
+)
+_DEFINITION = re.compile(
+    r"^\s*(?:what|who)(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:an?\s+|the\s+)?(?P<subject>[^?]+?)"
+    r"\s*\??\s*$|^\s*what\s+does\s+(?P<acronym>[^?]+?)\s+(?:mean|stand\s+for)\s*\??\s*$",
+    re.IGNORECASE,
+)
+_SIGNPOST = re.compile(
+    r"\b(?:in|see|read)\s+the\s+(?:next|previous|following|last|later|coming|other)\s+"
+    r"(?:section|chapter|page|part|step|tutorial)s?\b"
+    r"|\byou\s+(?:will|'ll|would)\s+(?:see|read|learn|find|discover)\b"
+    r"|\b(?:see|read|check|go\s+to)\s+(?:below|above|more|it\s+(?:below|above))\b"
+    r"|\b(?:click|tap)\s+(?:here|below|the\s+link)\b|\b(?:learn|read)\s+more\b"
+    r"|\bmore\s+(?:info|information|details)\s+(?:about|on|in|at)\b"
+    r"|\bas\s+(?:we|you)\s+(?:saw|have\s+seen|will\s+see|'ll\s+see)\b"
+    r"|\b(?:covered|explained|described|discussed)\s+(?:later|below|above|in\s+(?:detail\s+)?in)\b"
+    r"|\bwe(?:\s+will|'ll)\s+(?:see|cover|discuss|look\s+at|explain)\b"
+    r"|\blater\s+in\s+(?:this|the)\b|\btable\s+of\s+contents\b",
+    re.IGNORECASE,
+)
+_REFERENCE = re.compile(
+    r"\bet\s+al\.|\bdoi\s*:|\barxiv\b|\bISBN\b|\bpp\.\s*\d|\bvol\.\s*\d|©|\bcopyright\b"
+    r"|^\s*\[\d+\]\s|\(\s*(?:19|20)\d\d[a-z]?\s*\)\s*[.,]|\b(?:19|20)\d\d;\s*\d+",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(
+    r"^\s*(?:abstract|introduction|background|methods?|materials|results?|discussion|"
+    r"conclusions?|text|keywords|references|acknowledg\w*|summary|note|tip|warning|info)\s*:?\s*$",
+    re.IGNORECASE,
+)
+_DIGIT = re.compile(r"\d")
+_VERB_LIKE = re.compile(
+    r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|could|will|would|should|may|"
+    r"might|must|\w+(?:ed|es|s))\b",
+    re.IGNORECASE,
+)
+
+
+def kind_of(question: str) -> Kind:
+    if _PROCEDURE.search(question):
+        return Kind.PROCEDURE
+    if _QUANTITY.search(question):
+        return Kind.QUANTITY
+    if _DEFINITION.search(question):
+        return Kind.DEFINITION
+    return Kind.OTHER
+
+
+def subject_of(question: str) -> str | None:
+    """What a "what is X" question asks about, in lower case; None for other questions."""
+    match = _DEFINITION.search(question)
+    if match is None:
+        return None
+    subject = (match.group("subject") or match.group("acronym") or "").strip(" \"'`").lower()
+    return subject or None
+
+
+def may_answer(unit: Unit, kind: Kind, min_words: int) -> bool:
+    """Whether ``unit`` can stand as an answer at all."""
+    words = unit.words
+    if unit.kind == "code":
+        return kind is Kind.PROCEDURE
+    if len(words.split()) < min_words or _LABEL.match(words):
+        return False
+    if _SIGNPOST.search(words) or _REFERENCE.search(words):
+        return False
+    return not (unit.kind == "sentence" and _looks_like_heading(words))
+
+
+def carries_wanted(text: str, kind: Kind, subject: str | None) -> float:
+    """1.0 when ``text`` holds what the question asks for, -1.0 when it cannot, else 0."""
+    if kind is Kind.QUANTITY:
+        return 1.0 if _DIGIT.search(text) else -1.0
+    if kind is Kind.DEFINITION and subject:
+        return 1.0 if _defines(text.lower(), subject) else 0.0
+    return 0.0
+
+
+def _defines(text: str, subject: str) -> bool:
+    """A sentence that says what ``subject`` is: "X is/are/means/refers to ...", "X (...) is",
+    "called X", or an acronym spelled out: "interferon-induced transmembrane (IFITM)"."""
+    at = text.find(subject)
+    if at < 0:
+        return False
+    after = text[at + len(subject) : at + len(subject) + 60]
+    if re.match(
+        r"\s*(?:\([^)]*\)\s*)?,?\s*(?:is|are|was|were|means|refers\s+to|stands\s+for|"
+        r"describes|denotes|,\s*(?:a|an|the|which|that)\b)",
+        after,
+    ):
+        return True
+    before = text[max(0, at - 30) : at]
+    return bool(re.search(r"(?:called|named|known\s+as|termed|\()\s*$", before))
+
+
+def _looks_like_heading(words: str) -> bool:
+    """A short line with no sentence end and no verb: a title, a byline, a label."""
+    if words.endswith((".", "!", "?", ":")) or len(words.split()) > 12:
+        return False
+    return not _VERB_LIKE.search(words)
