@@ -51,7 +51,10 @@ _SIGNPOST = re.compile(
     r"|\bas\s+(?:we|you)\s+(?:saw|have\s+seen|will\s+see|'ll\s+see)\b"
     r"|\b(?:covered|explained|described|discussed)\s+(?:later|below|above|in\s+(?:detail\s+)?in)\b"
     r"|\bwe(?:\s+will|'ll)\s+(?:see|cover|discuss|look\s+at|explain)\b"
-    r"|\blater\s+in\s+(?:this|the)\b|\btable\s+of\s+contents\b",
+    r"|\blater\s+in\s+(?:this|the)\b|\btable\s+of\s+contents\b"
+    r"|\byou\s+(?:also\s+|already\s+)?(?:read|saw|learned|learnt)\b"
+    r"|\b(?:shown|given|listed|described)\s+(?:above|below)\b|\bthe\s+\w+\s+(?:above|below)\b"
+    r"|\blet'?s\s+(?:see|start|begin|upgrade|continue|go|now)\b|\bprevious\s+example\b",
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(
@@ -64,6 +67,11 @@ _LABEL = re.compile(
     r"conclusions?|text|keywords|references|acknowledg\w*|summary|note|tip|warning|info)\s*:?\s*$",
     re.IGNORECASE,
 )
+# Template and include directives of documentation tools (MkDocs snippets, Jinja, Hugo):
+# markup for the site's build, not text a reader sees.
+_DIRECTIVE = re.compile(r"^\s*(?:\{[*%{<].*[*%}>]\}|--8<--.*|\{\{<.*>\}\})\s*$", re.DOTALL)
+# Drawn boxes and rules (a terminal screenshot pasted as text): layout, not an answer.
+_DRAWING = re.compile(r"[\u2500-\u257f\u2580-\u259f]")
 _DIGIT = re.compile(r"\d")
 _VERB_LIKE = re.compile(
     r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|could|will|would|should|may|"
@@ -94,6 +102,8 @@ def subject_of(question: str) -> str | None:
 def may_answer(unit: Unit, kind: Kind, min_words: int) -> bool:
     """Whether ``unit`` can stand as an answer at all."""
     words = unit.words
+    if is_markup(unit):
+        return False
     if unit.kind == "code":
         return kind is Kind.PROCEDURE
     if len(words.split()) < min_words or _LABEL.match(words):
@@ -101,6 +111,12 @@ def may_answer(unit: Unit, kind: Kind, min_words: int) -> bool:
     if _SIGNPOST.search(words) or _REFERENCE.search(words):
         return False
     return not (unit.kind == "sentence" and _looks_like_heading(words))
+
+
+def is_markup(unit: Unit) -> bool:
+    """A build directive or a drawing: never shown, not even inside a quoted block."""
+    words = unit.words
+    return bool(_DIRECTIVE.match(unit.text)) or len(_DRAWING.findall(words)) * 20 > len(words)
 
 
 def carries_wanted(text: str, kind: Kind, subject: str | None) -> float:
@@ -120,7 +136,7 @@ def _defines(text: str, subject: str) -> bool:
         return False
     after = text[at + len(subject) : at + len(subject) + 60]
     if re.match(
-        r"\s*(?:\([^)]*\)\s*)?,?\s*(?:is|are|was|were|means|refers\s+to|stands\s+for|"
+        r"[\"'\u201d\u2019`*]*\s*(?:\([^)]*\)\s*)?,?\s*(?:is|are|was|were|means|refers\s+to|stands\s+for|"
         r"describes|denotes|,\s*(?:a|an|the|which|that)\b)",
         after,
     ):
@@ -130,7 +146,12 @@ def _defines(text: str, subject: str) -> bool:
 
 
 def _looks_like_heading(words: str) -> bool:
-    """A short line with no sentence end and no verb: a title, a byline, a label."""
+    """A short line with no sentence end, in title case or with no verb: a title, a byline,
+    a label."""
     if words.endswith((".", "!", "?", ":")) or len(words.split()) > 12:
         return False
-    return not _VERB_LIKE.search(words)
+    long_words = [w for w in words.split() if len(w) > 3 and w[0].isalpha()]
+    title_case = (
+        bool(long_words) and sum(w[0].isupper() for w in long_words) * 3 >= len(long_words) * 2
+    )
+    return title_case or not _VERB_LIKE.search(words)

@@ -120,9 +120,10 @@ class ExtractiveGenerator:
         subject = asked.subject_of(question)
         scored = []
         for candidate, similarity in zip(eligible, similarities, strict=True):
-            terms = set(tokenize([candidate.unit.words])[0])
-            overlap = len(question_terms & terms) / len(question_terms) if question_terms else 0.0
+            overlap = _overlap(question_terms, set(tokenize([candidate.unit.words])[0]))
             wanted = asked.carries_wanted(candidate.unit.words, kind, subject)
+            if kind is asked.Kind.PROCEDURE and _leads_to_steps(candidate, everything):
+                wanted = 1.0
             score = (
                 float(similarity)
                 + LEXICAL_WEIGHT * overlap
@@ -134,13 +135,39 @@ class ExtractiveGenerator:
 
 
 def _same_passage_after(best: _Candidate, everything: list[_Candidate]) -> list[_Candidate]:
-    return [c for c in everything[best.order + 1 :] if c.n == best.n]
+    return [
+        c for c in everything[best.order + 1 :] if c.n == best.n and not asked.is_markup(c.unit)
+    ]
+
+
+def _overlap(question_terms: set[str], terms: set[str]) -> float:
+    """The share of the question's words the unit holds, a word also found at the start of a
+    longer one: documentation names things in compounds ("CORS" in "CORSMiddleware")."""
+    if not question_terms:
+        return 0.0
+    found = question_terms & terms
+    for term in question_terms - found:
+        if len(term) >= 3 and any(t.startswith(term) for t in terms):
+            found.add(term)
+    return len(found) / len(question_terms)
+
+
+def _leads_to_steps(candidate: _Candidate, everything: list[_Candidate]) -> bool:
+    """A sentence followed by a list or code: how documentation introduces steps."""
+    if candidate.unit.kind != "sentence":
+        return False
+    following = _same_passage_after(candidate, everything)
+    return (
+        bool(following)
+        and following[0].unit.kind in ("item", "code")
+        and (candidate.unit.text.endswith(":") or following[0].unit.block != candidate.unit.block)
+    )
 
 
 def _block_around(best: _Candidate, everything: list[_Candidate]) -> list[_Candidate]:
     """A procedure's answer: the list the best unit is an item of (with the sentence that
     introduces it), or the best unit with the list or code right after it."""
-    passage = [c for c in everything if c.n == best.n]
+    passage = [c for c in everything if c.n == best.n and not asked.is_markup(c.unit)]
     if best.unit.kind in ("item", "code"):
         block = [c for c in passage if c.unit.block == best.unit.block]
         before = [c for c in passage if c.unit.block == best.unit.block - 1]
