@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote as url_quote
 
 from citewise import stored_chunk
+from citewise.answer.units import units
 from citewise.search.lexical import tokenize
 from citewise.search.store import Hit
 from citewise.shapes import Citation
@@ -112,7 +113,11 @@ def claims(answer: str) -> Iterator[tuple[str, list[int]]]:
 def support(claim: str, passage: str) -> tuple[float, Span]:
     """How much of ``claim`` the passage backs (0..1), and the passage sentence that backs most."""
     claim_terms = set(tokenize([claim])[0])
-    passage_sentences = sentences(passage) or [Span(passage, 0, len(passage))]
+    # The passage cut as answers are cut (wrapped lines joined, list items apart), so the quote
+    # is the whole unit an answer took from it.
+    passage_sentences = [Span(u.text, u.start, u.end) for u in units(passage)] or [
+        Span(passage, 0, len(passage))
+    ]
     if not claim_terms:
         return 0.0, passage_sentences[0]
     best = max(
