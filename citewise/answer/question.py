@@ -59,7 +59,9 @@ _SIGNPOST = re.compile(
 )
 _REFERENCE = re.compile(
     r"\bet\s+al\.|\bdoi\s*:|\barxiv\b|\bISBN\b|\bpp\.\s*\d|\bvol\.\s*\d|©|\bcopyright\b"
-    r"|^\s*\[\d+\]\s|\(\s*(?:19|20)\d\d[a-z]?\s*\)\s*[.,]|\b(?:19|20)\d\d;\s*\d+",
+    r"|^\s*\[\d+\]\s|\(\s*(?:19|20)\d\d[a-z]?\s*\)\s*[.,]|\b(?:19|20)\d\d;\s*\d+"
+    # a changelog entry: "Upgrade typer. PR #384 by @someone"
+    r"|\bPR\s*#\d+|\bby\s+@[\w-]+|\(#\d{2,}\)|^[^\w\s]*[\U0001F300-\U0001FAFF\u2600-\u27bf\u2b00-\u2bff]",
     re.IGNORECASE,
 )
 _LABEL = re.compile(

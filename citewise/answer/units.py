@@ -27,14 +27,67 @@ _LIST_ITEM = re.compile(r"(?:[-*+\u2022]|\d{1,3}[.)])\s+(?=\S)")
 _CODE_LINE = re.compile(
     r"^(?:\s{4}|\t|>>>|\$ |(?:def|class|import|from|return|async|await|if|for|with|pip|uv|"
     r"python|uvicorn|fastapi|npm|curl|docker)\b.*[^.]$|@\w)|[{}();=]\s*$|^\s*[}\])]"
+    # diagrams written as text (Mermaid): "participant A as B", "A->>B: hello"
+    r"|^\s*(?:sequenceDiagram|flowchart|graph\s+[A-Z]{2}|participant|actor|Note\s+over)\b"
+    r"|-+>>?|==>"
 )
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?:\s*\[\d{1,3}\])*(?=\s+[\"'(\[A-Z0-9])")
 _ABBREVIATIONS = frozenset(
-    (
-        "e.g i.e etc vs cf al approx ca resp incl fig figs eq eqs no nos ref refs sec sect tab "
-        "vol pp ed eds dr mr mrs ms prof st jr sr inc ltd co corp dept univ jan feb mar apr jun "
-        "jul aug sep sept oct nov dec u.s u.k"
-    ).split(" ")
+    [
+        "e.g",
+        "i.e",
+        "etc",
+        "vs",
+        "cf",
+        "al",
+        "approx",
+        "ca",
+        "resp",
+        "incl",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "no",
+        "nos",
+        "ref",
+        "refs",
+        "sec",
+        "sect",
+        "tab",
+        "vol",
+        "pp",
+        "ed",
+        "eds",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "univ",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+    ]
 )
 
 

@@ -92,6 +92,7 @@ class ExtractiveGenerator:
                 and runner.unit.words != best.unit.words
             ):
                 chosen.append(runner)
+        chosen = _with_antecedents(chosen, everything)
         chosen = sorted(chosen, key=lambda c: c.order)  # read in document order
         if chosen[-1].unit.text.endswith(":"):
             chosen = chosen[:-1] + _introduced(chosen[-1], everything)
@@ -110,7 +111,11 @@ class ExtractiveGenerator:
                 for unit in units(hit.text)
             )
         ]
-        eligible = [c for c in everything if asked.may_answer(c.unit, kind, MIN_WORDS)]
+        eligible = [
+            c
+            for c in everything
+            if asked.may_answer(c.unit, kind, MIN_WORDS) and not _dangling(c, everything)
+        ]
         if not eligible:
             return everything, []
         question_terms = set(tokenize([question])[0])
@@ -150,6 +155,35 @@ def _overlap(question_terms: set[str], terms: set[str]) -> float:
         if len(term) >= 3 and any(t.startswith(term) for t in terms):
             found.add(term)
     return len(found) / len(question_terms)
+
+
+_ANAPHORA = re.compile(r"^(?:It|Its|This|That|These|Those|They|Their|Such|He|She|Here)\b")
+
+
+def _with_antecedents(chosen: list[_Candidate], everything: list[_Candidate]) -> list[_Candidate]:
+    """A sentence opening with "It", "This" or "They" says little without the one before it
+    ("Another example is 201, Created. It is used after creating a record."): that one joins."""
+    result = list(chosen)
+    for candidate in chosen:
+        if candidate.unit.kind != "sentence" or not _ANAPHORA.match(candidate.unit.text):
+            continue
+        before = everything[candidate.order - 1] if candidate.order > 0 else None
+        if (
+            before is not None
+            and before.n == candidate.n
+            and before.unit.block == candidate.unit.block
+            and all(c.order != before.order for c in result)
+        ):
+            result.append(before)
+    return result
+
+
+def _dangling(candidate: _Candidate, everything: list[_Candidate]) -> bool:
+    """A sentence ending in a colon whose list, table or code is not in the passage."""
+    if not candidate.unit.text.endswith(":"):
+        return False
+    following = _same_passage_after(candidate, everything)
+    return not following or following[0].unit.kind == "sentence"
 
 
 def _leads_to_steps(candidate: _Candidate, everything: list[_Candidate]) -> bool:
