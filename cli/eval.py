@@ -38,13 +38,15 @@ ExistingFile = Annotated[Path, typer.Option(exists=True, dir_okay=False, readabl
 def _throwaway_home(settings: Settings) -> Iterator[Settings]:
     """``settings`` with the store in a temporary folder, removed afterwards.
 
-    A configured Redis is used (its embedding cache makes re-runs skip embedding the corpus);
-    an embedded one would live and die with the throwaway home, so none is started.
+    A configured Redis is used (its embedding cache makes re-runs skip embedding the corpus;
+    answers are never taken from its cache); an embedded one would live and die with the
+    throwaway home, so none is started.
     """
     home = Path(tempfile.mkdtemp(prefix="citewise-eval-"))
     try:
         redis_url = REDIS_OFF if settings.redis.url is None else settings.redis.url
-        yield settings.replace(home=home, redis_url=redis_url)
+        # No answer cache: a re-run after a change to the answerer must score new answers.
+        yield settings.replace(home=home, redis_url=redis_url, answer_cache=False)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -77,6 +77,8 @@ def test_pdf_lines_ending_mid_sentence_join_and_a_sentence_end_still_splits() ->
         ("What is the default port?", asked.Kind.QUANTITY),
         ("What is dependency injection?", asked.Kind.DEFINITION),
         ("What does IFITM stand for?", asked.Kind.DEFINITION),
+        ("Which package do I install to read form fields?", asked.Kind.NAME),
+        ("What middleware handles CORS?", asked.Kind.NAME),
         ("How does the cache work?", asked.Kind.OTHER),
         ("Does FastAPI support GraphQL?", asked.Kind.OTHER),
     ],
@@ -134,5 +136,7 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     defining = "The interferon-induced transmembrane (IFITM) proteins restrict viral entry."
     assert asked.carries_wanted(defining, definition, subject) == 1.0
     assert asked.carries_wanted("IFITM proteins were measured.", definition, subject) == 0.0
+    assert asked.subject_of("What is Typer meant to be?") == "typer"
+    assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
     injection = '"Dependency Injection" means that your code declares what it needs.'
     assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0

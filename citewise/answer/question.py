@@ -19,6 +19,7 @@ class Kind(enum.Enum):
     PROCEDURE = "procedure"
     QUANTITY = "quantity"
     DEFINITION = "definition"
+    NAME = "name"  # which package, class, option... to use
     OTHER = "other"
 
 
@@ -36,6 +37,12 @@ _QUANTITY = re.compile(
     r"status\s+code|default\s+(?:value|port|number|size|limit|timeout))\b)",
     re.IGNORECASE,
 )
+_NAME = re.compile(
+    r"^\s*(?:which|what)\s+(?:(?!(?:is|are|was|were|does|do)\b)\w+\s+)?(?:package|library|module|class|function|method|"
+    r"parameter|argument|option|flag|setting|variable|command|tool|decorator|field|attribute|"
+    r"header|type|exception|middleware|dependency|extra|plugin|key)s?\b",
+    re.IGNORECASE,
+)
 _DEFINITION = re.compile(
     r"^\s*(?:what|who)(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:an?\s+|the\s+)?(?P<subject>[^?]+?)"
     r"\s*\??\s*$|^\s*what\s+does\s+(?P<acronym>[^?]+?)\s+(?:mean|stand\s+for)\s*\??\s*$",
@@ -44,13 +51,13 @@ _DEFINITION = re.compile(
 _SIGNPOST = re.compile(
     r"\b(?:in|see|read)\s+the\s+(?:next|previous|following|last|later|coming|other)\s+"
     r"(?:section|chapter|page|part|step|tutorial)s?\b"
-    r"|\byou\s+(?:will|'ll|would)\s+(?:see|read|learn|find|discover)\b"
+    r"|\byou(?:\s+will|\s+would|['\u2019]ll)\s+(?:see|read|learn|find|discover)\b"
     r"|\b(?:see|read|check|go\s+to)\s+(?:below|above|more|it\s+(?:below|above))\b"
     r"|\b(?:click|tap)\s+(?:here|below|the\s+link)\b|\b(?:learn|read)\s+more\b"
     r"|\bmore\s+(?:info|information|details)\s+(?:about|on|in|at)\b"
     r"|\bas\s+(?:we|you)\s+(?:saw|have\s+seen|will\s+see|'ll\s+see)\b"
     r"|\b(?:covered|explained|described|discussed)\s+(?:later|below|above|in\s+(?:detail\s+)?in)\b"
-    r"|\bwe(?:\s+will|'ll)\s+(?:see|cover|discuss|look\s+at|explain)\b"
+    r"|\bwe(?:\s+will|['\u2019]ll)\s+(?:see|cover|discuss|look\s+at|explain)\b"
     r"|\blater\s+in\s+(?:this|the)\b|\btable\s+of\s+contents\b"
     r"|\byou\s+(?:also\s+|already\s+)?(?:read|saw|learned|learnt)\b"
     r"|\b(?:shown|given|listed|described)\s+(?:above|below)\b|\bthe\s+\w+\s+(?:above|below)\b"
@@ -87,6 +94,8 @@ def kind_of(question: str) -> Kind:
         return Kind.PROCEDURE
     if _QUANTITY.search(question):
         return Kind.QUANTITY
+    if _NAME.search(question):
+        return Kind.NAME
     if _DEFINITION.search(question):
         return Kind.DEFINITION
     return Kind.OTHER
@@ -98,6 +107,8 @@ def subject_of(question: str) -> str | None:
     if match is None:
         return None
     subject = (match.group("subject") or match.group("acronym") or "").strip(" \"'`").lower()
+    # "what is X for / meant to be / used for": the subject is X
+    subject = re.sub(r"\s+(?:for|meant|used|about|good|supposed|made|based)\b.*$", "", subject)
     return subject or None
 
 
@@ -121,8 +132,22 @@ def is_markup(unit: Unit) -> bool:
     return bool(_DIRECTIVE.match(unit.text)) or len(_DRAWING.findall(words)) * 20 > len(words)
 
 
+# What documentation names when it says how: an API name (CamelCase, snake_case, a call, a
+# decorator), a command-line flag, or a keyword argument.
+_API_NAME = re.compile(
+    r"\b[A-Z][a-z]+[A-Z]\w*|\b[a-z]+_[a-z_]+\b|\w\(\)|(?<!\w)@\w+|(?<!\w)--?[a-z][\w-]+|\b\w+=\w"
+)
+
+
+_PACKAGE = re.compile(r"\b[a-z][a-z0-9]+-[a-z0-9-]+\b|\binstall\s+\S+|\b[a-z]+[0-9][a-z0-9]*\b")
+
+
 def carries_wanted(text: str, kind: Kind, subject: str | None) -> float:
     """1.0 when ``text`` holds what the question asks for, -1.0 when it cannot, else 0."""
+    if kind is Kind.PROCEDURE:
+        return 1.0 if _API_NAME.search(text) else 0.0
+    if kind is Kind.NAME:
+        return 1.0 if _API_NAME.search(text) or _PACKAGE.search(text) else 0.0
     if kind is Kind.QUANTITY:
         return 1.0 if _DIGIT.search(text) else -1.0
     if kind is Kind.DEFINITION and subject:

@@ -250,7 +250,9 @@ def _render(chosen: list[_Candidate]) -> str:
         if unit.kind == "sentence":
             out += (" " if out and not out.endswith("\n") else "") + _with_marker(unit.words, n)
             continue
-        out = out.rstrip(" ") + ("\n" if out else "")
+        out = out.rstrip(" ")
+        if out and not out.endswith("\n"):
+            out += "\n"
         text = unit.text if unit.kind == "code" else unit.words
         prefix = "- " if unit.kind == "item" else ""
         out += prefix + (_with_marker(text, n) if ends_block else text) + "\n"
