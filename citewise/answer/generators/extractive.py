@@ -203,7 +203,13 @@ def _block_around(best: _Candidate, everything: list[_Candidate]) -> list[_Candi
     introduces it), or the best unit with the list or code right after it."""
     passage = [c for c in everything if c.n == best.n and not asked.is_markup(c.unit)]
     if best.unit.kind in ("item", "code"):
-        block = [c for c in passage if c.unit.block == best.unit.block]
+        # the list's other items, but not its changelog lines or references
+        block = [
+            c
+            for c in passage
+            if c.unit.block == best.unit.block
+            and (c is best or asked.may_answer(c.unit, asked.Kind.PROCEDURE, 1))
+        ]
         before = [c for c in passage if c.unit.block == best.unit.block - 1]
         intro = before[-1:] if before and before[-1].unit.text.endswith(":") else []
         if best.unit.kind == "code" and not intro:
