@@ -15,8 +15,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
 
+from api.admission import AdmittedRoute
 from citewise.errors import InvalidRequest
 
 # Any escape in the surrogate range; a properly paired one (an emoji) is fine, so a body that
@@ -24,8 +24,9 @@ from citewise.errors import InvalidRequest
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-class TextRoute(APIRoute):
-    """An API route whose JSON body is refused when a string in it is not Unicode text."""
+class TextRoute(AdmittedRoute):
+    """An API route whose JSON body is refused when a string in it is not Unicode text (and
+    whose requests are admitted first: ``api.admission``)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

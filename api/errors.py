@@ -23,6 +23,7 @@ log = logging.getLogger("citewise.api")
 STATUS: dict[type[errors.CitewiseError], int] = {
     errors.InvalidRequest: 400,
     errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
@@ -55,12 +56,20 @@ def headers_of(error: errors.CitewiseError) -> dict[str, str]:
     return {}
 
 
+def response_to(error: errors.CitewiseError, *, close: bool = False) -> JSONResponse:
+    """The response to an error. ``close``: end the connection after it, for a refusal sent
+    before the request's body was read (the server would otherwise read the rest to keep the
+    connection, however large the body says it is)."""
+    headers = headers_of(error) | ({"Connection": "close"} if close else {})
+    return JSONResponse(
+        error_body(error.code, str(error)), status_code=status_of(error), headers=headers
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CitewiseError)
     async def citewise_error(request: Request, exc: errors.CitewiseError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, str(exc)), status_code=status_of(exc), headers=headers_of(exc)
-        )
+        return response_to(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

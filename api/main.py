@@ -5,29 +5,43 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from starlette.types import ASGIApp
 
 from api import errors
 from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
+from api.hosts import AllowedHosts
 from api.observability import RequestObserver
 from api.proxies import ForwardedFor
-from api.routes import admin, chat_completions, health, jobs, kbs, metrics, query, widget
+from api.routes import (
+    admin,
+    chat_completions,
+    health,
+    home,
+    jobs,
+    kbs,
+    metrics,
+    openapi_pages,
+    query,
+    widget,
+)
 from citewise import __version__
 from citewise.answer.generators.base import Generator
 from citewise.logs import configure_logging
-from citewise.settings import Settings
+from citewise.settings import Settings, explain
 from citewise.wiring import Services, build_services
 
 log = logging.getLogger("citewise.api")
 
-DESCRIPTION = """Answers questions from your documents, with citations to the exact passages.
-
-Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
+SUMMARY = "Answers questions from your documents, with citations to the exact passages."
+DESCRIPTION = """Streaming answers (`/v1/ask/stream`) are server-sent events: `sources`, `delta`...,
 `citations`, `done` — or `error`. `/v1/chat/completions` speaks the OpenAI API.
 """
 
@@ -59,8 +73,12 @@ def create_app(
     Also sets up this process's logging (CITEWISE_LOG_FORMAT, CITEWISE_LOG_LEVEL): the factory
     is the one place both ``citewise serve`` and ``uvicorn --factory`` run, after uvicorn
     configured its own loggers.
+
+    Without ``settings`` they are read from the environment (and ``.env``); a value that is
+    not allowed ends the process with one line per mistake on stderr and exit status 2, as
+    the CLI does, rather than a traceback through uvicorn.
     """
-    settings = settings or Settings()
+    settings = settings or _settings_or_exit()
     configure_logging(settings.observability.log_format, settings.observability.log_level)
 
     @asynccontextmanager
@@ -88,10 +106,18 @@ def create_app(
         await services.aclose()
 
     app = _CitewiseAPI(
-        title="Citewise", version=__version__, description=DESCRIPTION, lifespan=lifespan
+        title="Citewise",
+        version=__version__,
+        summary=SUMMARY,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc, without a CDN: api/routes/openapi_pages.py
+        redoc_url=None,
     )
     app.trusted_proxies = tuple(settings.access.trusted_proxies)
     errors.install(app)
+    app.include_router(home.router)
+    app.include_router(openapi_pages.router)
     app.include_router(query.router)
     app.include_router(health.router)
     app.include_router(chat_completions.router)
@@ -100,8 +126,23 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(kbs.router)
     app.include_router(metrics.router)
+    # The last added is the outermost: the Host is checked first, then CORS answers
+    # preflights. What a request must pass before its body is read is each route's to check
+    # (api/admission.py), inside CORS, so a widget can read its refusals.
     app.add_middleware(WidgetCORSMiddleware)
+    app.add_middleware(AllowedHosts, hosts=settings.access.hosts)
     return app
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as error:
+        lines = explain(error)
+        if lines is None:
+            raise
+        sys.stderr.write("".join(f"citewise: {line}\n" for line in lines))
+        raise SystemExit(2) from None
 
 
 def _runs_own_worker(services: Services) -> bool:
@@ -113,7 +154,9 @@ def _announce(services: Services, can_run_worker: bool) -> None:
     if services.keys.open:
         log.warning(
             "no API keys configured (CITEWISE_QUERY_KEYS, CITEWISE_ADMIN_KEYS): every endpoint, "
-            "admin included, is open to anyone who can reach this port"
+            "admin included, is open to anyone who can reach this port; requests must name it "
+            "by one of %s (CITEWISE_ALLOWED_HOSTS) and pages of other sites are refused",
+            ", ".join(services.settings.access.hosts),
         )
     elif services.keys.queries_public:
         log.warning("no query keys configured: search, ask and chat are open to anyone")

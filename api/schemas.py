@@ -62,3 +62,16 @@ class FlushRequest(BaseModel):
 class FlushResponse(BaseModel):
     flushed: Literal["answers"]
     kb: str | None
+
+
+class ServiceInfo(BaseModel):
+    """``GET /``: what the service is and where to go next."""
+
+    name: str = Field(examples=["Citewise"])
+    version: str = Field(examples=["0.1.0"])
+    summary: str
+    links: dict[str, str] = Field(
+        description="Paths of the API reference (`docs`, `redoc`, `openapi`) and the health "
+        "checks (`healthz`, `readyz`).",
+        examples=[{"docs": "/docs", "openapi": "/openapi.json", "healthz": "/healthz"}],
+    )

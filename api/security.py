@@ -1,26 +1,30 @@
 """API keys, widget tokens and rate limits as dependencies: one per route family.
 
 Order matters: the client IP's limit is counted before the key is checked (so guessing keys is
-rate limited too), then the key, then the key's own limit. A request carrying a widget token
-(``X-Widget-Token``) is a widget's visitor: the token stands in for a query key, and the
-widget's own limit applies (all its visitors together).
+rate limited too), then the key, then the key's own limit. The client's limit is usually
+counted earlier still, by the admission (``api.admission``) before the body is read, which
+finds each route's family on its guard; the guard then does not count the request again.
+A request carrying a widget token (``X-Widget-Token``) is a widget's visitor: the token stands
+in for a query key, and the widget's own limit applies (all its visitors together).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from api.deps import ServicesDep
 from api.proxies import parse_ip
 from citewise.serving.access import Caller
 from citewise.serving.rate_limits import Family
+from citewise.wiring import Services
 
 CACHE_HEADER = "X-Citewise-Cache"
 UNKNOWN_CLIENT = "unknown"
+_COUNTED = "citewise.client_counted"  # in the request's scope: its client's limit was counted
 
 # Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
@@ -39,52 +43,79 @@ def client_ip(request: Request) -> str:
     """The client's IP address, the key of per-IP limits: the peer, or what a proxy in
     CITEWISE_TRUSTED_PROXIES said (``api.proxies``). Anything that is not an IP address (no
     peer, a unix socket, a test client) is ``unknown``, one shared key, never a made-up one."""
-    address = parse_ip(request.client.host) if request.client else None
+    return client_address(request.scope)
+
+
+def client_address(scope: Scope) -> str:
+    """``client_ip`` of a request's ASGI scope."""
+    client = scope.get("client")
+    address = parse_ip(client[0]) if client else None
     return str(address) if address is not None else UNKNOWN_CLIENT
 
 
-def _guard(
-    family: Family, need: Literal["query", "admin"], *, widget: bool = False
-) -> Callable[..., Awaitable[Caller]]:
-    """``widget``: a widget's page token is taken here (else it is ignored, as on admin
-    routes, and a key is needed as if there were none)."""
+async def count_client(scope: Scope, services: Services, family: Family) -> None:
+    """Count the request against its client's limit in ``family``, once: the admission
+    (``api.admission``) does it before the body is read, and the route's guard then does not
+    count it again."""
+    if scope.get(_COUNTED):
+        return
+    scope[_COUNTED] = True
+    await services.limiter.check(family, "ip", client_address(scope))
 
-    async def guard(
+
+class ClientLimit:
+    """Dependency: the client's limit of a route family (counted once per request)."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    async def __call__(self, request: Request, services: ServicesDep) -> None:
+        await count_client(request.scope, services, self.family)
+
+
+class Guard:
+    """Dependency: the client's limit, then the caller's key (or widget token) and its limit.
+
+    ``widget``: a widget's page token is taken here (else it is ignored, as on admin routes,
+    and a key is needed as if there were none); a widget's page may then call the route from
+    another site (``api.admission``)."""
+
+    def __init__(
+        self, family: Family, need: Literal["query", "admin"], *, widget: bool = False
+    ) -> None:
+        self.family = family
+        self.need: Literal["query", "admin"] = need
+        self.widget = widget
+
+    async def __call__(
+        self,
         request: Request,
         services: ServicesDep,
         bearer: BearerDep,
         api_key: ApiKeyDep,
         widget_token: WidgetTokenDep,
     ) -> Caller:
-        await services.limiter.check(family, "ip", client_ip(request))
-        if widget_token is not None and widget:
+        await count_client(request.scope, services, self.family)
+        if widget_token is not None and self.widget:
             grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
-            await services.limiter.check(family, "widget", grant.widget_id)
+            await services.limiter.check(self.family, "widget", grant.widget_id)
             return Caller("widget", grant.owner, grant.kb)
         presented = bearer.credentials if bearer is not None else api_key
-        caller = services.keys.authorize(presented, need)
+        caller = services.keys.authorize(presented, self.need)
         if caller.keyed:
-            await services.limiter.check(family, "key", caller.owner)
+            await services.limiter.check(self.family, "key", caller.owner)
         return caller
-
-    return guard
 
 
 # A widget's token is taken where its script goes, as docs/security.md lists them: search,
 # ask (whole or streamed), feedback, and the model list (its own knowledge base only).
-SearchCaller = Annotated[Caller, Depends(_guard("search", "query", widget=True))]
-AskCaller = Annotated[Caller, Depends(_guard("ask", "query", widget=True))]
+SearchCaller = Annotated[Caller, Depends(Guard("search", "query", widget=True))]
+AskCaller = Annotated[Caller, Depends(Guard("ask", "query", widget=True))]
 # The OpenAI-compatible chat: keys (or the public, when queries are), never a widget token.
-ChatCaller = Annotated[Caller, Depends(_guard("ask", "query"))]
-AdminCaller = Annotated[Caller, Depends(_guard("admin", "admin"))]
+ChatCaller = Annotated[Caller, Depends(Guard("ask", "query"))]
+AdminCaller = Annotated[Caller, Depends(Guard("admin", "admin"))]
 # Feedback: from a widget's visitors (token) or anyone who may ask.
-FeedbackCaller = Annotated[Caller, Depends(_guard("widget", "query", widget=True))]
-
-
-async def _token_exchange(request: Request, services: ServicesDep) -> None:
-    # Public by design (a widget holds no key): only the client's rate limit applies here;
-    # the widget's own limit is counted once the widget id is known.
-    await services.limiter.check("widget", "ip", client_ip(request))
-
-
-TokenExchange = Annotated[None, Depends(_token_exchange)]
+FeedbackCaller = Annotated[Caller, Depends(Guard("widget", "query", widget=True))]
+# The token exchange is public by design (a widget holds no key): only the client's limit
+# applies there; the widget's own limit is counted once the widget id is known.
+TokenExchange = Annotated[None, Depends(ClientLimit("widget"))]

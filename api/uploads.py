@@ -76,18 +76,30 @@ class StagedUpload:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def request_limit(settings: LimitSettings) -> int:
+    """The most bytes one upload request may carry: ``TOTAL_FACTOR`` largest files' worth."""
+    return int(settings.max_upload_mb * 2**20) * TOTAL_FACTOR
+
+
+def request_too_large(settings: LimitSettings) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"an upload may carry at most {settings.max_upload_mb * TOTAL_FACTOR:g} MB in all "
+        f"({TOTAL_FACTOR} times CITEWISE_MAX_UPLOAD_MB)"
+    )
+
+
 async def receive_uploads(
     request: Request, job_id: str, settings: LimitSettings, uploads: Path
 ) -> StagedUpload:
     """Store the request's files in a staging folder of their own, named by ``job_id``."""
-    per_file = int(settings.max_upload_mb * 1024 * 1024)
-    total = per_file * TOTAL_FACTOR
+    per_file = int(settings.max_upload_mb * 2**20)
+    total = request_limit(settings)
     declared = request.headers.get("content-length")
     # Checked before reading: Starlette would otherwise spool any size to disk first.
     if declared is None or not declared.isdigit():
         raise InvalidRequest("uploads need a Content-Length header")
     if int(declared) > total:
-        raise UploadTooLarge(f"an upload may carry at most {total // 2**20} MB in all")
+        raise request_too_large(settings)
     form = await request.form(max_files=settings.max_upload_files, max_fields=10)
     try:
         files = [v for k, v in form.multi_items() if k == "files" and isinstance(v, UploadFile)]

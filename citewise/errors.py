@@ -3,13 +3,16 @@
     CitewiseError                  base; its message is safe to show a user
     ├── InvalidRequest             400 a caller asked for something malformed
     │   ├── InvalidKnowledgeBaseName
-    │   └── TooLarge               413 a body, upload or file over its size limit
-    │       └── UploadTooLarge
+    │   ├── TooLarge               413 a body, upload or file over its size limit
+    │   │   └── UploadTooLarge
+    │   └── UnsupportedMediaType   415 a body in a format the endpoint does not take
     ├── Unauthorized               401 no API key, or an unknown one
     │   ├── WidgetTokenInvalid     a widget token that was not signed here or is malformed
     │   └── WidgetTokenExpired     a widget token past its lifetime (fetch a new one)
     ├── Forbidden                  403 a valid credential that may not do this
-    │   └── OriginNotAllowed       a widget used from a page origin it is not registered for
+    │   ├── HostNotAllowed         a Host header naming no host the service answers to
+    │   └── OriginNotAllowed       a page origin that may not call this: another site's page,
+    │                              or a widget's page it is not registered for
     ├── NotFound                   404 the thing named does not exist (or has expired)
     │   ├── KnowledgeBaseNotFound, ConversationNotFound, UnknownWidget, AnswerNotFound,
     │   └── JobNotFound, DocumentNotFound
@@ -108,6 +111,13 @@ class UploadTooLarge(TooLarge):
     code = "upload_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """Raised when a request that changes something sends a body in a format its endpoint
+    does not take (only JSON, and multipart uploads where files are taken)."""
+
+    code = "unsupported_media_type"
+
+
 class KnowledgeBaseNotFound(NotFound):
     """Raised when a knowledge base has never been ingested."""
 
@@ -169,6 +179,13 @@ class Forbidden(CitewiseError):
     code = "forbidden"
 
 
+class HostNotAllowed(Forbidden):
+    """Raised when the Host header names no host in CITEWISE_ALLOWED_HOSTS (a name made to
+    point at this machine by another site, as in DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+
 class RateLimited(CitewiseError):
     """Raised when a client or key is over its rate limit; ``retry_after`` is in seconds."""
 
@@ -210,8 +227,9 @@ class WidgetTokenExpired(Unauthorized):
 
 
 class OriginNotAllowed(Forbidden):
-    """Raised when a widget (or its token) is used from a page origin it was not registered
-    for, or without an Origin at all."""
+    """Raised when a browser page on another site sends a request that changes something
+    (a cross-site request), or when a widget (or its token) is used from a page origin it was
+    not registered for, or without an Origin at all."""
 
     code = "origin_not_allowed"
 

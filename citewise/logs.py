@@ -1,5 +1,5 @@
-"""The service's log: one JSON object per line (or plain text), each line of a request carrying
-that request's id.
+"""The service's log: one JSON object per line, or plain text on a terminal, each line of a
+request carrying that request's id.
 
 ``request_id`` is set by the HTTP layer for the duration of a request (``api/observability.py``)
 and read here when a line is formatted, so every logger, ours or a library's, gets it without
@@ -89,15 +89,17 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
-def configure_logging(log_format: Literal["json", "text"], level: str) -> None:
+def configure_logging(log_format: Literal["auto", "json", "text"], level: str) -> None:
     """Send this process's log lines to stderr in ``log_format``: ours, uvicorn's, the rest.
+    ``auto`` is text when stderr is a terminal now, JSON otherwise.
 
     Safe to call again (each app built in one process calls it): our handler is replaced, and
     handlers others installed on the root logger (pytest's, say) are left alone.
     """
+    text = log_format == "text" or (log_format == "auto" and _is_terminal(sys.stderr))
     handler = _StderrHandler()
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)
@@ -123,6 +125,13 @@ def configure_logging(log_format: Literal["json", "text"], level: str) -> None:
     access.disabled = True
     # Python warnings (a library's deprecation notice) would otherwise print plain text.
     logging.captureWarnings(True)
+
+
+def _is_terminal(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # closed
+        return False
 
 
 def _timestamp(created: float) -> str:

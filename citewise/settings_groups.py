@@ -2,23 +2,33 @@
 ingest and observability (answering and serving: ``citewise.settings_serving``).
 ``citewise.settings`` puts them together.
 
-Each group reads its own fields from the environment. A field's environment variable is its
-``validation_alias`` (``CITEWISE_`` and the field's old flat name, e.g. ``CITEWISE_REDIS_URL``
-for ``redis.url``), never ``CITEWISE_`` plus its short name: groups leave ``populate_by_name``
-off because pydantic-settings would then also read ``CITEWISE_URL`` and the like. A group's
-constructor maps short names onto the variables itself, so ``RedisSettings(url=...)`` works.
+Each group reads its own fields from the environment, then from a ``.env`` file
+(``citewise.settings_env``); lists and maps are JSON, which the group decodes itself. A field's
+environment variable is its ``validation_alias`` (``CITEWISE_`` and the field's old flat name,
+e.g. ``CITEWISE_REDIS_URL`` for ``redis.url``), never ``CITEWISE_`` plus its short name: groups
+leave ``populate_by_name`` off because pydantic-settings would then also read ``CITEWISE_URL``
+and the like. A group's constructor maps short names onto the variables itself, so
+``RedisSettings(url=...)`` works.
 """
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticUndefined
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from citewise.settings_env import DEFAULT_ENV_FILE, OFF, DotEnvFile, env_file
 
 
 def env(name: str, default: Any = PydanticUndefined, **constraints: Any) -> Any:
@@ -36,6 +46,7 @@ class SettingsGroup(BaseSettings):
         extra="ignore",  # the other groups' variables share the prefix
         env_ignore_empty=True,
         hide_input_in_errors=True,  # errors must not print keys and secrets from the environment
+        enable_decoding=False,  # lists and maps: JSON decoded by _decode_json below
     )
 
     def __init__(self, **values: Any) -> None:
@@ -46,6 +57,40 @@ class SettingsGroup(BaseSettings):
         super().__init__(**{variables.get(name, name): v for name, v in values.items()})
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keywords, then the environment, then the ``.env`` file (``citewise.settings_env``)."""
+        return init_settings, env_settings, DotEnvFile(settings_cls, env_file())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _decode_json(cls, value: Any, info: ValidationInfo) -> Any:
+        """Lists and maps are JSON. Decoded here rather than by pydantic-settings, whose error
+        for a value that is not JSON names the field but not its variable."""
+        if not isinstance(value, str) or info.field_name not in cls._json_fields():
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:  # its message quotes no part of the value
+            raise ValueError(f"expected JSON ({error.msg}, character {error.pos + 1})") from None
+
+    @classmethod
+    @cache
+    def _json_fields(cls) -> frozenset[str]:
+        """Fields holding a list, a map or a model, less those that parse text themselves."""
+        return frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if NoDecode not in info.metadata and _is_structured(info.annotation)
+        )
+
+    @classmethod
     @cache
     def variables(cls) -> dict[str, str]:
         """Field name -> the environment variable it is read from."""
@@ -54,6 +99,14 @@ class SettingsGroup(BaseSettings):
             assert isinstance(info.validation_alias, str), f"{cls.__name__}.{name}: no variable"
             names[name] = info.validation_alias
         return names
+
+
+def _is_structured(annotation: Any) -> bool:
+    if get_origin(annotation) in (list, dict):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_is_structured(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 class CoreSettings(SettingsGroup):
@@ -72,6 +125,18 @@ class CoreSettings(SettingsGroup):
     default_kb: str = env(
         "DEFAULT_KB", "default", description="Knowledge base used when none given."
     )
+    env_file: Path | None = env(
+        "ENV_FILE",
+        DEFAULT_ENV_FILE,
+        description="File of CITEWISE_ variables (NAME=value lines) read at start, relative to "
+        "the current directory; a variable set in the environment wins over the file. 'off': "
+        "none. Read from the environment only.",
+    )
+
+    @field_validator("env_file", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == OFF else value
 
 
 class ChromaSettings(SettingsGroup):
@@ -206,8 +271,9 @@ class RetrievalSettings(SettingsGroup):
 
 
 class LimitSettings(SettingsGroup):
-    """How large an upload or a document may be: sizes, counts, and what a hostile file could
-    expand into (``api.uploads``, ``ingest.pipeline``, ``ingest.guards``)."""
+    """How large a request body, an upload or a document may be: sizes, counts, and what a
+    hostile file could expand into (``api.admission``, ``api.uploads``, ``ingest.pipeline``,
+    ``ingest.guards``)."""
 
     max_file_mb: float = env("MAX_FILE_MB", 50.0, gt=0, description="Larger files are refused.")
     max_uncompressed_mb: float = env(
@@ -249,7 +315,19 @@ class LimitSettings(SettingsGroup):
         description="A parse process growing past this resident size is stopped and its file "
         "reported as failed. Not applied with CITEWISE_PARSE_WORKERS=0.",
     )
-    max_upload_mb: float = env("MAX_UPLOAD_MB", 20.0, gt=0, description="Largest uploaded file.")
+    max_body_mb: float = env(
+        "MAX_BODY_MB",
+        1.0,
+        gt=0,
+        description="Largest request body other than an upload (JSON): a larger one is a 413, "
+        "refused from its Content-Length before it is read, or as soon as it passes this.",
+    )
+    max_upload_mb: float = env(
+        "MAX_UPLOAD_MB",
+        20.0,
+        gt=0,
+        description="Largest uploaded file; a whole upload request may carry ten times this.",
+    )
     max_upload_files: int = env(
         "MAX_UPLOAD_FILES", 200, ge=1, description="Most files in one upload."
     )
@@ -321,11 +399,12 @@ class IngestSettings(SettingsGroup):
 class ObservabilitySettings(SettingsGroup):
     """The service's log and its metrics (``citewise.logs``, ``citewise.metrics``)."""
 
-    log_format: Literal["json", "text"] = env(
+    log_format: Literal["auto", "json", "text"] = env(
         "LOG_FORMAT",
-        "json",
+        "auto",
         description="How `citewise serve` (and the app under uvicorn) writes its log: one JSON "
-        "object per line, or plain text lines for a terminal.",
+        "object per line, or plain text lines for a terminal; auto: text when stderr is a "
+        "terminal, JSON otherwise (a pipe, a file, a container's log).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = env(
         "LOG_LEVEL",

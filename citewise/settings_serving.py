@@ -14,6 +14,10 @@ from citewise.settings_groups import SettingsGroup, env
 
 REDIS_OFF = "off"
 _HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
+# A host name or IPv4 address, optionally "*." in front (its subdomains), or "*" alone (any).
+_LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+_HOST_PATTERN = re.compile(rf"\*|(\*\.)?{_LABEL}(\.{_LABEL})*")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 RateFamily = Literal["search", "ask", "admin", "widget"]
 RateScope = Literal["ip", "key", "widget"]
@@ -199,6 +203,44 @@ class AccessSettings(SettingsGroup):
         "and the client is the connecting peer.",
     )
 
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = env(
+        "ALLOWED_HOSTS",
+        None,
+        description="Host names (and IP addresses) requests may name in their Host header, "
+        "comma-separated: 'help.example.com', '*.example.com' for its subdomains, '*' for any; "
+        "others get a 400. Unset: any when API keys are configured, else localhost, 127.0.0.1 "
+        "and [::1] only (a page elsewhere cannot reach a keyless service by DNS rebinding).",
+    )
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The host patterns served: CITEWISE_ALLOWED_HOSTS, else as the keys decide."""
+        if self.allowed_hosts is not None:
+            return tuple(self.allowed_hosts)
+        return ("*",) if self.admin_keys or self.query_keys else LOCAL_HOSTS
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        if not hosts:
+            raise ValueError("CITEWISE_ALLOWED_HOSTS names no host: list at least one, or *")
+        checked = []
+        for n, entry in enumerate(hosts, 1):
+            host = entry.strip().lower().rstrip(".")
+            try:  # an IPv6 address is written as in a Host header, in brackets
+                if ipaddress.ip_address(host.strip("[]")).version == 6:
+                    host = f"[{host.strip('[]')}]"
+            except ValueError:
+                if not _HOST_PATTERN.fullmatch(host):
+                    raise ValueError(
+                        f"CITEWISE_ALLOWED_HOSTS: entry {n} is not a host name such as "
+                        "help.example.com, *.example.com or * (no scheme, port or path)"
+                    ) from None
+            checked.append(host)
+        return checked
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, proxies: list[str]) -> list[str]:
@@ -220,7 +262,7 @@ class AccessSettings(SettingsGroup):
             raise ValueError("CITEWISE_METRICS_KEY must be at least 16 characters long")
         return key
 
-    @field_validator("admin_keys", "query_keys", "trusted_proxies", mode="before")
+    @field_validator("admin_keys", "query_keys", "trusted_proxies", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):

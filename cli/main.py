@@ -1,7 +1,8 @@
 """The ``citewise`` command: a thin face over the ingest pipeline, retrieval and the server.
 
 Exit codes: 0 success; 1 a file failed or the run was refused (busy, model mismatch);
-2 usage errors (bad arguments, missing paths, invalid knowledge base names).
+2 usage errors (bad arguments, missing paths, invalid knowledge base names, a setting that is
+not allowed).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.markup import escape
 from rich.table import Table
 
 from citewise.errors import CitewiseError, InvalidRequest
-from citewise.settings import Settings
+from citewise.settings import Settings, explain
 from cli.console import (
     Bar,
     JsonOption,
@@ -209,8 +212,9 @@ def serve(
         # there and the process (and this daemon thread) with it.
         threading.Thread(target=pages.run, daemon=True).start()
         stdout.print(f"Demo page with the help widget: [bold]{page}[/]")
-    # log_config=None: uvicorn keeps its hands off the logging create_app set up (JSON lines
-    # by default); its access line is replaced by ours, which knows routes and request ids.
+    # log_config=None: uvicorn keeps its hands off the logging create_app set up (text lines on
+    # a terminal, JSON otherwise); its access line is replaced by ours, which knows routes and
+    # request ids.
     # The worker runs this very program (the same interpreter and settings), told whose it is.
     worker = [sys.executable, "-m", "cli.main", "worker", "--supervised-by", str(os.getpid())]
     # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1; the app
@@ -226,7 +230,16 @@ def serve(
 
 
 def main() -> None:
-    app()
+    # Every command builds its settings first; a value that is not allowed is a usage error,
+    # told in one line per variable rather than a traceback through typer and pydantic.
+    try:
+        app()
+    except (ValidationError, SettingsError) as error:
+        lines = explain(error)
+        if lines is None:  # not the settings: a bug, whose traceback is wanted
+            raise
+        sys.stderr.write("".join(f"citewise: {line}\n" for line in lines))
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

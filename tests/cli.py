@@ -26,11 +26,17 @@ NO_NETWORK = {
 
 
 def citewise_env(home: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
+    """The test's environment less its CITEWISE_ variables, plus these (no .env file read)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITEWISE_")}
     return (
         env
         | NO_NETWORK
-        | {"CITEWISE_HOME": str(home), "CITEWISE_CACHE_DIR": str(cache_dir), **extra}
+        | {
+            "CITEWISE_HOME": str(home),
+            "CITEWISE_CACHE_DIR": str(cache_dir),
+            "CITEWISE_ENV_FILE": "off",
+            **extra,
+        }
     )
 
 

@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
 
+# Tests build their settings explicitly: a developer's .env in the repository (docker compose
+# reads one there) must not reach them. Tests of the .env file itself set this back.
+os.environ["CITEWISE_ENV_FILE"] = "off"
+
 if TYPE_CHECKING:
     from tests.chroma_helpers import ChromaServer
 
@@ -46,6 +50,16 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_client_host() -> Iterator[None]:
+    """Starlette's test client sends ``Host: testserver``, which a service without keys does
+    not answer to (it answers to localhost names only): tests add it, as Django's test runner
+    adds it to ALLOWED_HOSTS. Tests of the default remove the variable."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CITEWISE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

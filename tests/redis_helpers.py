@@ -9,6 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import redis
+
+from citewise.job_queue import queue_name
 from tests.server_process import ServerProcess
 
 
@@ -73,3 +76,16 @@ def wait_for_commands(monitor: Any, wanted: Callable[[str], bool], count: int) -
     while seen < count:
         if wanted(monitor.next_command()["command"]):
             seen += 1
+
+
+def drop_jobs(redis_url: str, prefix: str) -> None:
+    """Delete the keys of a test's job queue: RQ keeps them under "rq:", named by our queue
+    (which carries the prefix) and by job ids, outside the prefix."""
+    client = redis.Redis.from_url(redis_url)
+    name = queue_name(prefix)
+    doomed = [k for k in client.scan_iter("rq:*", count=1000) if name.encode() in k]
+    for job in client.lrange(f"rq:queue:{name}", 0, -1):
+        doomed.append(b"rq:job:" + job)
+    if doomed:
+        client.delete(*doomed)
+    client.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.cli import citewise_env, run, run_json
 
@@ -62,6 +66,69 @@ def test_usage_errors_exit_2_with_a_message(tmp_path: Path, cache_dir: Path) -> 
     assert bad_kb.returncode == 2 and "invalid knowledge base name" in bad_kb.stderr
     assert no_args.returncode == 2
     assert "Traceback" not in missing.stderr + bad_kb.stderr + no_args.stderr
+
+
+# A command, a variable set to something it does not allow, and the one line that says so.
+REFUSED_SETTINGS = [
+    (
+        ["ingest", "docs"],
+        "CITEWISE_CHUNK_TOKENS=abc",
+        "CITEWISE_CHUNK_TOKENS: expected an integer, at least 16 and at most 4096",
+    ),
+    (
+        ["serve"],
+        "CITEWISE_WORKERS=sometimes",
+        "CITEWISE_WORKERS: expected 'embedded' or 'external'",
+    ),
+    (
+        ["worker", "--burst"],
+        "CITEWISE_RATE_LIMIT_FAIL_OPEN=perhaps",
+        "CITEWISE_RATE_LIMIT_FAIL_OPEN: expected true or false",
+    ),
+    (
+        ["search", "refunds"],
+        "CITEWISE_CHROMA_URL=chroma.internal:8000",
+        "CITEWISE_CHROMA_URL must look like http://host:port",
+    ),
+    (
+        ["kb", "list"],
+        "CITEWISE_TRUSTED_PROXIES=10.0.0.1,sk-pasted-here",
+        "CITEWISE_TRUSTED_PROXIES: entry 2 is not an IP address or network such as 10.0.0.5 "
+        "or 10.0.0.0/24",
+    ),
+    (
+        ["ask", "How do refunds work?"],
+        "CITEWISE_FAKE_REPLIES=one, two",
+        "CITEWISE_FAKE_REPLIES: expected JSON (Expecting value, character 1)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "assignment", "said"), REFUSED_SETTINGS)
+def test_a_refused_setting_is_one_line_and_exit_2(
+    args: list[str], assignment: str, said: str, tmp_path: Path, cache_dir: Path
+) -> None:
+    variable, _, value = assignment.partition("=")
+    done = run(*args, env=citewise_env(tmp_path / "home", cache_dir, **{variable: value}))
+    assert (done.returncode, done.stderr, done.stdout) == (2, f"citewise: {said}\n", "")
+
+
+def test_a_malformed_env_file_is_one_line_and_exit_2(tmp_path: Path, cache_dir: Path) -> None:
+    settings_file = tmp_path / "citewise.env"
+    settings_file.write_text("CITEWISE_DEFAULT_KB=docs\nCITEWISE_LLM_API_KEY sk-pasted\n")
+    env = citewise_env(tmp_path / "home", cache_dir, CITEWISE_ENV_FILE=str(settings_file))
+    done = run("docs", "list", env=env)
+    said = f"{settings_file}: line 2 is not NAME=value (quote values with spaces; "
+    assert done.returncode == 2 and done.stderr.startswith(f"citewise: {said}")
+    assert len(done.stderr.splitlines()) == 1 and "sk-pasted" not in done.stderr
+
+
+def test_the_app_factory_under_uvicorn_says_so_too(tmp_path: Path, cache_dir: Path) -> None:
+    env = citewise_env(tmp_path / "home", cache_dir, CITEWISE_LOG_FORMAT="xml")
+    command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    said = "citewise: CITEWISE_LOG_FORMAT: expected 'auto', 'json' or 'text'\n"
+    assert (done.returncode, done.stderr) == (2, said)
 
 
 def test_search_on_a_missing_knowledge_base_explains(tmp_path: Path, cache_dir: Path) -> None:

@@ -10,6 +10,7 @@ from citewise import errors
 FAMILIES = {
     errors.InvalidRequest: 400,
     errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,

@@ -21,13 +21,14 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.routes.health import NO_WORKER
-from citewise.job_queue import queue_name
 from citewise.settings import Settings
 from tests.cli import alive, citewise_env, command, eventually, serving, watching
 from tests.conftest import SAMPLE
+from tests.redis_helpers import drop_jobs
 
 ADMIN_KEY = "admin-key-1234567890abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -53,17 +54,7 @@ def env(tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str) -> I
         CITEWISE_REDIS_PREFIX=redis_prefix,
     )
     yield values
-    # RQ keeps its keys under "rq:", named by our queue (which carries the prefix) and job ids.
-    client = redis.Redis.from_url(redis_url)
-    name = queue_name(redis_prefix)
-    doomed = [k for k in client.scan_iter("rq:*", count=1000) if name.encode() in k]
-    for job in client.lrange(f"rq:queue:{name}", 0, -1):
-        doomed.append(b"rq:job:" + job)
-    for key in client.scan_iter(f"{redis_prefix}:*", count=1000):
-        doomed.append(key)
-    if doomed:
-        client.delete(*doomed)
-    client.close()
+    drop_jobs(redis_url, redis_prefix)  # redis_prefix deletes the keys under the prefix
 
 
 @pytest.fixture
@@ -138,8 +129,10 @@ def test_paths_must_stay_inside_the_ingest_root(client: TestClient, tmp_path: Pa
         refused = client.post("/v1/kbs/default/ingest", json={"path": path}, headers=ADMIN)
         assert refused.status_code == 400, path
         assert str(tmp_path) not in refused.text  # no server paths in the answer
-    malformed = client.post("/v1/kbs/default/ingest", content=b"{}", headers=ADMIN)
+    malformed = client.post("/v1/kbs/default/ingest", content=b"{}", headers=ADMIN | JSON)
     assert malformed.status_code == 400
+    untyped = client.post("/v1/kbs/default/ingest", content=b'{"path": "billing"}', headers=ADMIN)
+    assert untyped.status_code == 415  # JSON must say it is JSON
     anonymous = client.post("/v1/kbs/default/ingest", json={"path": "billing"})
     assert anonymous.status_code == 401
     unknown = client.get("/v1/jobs/" + "0" * 32, headers=ADMIN)

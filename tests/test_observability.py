@@ -3,7 +3,9 @@ once through ``uvicorn --factory`` in a subprocess beside a ``citewise ingest`` 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
+from citewise.logs import HANDLER_NAME, configure_logging
 from citewise.search.store import Hit
 from citewise.settings import Settings
 from ingest.report import IngestReport
@@ -200,7 +203,8 @@ def test_log_lines_are_json_with_the_request_id_and_never_a_secret(
             headers={"X-API-Key": ADMIN_KEY, "X-Request-Id": "log-admin"},
         )
     assert asked.status_code == 200 and searched.status_code == 200
-    assert widget.status_code == 401 and registered.status_code == 200
+    # The widget's page is on a site no widget lists yet: refused before its token is read.
+    assert widget.status_code == 403 and registered.status_code == 200
 
     err = capsys.readouterr().err
     records = json_lines(err)
@@ -211,7 +215,7 @@ def test_log_lines_are_json_with_the_request_id_and_never_a_secret(
     assert (ask["method"], ask["route"], ask["status"]) == ("POST", "/v1/ask", 200)
     assert ask["duration_ms"] > 0 and ask["client_ip"] == "testclient"
     assert access_line(records, "log-search")["route"] == "/v1/search"
-    assert access_line(records, "log-widget")["status"] == 401
+    assert access_line(records, "log-widget")["status"] == 403
     admin = access_line(records, "log-admin")
     assert admin["route"] == "/v1/admin/widgets/{widget_id}"
     assert widget_id not in json.dumps(admin)
@@ -231,6 +235,43 @@ def test_text_logs_for_a_terminal(
     assert re.search(expected, access[0]), access[0]
     with pytest.raises(json.JSONDecodeError):
         json.loads(access[0])
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a console's stderr does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
+    ("log_format", "terminal", "as_json"),
+    [("auto", False, True), ("auto", True, False), ("text", False, False), ("json", True, True)],
+)
+def test_auto_is_text_on_a_terminal_and_json_elsewhere(
+    log_format: Any, terminal: bool, as_json: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    configure_logging(log_format, "INFO")
+    logging.getLogger("citewise.test").info("ready on %s", "port 8000")
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1
+    if as_json:
+        assert json_lines(lines[0])[0]["message"] == "ready on port 8000"
+    else:
+        assert re.search(r" INFO +citewise\.test: ready on port 8000$", lines[0]), lines[0]
 
 
 def test_metrics_follow_real_requests(settings: Callable[..., Settings]) -> None:

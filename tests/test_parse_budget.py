@@ -19,8 +19,9 @@ Ingest = Callable[..., IngestReport]
 PARAGRAPH = "A long manual keeps its readers busy, and its parser busier still. " * 5
 
 
-def slow_markdown(path: Path, sections: int = 3_000) -> None:
-    """Valid Markdown that passes every guard and takes the parser several seconds."""
+def slow_markdown(path: Path, sections: int = 20_000) -> None:
+    """Valid Markdown (7 MB) that passes every guard and keeps the parser busy for ten times the
+    test's budget and more (about 16 s on a quiet machine of two cores)."""
     body = "\n\n".join(f"## Part {n}\n\n{PARAGRAPH}" for n in range(sections))
     path.write_text(f"# A very long manual\n\n{body}\n", encoding="utf-8")
 
@@ -50,11 +51,6 @@ def test_a_file_over_the_time_budget_fails_alone_and_the_run_goes_on(
     assert set(report.added) == good  # parsed by the worker started in the stopped one's place
     stored = build_store(make_settings()).knowledge_base("default")
     assert not stored.chunks_of_source("long-manual.md")
-
-    # With the default budget it fits; the others are unchanged (a dry run: no embedding).
-    again = ingest(corpus, dry_run=True)
-    assert again.failures == [] and again.added == ["long-manual.md"]
-    assert again.files_unchanged == len(good)
 
 
 def test_a_file_over_the_memory_budget_is_stopped_and_reported(

@@ -93,9 +93,11 @@ def test_a_page_on_an_allowed_origin_gets_a_token_that_stands_in_for_a_key(
     assert streamed.status_code == 200 and "event: done" in streamed.text
     searched = client.post("/v1/search", json={"query": "refund"}, headers=page(SITE, token))
     assert searched.status_code == 200 and searched.json()["hits"]
-    # A token is no admin key.
-    flush = client.post("/v1/admin/cache/flush", json={}, headers=page(SITE, token))
+    # A token is no admin key, and a widget's page may call the widget's endpoints only.
+    flush = client.post("/v1/admin/cache/flush", json={}, headers={"X-Widget-Token": token})
     assert code_of(flush, 401) == "unauthorized"
+    flush = client.post("/v1/admin/cache/flush", json={}, headers=page(SITE, token))
+    assert code_of(flush, 403) == "origin_not_allowed"
 
 
 def test_tokens_are_refused_off_their_origin_expired_forged_or_for_another_kb(
@@ -180,7 +182,7 @@ def test_widgets_registered_through_the_admin_api_work_at_once_and_can_be_remove
 
     assert client.delete("/v1/admin/widgets/blog", headers=admin()).status_code == 204
     revoked = client.post("/v1/ask", json=QUESTION, headers=page(blog, token))
-    assert code_of(revoked, 404) == "unknown_widget"
+    assert code_of(revoked, 403) == "origin_not_allowed"  # no widget lists the page's site now
     gone = client.delete("/v1/admin/widgets/blog", headers=admin())
     assert code_of(gone, 404) == "unknown_widget"
 
@@ -307,10 +309,15 @@ def test_a_token_reaches_its_own_knowledge_base_and_the_routes_the_widget_uses_o
     keyed = {"Authorization": f"Bearer {QUERY_KEY}"}  # a key is bound to no knowledge base
     assert client.post("/v1/feedback", json=thumbs, headers=keyed).status_code == 202
 
-    # The OpenAI-compatible chat is for keys: a token stands in for none there.
+    # The OpenAI-compatible chat is for keys: a token stands in for none there, and a widget's
+    # page may not call it.
     chat = {"model": "default", "messages": [{"role": "user", "content": QUESTION["question"]}]}
-    assert code_of(client.post("/v1/chat/completions", json=chat, headers=docs), 401) == (
+    scripted = {"X-Widget-Token": docs["X-Widget-Token"]}
+    assert code_of(client.post("/v1/chat/completions", json=chat, headers=scripted), 401) == (
         "unauthorized"
+    )
+    assert code_of(client.post("/v1/chat/completions", json=chat, headers=docs), 403) == (
+        "origin_not_allowed"
     )
     assert client.post("/v1/chat/completions", json=chat, headers=keyed).status_code == 200
 

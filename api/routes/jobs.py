@@ -13,6 +13,7 @@ import redis
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from api.security import AdminCaller
 from api.uploads import receive_uploads
@@ -23,7 +24,7 @@ from citewise.redis_client import RedisUnavailable
 from citewise.threads import run_blocking
 from citewise.wiring import Services
 
-router = APIRouter(tags=["ingest jobs"])
+router = APIRouter(route_class=TextRoute, tags=["ingest jobs"])
 T = TypeVar("T")
 
 _JSON_BODY = {

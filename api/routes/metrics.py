@@ -17,11 +17,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import SecretStr
 
+from api.bodies import TextRoute
 from api.deps import ServicesDep
 from citewise import metrics
 from citewise.errors import Unauthorized
 
-router = APIRouter()
+router = APIRouter(route_class=TextRoute)
 
 
 @router.get("/metrics", include_in_schema=False)
