@@ -65,6 +65,15 @@ def test_pdf_lines_ending_mid_sentence_join_and_a_sentence_end_still_splits() ->
     ]
 
 
+def test_a_list_right_under_its_introducing_line_is_still_a_list() -> None:
+    page = "Refunds depend on the plan\nyou bought:\n- Monthly: none.\n- Annual: within\n30 days."
+    assert kinds(page) == [
+        ("sentence", "Refunds depend on the plan you bought:"),
+        ("item", "Monthly: none."),
+        ("item", "Annual: within 30 days."),
+    ]
+
+
 @pytest.mark.parametrize(
     ("question", "kind"),
     [
@@ -100,6 +109,7 @@ def sentence(text: str) -> Unit:
         "And then you also read how to handle CORS with the CORSMiddleware.",
         "The app above is a minimal example to demonstrate how to broadcast messages.",
         "For more details, click here.",
+        "How seat reductions are handled is explained in the Billing and refund policy.",
     ],
 )
 def test_signposts_never_answer(signpost: str) -> None:

@@ -61,7 +61,9 @@ _SIGNPOST = re.compile(
     r"|\blater\s+in\s+(?:this|the)\b|\btable\s+of\s+contents\b"
     r"|\byou\s+(?:also\s+|already\s+)?(?:read|saw|learned|learnt)\b"
     r"|\b(?:shown|given|listed|described)\s+(?:above|below)\b|\bthe\s+\w+\s+(?:above|below)\b"
-    r"|\blet'?s\s+(?:see|start|begin|upgrade|continue|go|now)\b|\bprevious\s+example\b",
+    r"|\blet'?s\s+(?:see|start|begin|upgrade|continue|go|now)\b|\bprevious\s+example\b"
+    # a pointer to where the answer is, not the answer: "is explained in the refund policy"
+    r"|\b(?:is|are)\s+(?:explained|described|covered|detailed|documented|listed)\s+(?:in|on|under)\b",
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(

@@ -131,8 +131,16 @@ def _block_units(passage: str, start: int, end: int, block: int) -> list[Unit]:
         return [_unit(passage, start, end, "code", block)]
     if all(" | " in line or line.strip().startswith("|") for line in lines) and len(lines) > 1:
         return _lines(passage, start, end, "row", block)
-    if _LIST_ITEM.match(text.lstrip()):
-        return _items(passage, start, end, block)
+    # A list may follow its introducing lines without a blank line (PDF pages, wrapped text):
+    # the lines before its first item are prose, the rest are items.
+    cursor = start
+    for line in text.split("\n"):
+        if _LIST_ITEM.match(line.lstrip()):
+            return [
+                *_sentences(passage, start, cursor, block),
+                *_items(passage, cursor, end, block),
+            ]
+        cursor += len(line) + 1
     return _sentences(passage, start, end, block)
 
 

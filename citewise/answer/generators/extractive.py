@@ -251,11 +251,13 @@ def _render(chosen: list[_Candidate]) -> str:
     """Units in order: sentences run on, list items and rows one per line, code as it is;
     each followed by its passage's marker (a list or code block once, at its end)."""
     out = ""
+    blocks = [(c.n, c.unit.block) for c in chosen if c.unit.kind in ("item", "row")]
     for index, candidate in enumerate(chosen):
         unit, n = candidate.unit, candidate.n
         following = chosen[index + 1] if index + 1 < len(chosen) else None
         ends_block = following is None or (following.unit.block, following.n) != (unit.block, n)
-        if unit.kind == "sentence":
+        alone = unit.kind in ("item", "row") and blocks.count((n, unit.block)) == 1
+        if unit.kind == "sentence" or alone:  # one item of a list reads as a sentence
             out += (" " if out and not out.endswith("\n") else "") + _with_marker(unit.words, n)
             continue
         out = out.rstrip(" ")
