@@ -150,3 +150,11 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
     injection = '"Dependency Injection" means that your code declares what it needs.'
     assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0
+
+
+def test_a_question_naming_what_no_source_mentions_is_told_apart() -> None:
+    passages = ["Sign in with a password or with a Google account.", "Invite your team (HTTP API)."]
+    assert asked.unmentioned("How do I log in with Okta?", passages) == {"okta"}
+    assert asked.unmentioned("Can I sign in with Google?", passages) == set()
+    assert asked.unmentioned("Which HTTP API invites people?", passages) == set()
+    assert asked.unmentioned("How long is the 30 day trial?", passages) == set()  # numbers aside

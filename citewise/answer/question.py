@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 
+from citewise.answer.citations import key_content
 from citewise.answer.units import Unit
 
 
@@ -184,3 +185,12 @@ def _looks_like_heading(words: str) -> bool:
         bool(long_words) and sum(w[0].isupper() for w in long_words) * 3 >= len(long_words) * 2
     )
     return title_case or not _VERB_LIKE.search(words)
+
+
+def unmentioned(question: str, passages: list[str]) -> set[str]:
+    """The things a question names (a product, an acronym, an API: its names, not its numbers)
+    that none of the passages mention. "How do I log in with Okta?" asked of documentation
+    that never says Okta is not answered by it, however many other words they share."""
+    text = "\n".join(passages).lower()
+    names = {n for n in key_content(question) if not n[0].isdigit()}
+    return {name for name in names if name not in text}
