@@ -158,3 +158,7 @@ def test_a_question_naming_what_no_source_mentions_is_told_apart() -> None:
     assert asked.unmentioned("Can I sign in with Google?", passages) == set()
     assert asked.unmentioned("Which HTTP API invites people?", passages) == set()
     assert asked.unmentioned("How long is the 30 day trial?", passages) == set()  # numbers aside
+    assert asked.unmentioned("Can I sign in with Googles accounts?", passages) == set()
+    assert asked.about_something_else("Can I use SAML with Okta?", passages)
+    assert not asked.about_something_else("Can I use Okta or Google?", passages)
+    assert not asked.about_something_else("WHen can I sign in?", passages)

@@ -180,8 +180,8 @@ class Answerer:
         if not scored or max(r for r, _ in scored) < floor:
             return []
         relevant = [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
-        # And the sources must mention what the question names (asked.unmentioned).
-        if asked.unmentioned(question, [_mentions(h) for h in relevant]):
+        # And the sources must mention something the question names (asked.about_something_else).
+        if asked.about_something_else(question, [_mentions(h) for h in relevant]):
             return []
         return relevant
 
