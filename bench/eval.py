@@ -6,8 +6,13 @@
 2. XQuAD (English): retrieved_hit, cited_hit, answer_contains, refused and p50 latency with the
    extractive provider, as ``citewise eval answers``; then the unanswerable split (half the
    articles ingested, the other half's questions asked) for the refusal rate.
+3. The FastAPI documentation (155 Markdown pages) with our own questions about it
+   (bench/data/fastapi_docs_qa.jsonl), as ``citewise eval answers --docs-qa``: gold pages found
+   and cited, key phrases in the answers, refusals, by kind of question; every question's
+   answer and flags go to bench/results/fastapi_docs_qa_details.jsonl.
 
-Run:  .venv/bin/python bench/eval.py      Writes bench/results/eval.json (about 15 minutes).
+Run:  .venv/bin/python bench/eval.py      Writes bench/results/eval.json (about 25 minutes).
+      --only retrieval|answers|docs-qa runs one part and keeps the others' entries.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent.parent / "shared" / "eval"
+DOCS_QA = HERE / "data" / "fastapi_docs_qa.jsonl"
 CLI = [sys.executable, "-m", "cli"]
 
 
@@ -46,8 +52,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval.json")
     parser.add_argument(
         "--only",
-        choices=["retrieval", "answers"],
-        help="run one half and update its entries in --out, keeping the other half's",
+        choices=["retrieval", "answers", "docs-qa"],
+        help="run one part and update its entries in --out, keeping the others'",
     )
     args = parser.parse_args()
 
@@ -63,13 +69,20 @@ def main() -> None:
         str(scifact / "qrels_train.tsv"),
     ]
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.only else {}
-    if args.only != "answers":
+    docs = str(args.eval_dir / "fastapi_docs" / "docs")
+    if args.only in (None, "retrieval"):
         results["scifact_train"] = run(
             *beir, "--mode", "dense", "--mode", "bm25", "--mode", "hybrid"
         )
-    if args.only != "retrieval":
+    if args.only in (None, "answers"):
         results["xquad_en"] = run("answers", "--squad", squad)
         results["xquad_en_unanswerable"] = run("answers", "--squad", squad, "--unanswerable")
+    if args.only in (None, "docs-qa"):
+        details = args.out.parent / "fastapi_docs_qa_details.jsonl"  # each answer, to study
+        results["fastapi_docs_qa"] = run(
+            "answers", "--docs-qa", str(DOCS_QA), "--docs", docs, "--details", str(details)
+        )
+    results.pop("machine", None)  # last, after whichever parts ran
     results["machine"] = (
         f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     )

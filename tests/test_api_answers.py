@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -29,7 +30,15 @@ from citewise.search.retrieval import Retriever
 from citewise.search.store import Hit
 from citewise.settings import Settings
 from citewise.wiring import build_store
-from tests.answer_helpers import ingest_into, parse_sse, sample_home, serve, squash, sse_events
+from tests.answer_helpers import (
+    ingest_into,
+    parse_sse,
+    sample_home,
+    serve,
+    squash,
+    sse_events,
+    without_markers,
+)
 
 BASE_URL = "https://help.example.com/"
 INVITATION = "How long is an invitation valid?"
@@ -538,3 +547,28 @@ def test_closing_the_stream_cancels_generation(settings: Settings) -> None:
             assert not generator.cancelled.is_set()  # still connected: still generating
         # Leaving the blocks closed the connection; the server must notice and stop generating.
         assert generator.cancelled.wait(30), "generation was not cancelled"
+
+
+def demo_starters() -> list[str]:
+    """The starter questions the demo page offers (api/static/demo.html)."""
+    page = (Path(__file__).parent.parent / "api" / "static" / "demo.html").read_text("utf-8")
+    found = re.search(r"data-starters='(\[[^']*\])'", page)
+    assert found, "the demo page has starter questions"
+    starters: list[str] = json.loads(html.unescape(found.group(1)))
+    return starters
+
+
+@pytest.mark.parametrize("question", demo_starters())
+def test_the_demo_starter_questions_are_answered_in_whole_sentences(
+    client: TestClient, question: str
+) -> None:
+    events = ask_stream(client, question)
+
+    done = dict(events)["done"]
+    assert not done["refused"]
+    answer = without_markers(done["answer"]).strip()
+    for line in answer.splitlines():
+        if line.startswith("From ") and line.endswith(":"):
+            continue  # the line naming where a quoted block comes from
+        assert re.search(r"[.!?:)\"”]$", line.strip()), f"cut short: {line!r}"
+    assert "".join(data["text"] for name, data in events if name == "delta") == done["answer"]

@@ -117,3 +117,86 @@ def test_eval_answers_and_unanswerable(tmp_path: Path, cache_dir: Path) -> None:
     )
     assert code == 0 and unanswerable["questions"] == 1
     assert unanswerable["refused"] == 1.0
+
+
+DOCS_PAGES = {
+    "guide/caching.md": "# Caching\n\n"
+    "The response cache keeps every answer for 300 seconds by default. "
+    "Set CACHE_TTL to keep answers for longer or shorter.\n",
+    "guide/deploying.md": "# Deploying\n\n"
+    "The container image listens on port 8080. "
+    "Put a reverse proxy in front of it to terminate TLS.\n",
+}
+DOCS_QUESTIONS = [
+    {
+        "id": "fact-01",
+        "question": "For how long does the response cache keep an answer by default?",
+        "kind": "fact",
+        "gold_pages": ["guide/caching.md"],
+        "key_phrase": "300 seconds",
+    },
+    {
+        "id": "how-01",
+        "question": "Which port does the container image listen on?",
+        "kind": "how",
+        "gold_pages": ["guide/deploying.md"],
+        "key_phrase": "8080",
+    },
+    {
+        "id": "unanswerable-01",
+        "question": "At what temperature does mercury boil?",
+        "kind": "unanswerable",
+        "gold_pages": [],
+        "key_phrase": None,
+    },
+]
+
+
+def write_docs_qa(folder: Path) -> tuple[Path, Path]:
+    docs = folder / "docs"
+    for name, text in DOCS_PAGES.items():
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        (docs / name).write_text(text, encoding="utf-8")
+    questions = folder / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in DOCS_QUESTIONS), encoding="utf-8")
+    return questions, docs
+
+
+def test_eval_answers_on_a_documentation_folder(tmp_path: Path, cache_dir: Path) -> None:
+    questions, docs = write_docs_qa(tmp_path)
+    details = tmp_path / "details.jsonl"
+    env = citewise_env(tmp_path / "home", cache_dir)
+
+    args = ["eval", "answers", "--docs-qa", str(questions), "--docs", str(docs)]
+    code, scores = run_json(*args, "--details", str(details), env=env)
+    assert code == 0, scores
+    assert (scores["questions"], scores["answerable"], scores["unanswerable"]) == (3, 2, 1)
+    assert (scores["pages"], scores["pages_failed"]) == (2, 0)
+    # Each answerable question's only page is found, cited and quoted; the other is refused.
+    for flag in ("gold_page_retrieved", "gold_page_cited", "key_phrase_in_answer"):
+        assert scores[flag] == 1.0, flag
+    assert scores["refused"] == 0.0 and scores["unanswerable_refused"] == 1.0
+    assert scores["by_kind"]["fact"]["key_phrase_in_answer"] == 1.0
+    assert scores["by_kind"]["unanswerable"] == {"questions": 1, "refused": 1.0}
+    assert scores["answer_words_mean"] > 0 and scores["p50_ms"] > 0
+
+    records = [json.loads(line) for line in details.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == ["fact-01", "how-01", "unanswerable-01"]
+    fact, _, refused = records
+    assert "300 seconds" in fact["answer"] and fact["cited"] == ["guide/caching.md"]
+    assert fact["key_phrase_in_answer"] is True and fact["sources"][0] == "guide/caching.md"
+    assert refused["refused"] is True and refused["key_phrase_in_answer"] is None
+    assert not (tmp_path / "home" / "chroma").exists()
+
+
+def test_eval_answers_wants_one_format(tmp_path: Path, cache_dir: Path) -> None:
+    questions, docs = write_docs_qa(tmp_path)
+    env = citewise_env(tmp_path / "home", cache_dir)
+    for args in (
+        ["--docs-qa", str(questions)],  # no folder to ask about
+        [],  # neither format
+        ["--docs-qa", str(questions), "--docs", str(docs), "--unanswerable"],
+        ["--docs-qa", str(questions), "--docs", str(docs / "guide")],  # gold pages not there
+    ):
+        code, error = run_json("eval", "answers", *args, env=env)
+        assert code == 2 and error["error"]["code"] == "invalid_request", args

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from citewise import metrics, shapes, stored_chunk
+from citewise.answer import question as asked
 from citewise.answer.citations import (
     MarkerFilter,
     deep_link,
@@ -178,7 +179,11 @@ class Answerer:
         floor = self.settings.min_relevance
         if not scored or max(r for r, _ in scored) < floor:
             return []
-        return [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
+        relevant = [h for r, h in scored if r >= floor * SOURCE_FLOOR_SHARE]
+        # And the sources must mention something the question names (asked.about_something_else).
+        if asked.about_something_else(question, [_mentions(h) for h in relevant]):
+            return []
+        return relevant
 
 
 async def _measured(pieces: AsyncIterator[str], provider: str) -> AsyncIterator[str]:
@@ -201,6 +206,12 @@ async def _measured(pieces: AsyncIterator[str], provider: str) -> AsyncIterator[
         characters.inc(len(piece))
         yield piece
     metrics.GENERATION_SECONDS.labels(provider).observe(time.perf_counter() - started)
+
+
+def _mentions(hit: Hit) -> str:
+    title = str(hit.metadata.get(stored_chunk.TITLE, ""))
+    heading = str(hit.metadata.get(stored_chunk.HEADING, ""))
+    return f"{title}\n{heading}\n{hit.text}"
 
 
 def relevance(question_terms: set[str], hit: Hit) -> float:

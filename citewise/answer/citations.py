@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote as url_quote
 
 from citewise import stored_chunk
+from citewise.answer.units import units
 from citewise.search.lexical import tokenize
 from citewise.search.store import Hit
 from citewise.shapes import Citation
@@ -110,17 +111,49 @@ def claims(answer: str) -> Iterator[tuple[str, list[int]]]:
 
 
 def support(claim: str, passage: str) -> tuple[float, Span]:
-    """How much of ``claim`` the passage backs (0..1), and the passage sentence that backs most."""
+    """How much of ``claim`` the passage backs (0..1), and the passage unit that backs most.
+
+    A claim whose key content is missing from the passage is backed not at all, however many
+    of its other words the passage shares: "returns 404" is not backed by a passage about 201.
+    """
     claim_terms = set(tokenize([claim])[0])
-    passage_sentences = sentences(passage) or [Span(passage, 0, len(passage))]
+    # The passage cut as answers are cut (wrapped lines joined, list items apart), so the quote
+    # is the whole unit an answer took from it.
+    passage_sentences = [Span(u.text, u.start, u.end) for u in units(passage)] or [
+        Span(passage, 0, len(passage))
+    ]
     if not claim_terms:
         return 0.0, passage_sentences[0]
     best = max(
         passage_sentences,
         key=lambda s: len(claim_terms & set(tokenize([s.text])[0])),
     )
+    if not key_content(claim) <= key_content(passage, every=True):
+        return 0.0, best
     covered = claim_terms & set(tokenize([passage])[0])
     return len(covered) / len(claim_terms), best
+
+
+# Numbers, and names: words with a capital or a digit inside, or an underscore or dot between
+# letters (CORSMiddleware, HTTP, add_task, v2.1), and capitalised words that do not start a
+# sentence (Paris, Pydantic). They carry a claim; "the", "returns" and "status" do not.
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+_NAME = re.compile(r"\b(?:[A-Za-z]+[A-Z0-9_.][\w.]*[A-Za-z0-9]|[A-Z][a-z]+)\b")
+
+
+def key_content(text: str, *, every: bool = False) -> set[str]:
+    """The numbers and names of ``text``, lower case (with ``every``, capitalised words that
+    start a sentence too: a passage may state at a sentence's start what a claim names later)."""
+    found = {n.replace(",", "") for n in _NUMBER.findall(text)}
+    for match in _NAME.finditer(text):
+        word = match.group(0).rstrip(".")
+        starts_sentence = re.search(r"(?:^|[.!?:]\s+|\n\s*|[-*]\s+)$", text[: match.start()])
+        if word[0].isupper() and word[1:].islower() and starts_sentence and not every:
+            continue
+        found.add(word.lower())
+    if every:  # a passage holds a name if it holds it as a word of its own too
+        found |= {w.lower() for w in re.findall(r"[\w.]+", text)}
+    return found
 
 
 def verify(

@@ -1,0 +1,111 @@
+"""The offline answerer, with the real embedding model, on passages written like documentation:
+answers shaped by the question, signposts never chosen, citations that mean something."""
+
+from __future__ import annotations
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from citewise import stored_chunk
+from citewise.answer.citations import support, verify
+from citewise.answer.generators.extractive import ExtractiveGenerator
+from citewise.search.store import Hit
+
+STATUS_PAGE = (
+    "Later, in the advanced guide, you will see how to return a different status code than "
+    "the default you are declaring here.\n\n"
+    "Each status code has a meaning. 200 means OK, the default for a successful response. "
+    "When your endpoint creates something, return 201, which means Created.\n\n"
+    "In these cases, you would normally return an HTTP status code in the range of 400 "
+    "(from 400 to 499)."
+)
+CORS_PAGE = (
+    "You will read about how to handle cross-origin requests in the next section.\n\n"
+    "To let a frontend on another origin call your API, add the CORS middleware:\n\n"
+    "- Import CORSMiddleware.\n"
+    "- Make a list of the origins you allow.\n"
+    "- Add it to your application with add_middleware().\n\n"
+    "Browsers then send a preflight request first."
+)
+WRAPPED_TXT = (
+    "Rejecting a report sends it back to its owner.\n"
+    "A comment is required when rejecting, and it must be at least 10\n"
+    "characters long, so the owner knows what to fix."
+)
+
+
+def hit(text: str, title: str, heading: str, embeddings: Embeddings, question: str) -> Hit:
+    similarity = float(
+        np.dot(embeddings.embed_query(question), embeddings.embed_documents([text])[0])
+    )
+    metadata = {
+        stored_chunk.SOURCE: f"{title.lower().replace(' ', '-')}.md",
+        stored_chunk.TITLE: title,
+        stored_chunk.HEADING: heading,
+    }
+    return Hit(f"id-{title}", text, metadata, similarity, similarity)
+
+
+def answer(embeddings: Embeddings, question: str, *pages: tuple[str, str, str]) -> str:
+    hits = [hit(text, title, heading, embeddings, question) for text, title, heading in pages]
+    return ExtractiveGenerator(embeddings).compose(question, hits)
+
+
+def test_a_fact_question_gets_the_sentence_that_states_it(embeddings: Embeddings) -> None:
+    question = "What status code should my endpoint return when it creates an item?"
+    text = answer(embeddings, question, (STATUS_PAGE, "Status codes", "Status codes"))
+
+    assert "201" in text and "Created" in text
+    assert "you will see" not in text
+
+
+def test_a_how_question_gets_the_steps_under_a_line_saying_where_they_come_from(
+    embeddings: Embeddings,
+) -> None:
+    question = "How do I enable CORS?"
+    text = answer(embeddings, question, (CORS_PAGE, "CORS", "CORS > Use CORSMiddleware"))
+
+    lines = text.splitlines()
+    assert lines[0] == "From CORS › Use CORSMiddleware:"
+    assert lines[1].startswith("To let a frontend on another origin call your API")
+    assert lines[2:] == [
+        "- Import CORSMiddleware.",
+        "- Make a list of the origins you allow.",
+        "- Add it to your application with add_middleware() [1].",
+    ]
+    assert "next section" not in text
+
+
+def test_a_hard_wrapped_sentence_is_answered_whole(embeddings: Embeddings) -> None:
+    question = "How long must a rejection comment be?"
+    text = answer(embeddings, question, (WRAPPED_TXT, "Expense approval", "Rejecting"))
+
+    assert "at least 10 characters long" in text
+    assert text.endswith(".")
+
+
+def test_every_claim_of_an_offline_answer_is_supported_and_quotes_whole_units(
+    embeddings: Embeddings,
+) -> None:
+    question = "How long must a rejection comment be?"
+    hits = [hit(WRAPPED_TXT, "Expense approval", "Rejecting", embeddings, question)]
+    text = ExtractiveGenerator(embeddings).compose(question, hits)
+
+    citations = verify(text, hits, {}, "default")
+
+    assert [c.supported for c in citations] == [True]
+    assert "characters long" in citations[0].quote
+    assert WRAPPED_TXT[citations[0].start : citations[0].end] == citations[0].quote
+
+
+def test_a_claim_whose_number_or_name_the_passage_lacks_is_not_supported() -> None:
+    wrong_code = "When your endpoint creates something, return 404, which means Created."
+    wrong_name = "When your endpoint creates something, return 201, which means Accepted."
+    right = "When your endpoint creates something, return 201, which means Created."
+
+    assert support(right, STATUS_PAGE)[0] == 1.0
+    assert support(wrong_code, STATUS_PAGE)[0] == 0.0
+    assert support(wrong_name, STATUS_PAGE)[0] == 0.0
+    page = Hit("id", STATUS_PAGE, {stored_chunk.SOURCE: "status.md"}, 1.0, 1.0)
+    flagged = verify(wrong_code.replace("Created.", "Created [1]."), [page], {}, "default")
+    assert [(c.supported, c.unsupported_claims) for c in flagged] == [(False, [wrong_code])]

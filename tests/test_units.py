@@ -1,0 +1,164 @@
+"""Text units for extractive answers, and the rules that say which can answer a question."""
+
+from __future__ import annotations
+
+import pytest
+
+from citewise.answer import question as asked
+from citewise.answer.units import Unit, units
+
+WRAPPED = (
+    "A comment is required when rejecting, and it must be at least 10\n"
+    "characters long. The approver sees it (e.g. The Finance Team) in the log.\n"
+    "See Fig. 2 for the flow, which J. Smith drew.\n"
+    "\n"
+    "To reject a report:\n"
+    "\n"
+    "- Open the report.\n"
+    "- Choose Reject and write\n"
+    "  the reason.\n"
+    "\n"
+    'client.post("/reports/7/reject", json={"comment": comment})\n'
+    "\n"
+    "| status | meaning |\n"
+    "| 201 | created |"
+)
+
+
+def kinds(text: str) -> list[tuple[str, str]]:
+    return [(u.kind, u.words) for u in units(text)]
+
+
+def test_hard_wrapped_prose_is_joined_and_abbreviations_do_not_end_sentences() -> None:
+    assert kinds(WRAPPED)[:3] == [
+        (
+            "sentence",
+            "A comment is required when rejecting, and it must be at least 10 characters long.",
+        ),
+        ("sentence", "The approver sees it (e.g. The Finance Team) in the log."),
+        ("sentence", "See Fig. 2 for the flow, which J. Smith drew."),
+    ]
+
+
+def test_list_items_code_and_table_rows_stay_units_of_their_own() -> None:
+    assert kinds(WRAPPED)[3:] == [
+        ("sentence", "To reject a report:"),
+        ("item", "Open the report."),
+        ("item", "Choose Reject and write the reason."),
+        ("code", 'client.post("/reports/7/reject", json={"comment": comment})'),
+        ("row", "| status | meaning |"),
+        ("row", "| 201 | created |"),
+    ]
+
+
+def test_every_unit_is_the_exact_text_at_its_offsets_and_blocks_are_numbered() -> None:
+    found = units(WRAPPED)
+    assert all(WRAPPED[u.start : u.end] == u.text for u in found)
+    assert [u.block for u in found] == [0, 0, 0, 1, 2, 2, 3, 4, 4]
+
+
+def test_pdf_lines_ending_mid_sentence_join_and_a_sentence_end_still_splits() -> None:
+    page = "The estimated basic reproduction number\nwas 2.2 in the early phase.\nIt fell later."
+    assert kinds(page) == [
+        ("sentence", "The estimated basic reproduction number was 2.2 in the early phase."),
+        ("sentence", "It fell later."),
+    ]
+
+
+def test_a_list_right_under_its_introducing_line_is_still_a_list() -> None:
+    page = "Refunds depend on the plan\nyou bought:\n- Monthly: none.\n- Annual: within\n30 days."
+    assert kinds(page) == [
+        ("sentence", "Refunds depend on the plan you bought:"),
+        ("item", "Monthly: none."),
+        ("item", "Annual: within 30 days."),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("How do I enable CORS?", asked.Kind.PROCEDURE),
+        ("how can i upload a file", asked.Kind.PROCEDURE),
+        ("What are the steps to deploy?", asked.Kind.PROCEDURE),
+        ("How many workers does it start?", asked.Kind.QUANTITY),
+        ("What status code is returned when an item is created?", asked.Kind.QUANTITY),
+        ("When was the treaty signed?", asked.Kind.QUANTITY),
+        ("What is the default port?", asked.Kind.QUANTITY),
+        ("What is dependency injection?", asked.Kind.DEFINITION),
+        ("What does IFITM stand for?", asked.Kind.DEFINITION),
+        ("Which package do I install to read form fields?", asked.Kind.NAME),
+        ("What middleware handles CORS?", asked.Kind.NAME),
+        ("How does the cache work?", asked.Kind.OTHER),
+        ("Does FastAPI support GraphQL?", asked.Kind.OTHER),
+    ],
+)
+def test_questions_are_told_apart_by_what_they_ask_for(question: str, kind: asked.Kind) -> None:
+    assert asked.kind_of(question) is kind
+
+
+def sentence(text: str) -> Unit:
+    return Unit(text, 0, len(text), "sentence", 0)
+
+
+@pytest.mark.parametrize(
+    "signpost",
+    [
+        "You will read about how to handle CORS with a middleware in the next section.",
+        "Later, in the Advanced User Guide, you will see how to return a different status code.",
+        "Read more about it in the FastAPI docs about returning a custom Response.",
+        "And then you also read how to handle CORS with the CORSMiddleware.",
+        "The app above is a minimal example to demonstrate how to broadcast messages.",
+        "For more details, click here.",
+        "How seat reductions are handled is explained in the Billing and refund policy.",
+    ],
+)
+def test_signposts_never_answer(signpost: str) -> None:
+    assert not asked.may_answer(sentence(signpost), asked.Kind.OTHER, 3)
+
+
+@pytest.mark.parametrize(
+    "not_an_answer",
+    [
+        "Flaxman S, Mishra S, Gandy A, et al. Estimating the effects of interventions. 2020",
+        "[12] Smith J. Transmission dynamics. Lancet 2020; 395: 689-697.",
+        "Abstract:",
+        "Materials And Methods Overview",
+        "{* ../../docs_src/cors/tutorial001.py hl[2,6:11] *}",
+        "│ Running in development mode, for production use: │",
+    ],
+)
+def test_references_labels_headings_and_markup_never_answer(not_an_answer: str) -> None:
+    assert not asked.may_answer(sentence(not_an_answer), asked.Kind.OTHER, 3)
+
+
+def test_code_answers_only_a_procedure() -> None:
+    code = Unit("app.add_middleware(CORSMiddleware)", 0, 34, "code", 0)
+    assert asked.may_answer(code, asked.Kind.PROCEDURE, 3)
+    assert not asked.may_answer(code, asked.Kind.OTHER, 3)
+
+
+def test_what_the_question_asks_for_is_recognised() -> None:
+    quantity, definition = asked.Kind.QUANTITY, asked.Kind.DEFINITION
+    assert asked.carries_wanted("It returns 201 Created.", quantity, None) == 1.0
+    assert asked.carries_wanted("It returns a status code.", quantity, None) == -1.0
+    subject = asked.subject_of("What is IFITM?")
+    assert subject == "ifitm"
+    defining = "The interferon-induced transmembrane (IFITM) proteins restrict viral entry."
+    assert asked.carries_wanted(defining, definition, subject) == 1.0
+    assert asked.carries_wanted("IFITM proteins were measured.", definition, subject) == 0.0
+    assert asked.subject_of("What is Typer meant to be?") == "typer"
+    assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
+    injection = '"Dependency Injection" means that your code declares what it needs.'
+    assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0
+
+
+def test_a_question_naming_what_no_source_mentions_is_told_apart() -> None:
+    passages = ["Sign in with a password or with a Google account.", "Invite your team (HTTP API)."]
+    assert asked.unmentioned("How do I log in with Okta?", passages) == {"okta"}
+    assert asked.unmentioned("Can I sign in with Google?", passages) == set()
+    assert asked.unmentioned("Which HTTP API invites people?", passages) == set()
+    assert asked.unmentioned("How long is the 30 day trial?", passages) == set()  # numbers aside
+    assert asked.unmentioned("Can I sign in with Googles accounts?", passages) == set()
+    assert asked.about_something_else("Can I use SAML with Okta?", passages)
+    assert not asked.about_something_else("Can I use Okta or Google?", passages)
+    assert not asked.about_something_else("WHen can I sign in?", passages)
