@@ -5,7 +5,8 @@
    three modes).
 2. XQuAD (English): retrieved_hit, cited_hit, answer_contains, refused and p50 latency with the
    extractive provider, as ``citewise eval answers``; then the unanswerable split (half the
-   articles ingested, the other half's questions asked) for the refusal rate.
+   articles ingested, the other half's questions asked) for the refusal rate; then each
+   article ingested as one long document (``--joined``).
 3. The FastAPI documentation (155 Markdown pages) with our own questions about it
    (bench/data/fastapi_docs_qa.jsonl), as ``citewise eval answers --docs-qa``: gold pages found
    and cited, key phrases in the answers, refusals, by kind of question; every question's
@@ -77,6 +78,7 @@ def main() -> None:
     if args.only in (None, "answers"):
         results["xquad_en"] = run("answers", "--squad", squad)
         results["xquad_en_unanswerable"] = run("answers", "--squad", squad, "--unanswerable")
+        results["xquad_en_joined"] = run("answers", "--squad", squad, "--joined")
     if args.only in (None, "docs-qa"):
         details = args.out.parent / "fastapi_docs_qa_details.jsonl"  # each answer, to study
         results["fastapi_docs_qa"] = run(

@@ -138,6 +138,14 @@ def answers(
             "report how often Citewise refuses.",
         ),
     ] = False,
+    joined: Annotated[
+        bool,
+        typer.Option(
+            "--joined",
+            help="With --squad: ingest each article as one long document (its paragraphs "
+            "joined) instead of one document per paragraph.",
+        ),
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Ask at most this many questions.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -149,13 +157,13 @@ def answers(
         if squad is not None:
             if docs is not None or details is not None:
                 raise InvalidRequest("--docs and --details go with --docs-qa")
-            scores = _squad_answers(squad, unanswerable, limit)
+            scores = _squad_answers(squad, unanswerable, limit, joined=joined)
         else:
             assert docs_qa is not None
             if docs is None:
                 raise InvalidRequest("--docs-qa needs --docs DIR, the folder it asks about")
-            if unanswerable:
-                raise InvalidRequest("--unanswerable goes with --squad")
+            if unanswerable or joined:
+                raise InvalidRequest("--unanswerable and --joined go with --squad")
             scores = _docs_answers(docs_qa, docs, details, limit)
     except CitewiseError as error:
         fail(error, as_json)
@@ -165,7 +173,9 @@ def answers(
         _print(scores, as_json, "Answers")
 
 
-def _squad_answers(squad: Path, unanswerable: bool, limit: int | None) -> dict[str, Any]:
+def _squad_answers(
+    squad: Path, unanswerable: bool, limit: int | None, *, joined: bool = False
+) -> dict[str, Any]:
     """retrieved_hit, cited_hit, answer_contains, refused and p50_ms on a SQuAD-format set."""
     from cli import evaluation
 
@@ -184,8 +194,14 @@ def _squad_answers(squad: Path, unanswerable: bool, limit: int | None) -> dict[s
     settings = Settings()
 
     def load(pipeline: IngestPipeline, progress: Bar) -> None:
-        documents = evaluation.squad_documents(paragraphs)
-        pipeline.add_documents(EVAL_KB, documents, progress, len(paragraphs))
+        if joined:
+            articles = len({title for title, _, _ in paragraphs})
+            pipeline.add_documents(
+                EVAL_KB, evaluation.squad_articles(paragraphs), progress, articles
+            )
+        else:
+            documents = evaluation.squad_documents(paragraphs)
+            pipeline.add_documents(EVAL_KB, documents, progress, len(paragraphs))
 
     _, asked = _ask_all(settings, load, [text for text, _ in questions])
     totals = {"retrieved_hit": 0, "cited_hit": 0, "answer_contains": 0, "refused": 0}
@@ -207,6 +223,7 @@ def _squad_answers(squad: Path, unanswerable: bool, limit: int | None) -> dict[s
     scores["questions"] = len(questions)
     scores["provider"] = settings.answering.provider
     scores["unanswerable"] = unanswerable
+    scores["joined"] = joined
     return scores
 
 

@@ -116,6 +116,21 @@ def squad_documents(
         yield source, document, {DOC_ID: str(number)}
 
 
+def squad_articles(
+    paragraphs: list[tuple[str, str, list[dict[str, Any]]]],
+) -> Iterator[tuple[str, ParsedDocument, dict[str, Any]]]:
+    """One document per article, its paragraphs in order: a long document whose answer sits
+    in one part of it, as in a paper or a long manual page."""
+    articles: dict[str, list[str]] = {}
+    for title, context, _ in paragraphs:
+        articles.setdefault(title, []).append(context)
+    for number, (title, contexts) in enumerate(articles.items()):
+        document = ParsedDocument(
+            title=title.replace("_", " "), blocks=[Block(c) for c in contexts]
+        )
+        yield f"{_slug(title)}.txt", document, {DOC_ID: str(number)}
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
     text = text.lower()

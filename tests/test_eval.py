@@ -118,6 +118,15 @@ def test_eval_answers_and_unanswerable(tmp_path: Path, cache_dir: Path) -> None:
     assert code == 0 and unanswerable["questions"] == 1
     assert unanswerable["refused"] == 1.0
 
+    # Each article one document: the same questions, answered from the long documents.
+    squad["data"][0]["paragraphs"].append(
+        {"context": "Bumblebees do not dance; they leave scent marks on flowers.", "qas": []}
+    )
+    path.write_text(json.dumps(squad), encoding="utf-8")
+    code, joined = run_json("eval", "answers", "--squad", str(path), "--joined", env=env)
+    assert code == 0 and joined["joined"] is True and joined["questions"] == 2
+    assert joined["cited_hit"] == 1.0 and joined["answer_contains"] == 1.0
+
 
 DOCS_PAGES = {
     "guide/caching.md": "# Caching\n\n"
