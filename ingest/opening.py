@@ -61,29 +61,29 @@ def opened_beneath(anchor: Path, path: Path) -> Iterator[tuple[int, int]]:
 def read_beneath(anchor: Path, path: Path, limit: int) -> bytes:
     """The whole file, refused when it is (or has grown) over ``limit`` bytes."""
     with opened_beneath(anchor, path) as (descriptor, size):
-        if size > limit:
-            raise too_large(size, limit)
-        blocks, total = [], 0
-        while block := os.read(descriptor, _BLOCK):
-            total += len(block)
-            if total > limit:
-                raise too_large(total, limit)
-            blocks.append(block)
-    return b"".join(blocks)
+        return b"".join(_blocks(descriptor, size, limit))
 
 
 def hash_beneath(anchor: Path, path: Path, limit: int) -> tuple[str, int]:
     """(SHA-256 hex digest, size) of the file, read in blocks; over ``limit`` is refused."""
     digest, total = hashlib.sha256(), 0
     with opened_beneath(anchor, path) as (descriptor, size):
-        if size > limit:
-            raise too_large(size, limit)
-        while block := os.read(descriptor, _BLOCK):
-            total += len(block)
-            if total > limit:
-                raise too_large(total, limit)
+        for block in _blocks(descriptor, size, limit):
             digest.update(block)
+            total += len(block)
     return digest.hexdigest(), total
+
+
+def _blocks(descriptor: int, size: int, limit: int) -> Iterator[bytes]:
+    """The file's bytes in blocks; ``too_large`` from its size, or once it has grown past."""
+    if size > limit:
+        raise too_large(size, limit)
+    total = 0
+    while block := os.read(descriptor, _BLOCK):
+        total += len(block)
+        if total > limit:
+            raise too_large(total, limit)
+        yield block
 
 
 def _open(anchor: Path, path: Path, *, follow_once: bool) -> int:

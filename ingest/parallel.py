@@ -36,6 +36,7 @@ from typing import Any
 
 from citewise.errors import DocumentError, EmptyDocument
 from citewise.offline import prepare_offline
+from citewise.settings import LimitSettings
 from citewise.stored_chunk import Chunk
 from ingest.chunking import Chunker
 from ingest.discovery import SourceFile
@@ -64,6 +65,10 @@ class ParseBudget:
 
     seconds: float = 120.0
     memory_bytes: int = 2048 * _MB
+
+    @classmethod
+    def from_settings(cls, settings: LimitSettings) -> ParseBudget:
+        return cls(settings.parse_timeout_s, settings.parse_memory_mb * _MB)
 
 
 @dataclass(frozen=True)

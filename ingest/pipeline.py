@@ -339,9 +339,7 @@ class IngestPipeline:
             self._chunking,
             self.settings.ingest.parse_workers,
             ParseLimits.from_settings(self.settings.limits),
-            ParseBudget(
-                self.settings.limits.parse_timeout_s, self.settings.limits.parse_memory_mb * 2**20
-            ),
+            ParseBudget.from_settings(self.settings.limits),
         ):
             progress.advance(parsed.file.source)
             item = by_source[parsed.file.source]
