@@ -41,6 +41,11 @@ class Source(BaseModel):
     score: float
     similarity: float
     text: str
+    retrieved: bool = Field(
+        default=True,
+        description="False for a passage the answerer read because it stands next to a "
+        "retrieved one in the same document.",
+    )
 
 
 class Citation(BaseModel):

@@ -34,7 +34,16 @@ WRAPPED_TXT = (
 )
 
 
-def hit(text: str, title: str, heading: str, embeddings: Embeddings, question: str) -> Hit:
+def hit(
+    text: str,
+    title: str,
+    heading: str,
+    embeddings: Embeddings,
+    question: str,
+    *,
+    chunk_index: int = 0,
+    retrieved: bool = True,
+) -> Hit:
     similarity = float(
         np.dot(embeddings.embed_query(question), embeddings.embed_documents([text])[0])
     )
@@ -42,8 +51,9 @@ def hit(text: str, title: str, heading: str, embeddings: Embeddings, question: s
         stored_chunk.SOURCE: f"{title.lower().replace(' ', '-')}.md",
         stored_chunk.TITLE: title,
         stored_chunk.HEADING: heading,
+        stored_chunk.CHUNK_INDEX: chunk_index,
     }
-    return Hit(f"id-{title}", text, metadata, similarity, similarity)
+    return Hit(f"id-{title}-{chunk_index}", text, metadata, similarity, similarity, retrieved)
 
 
 def answer(embeddings: Embeddings, question: str, *pages: tuple[str, str, str]) -> str:
@@ -109,3 +119,63 @@ def test_a_claim_whose_number_or_name_the_passage_lacks_is_not_supported() -> No
     page = Hit("id", STATUS_PAGE, {stored_chunk.SOURCE: "status.md"}, 1.0, 1.0)
     flagged = verify(wrong_code.replace("Created.", "Created [1]."), [page], {}, "default")
     assert [(c.supported, c.unsupported_claims) for c in flagged] == [(False, [wrong_code])]
+
+
+BACKGROUND_INTRO = (
+    "You can define background tasks to be run after returning a response.\n\n"
+    "This is useful for operations that need to happen after a request, but that the client "
+    "doesn't really have to wait for, such as sending an e-mail notification after an action."
+)
+BACKGROUND_USE = (
+    "First, import BackgroundTasks and declare a parameter of that type in your path "
+    "operation function.\n\n"
+    "Then pass the task function to add_task() on that parameter."
+)
+
+
+def test_a_how_question_reads_on_into_the_passage_that_continues_the_section(
+    embeddings: Embeddings,
+) -> None:
+    question = "How can I send an e-mail after the response is sent, without the client waiting?"
+    title = "Background Tasks"
+    hits = [
+        hit(BACKGROUND_INTRO, title, title, embeddings, question),
+        hit(BACKGROUND_USE, title, title, embeddings, question, chunk_index=1, retrieved=False),
+    ]
+    text = ExtractiveGenerator(embeddings).compose(question, hits)
+
+    assert text.startswith("From Background Tasks:\n")
+    assert "[1]" in text and "import BackgroundTasks" in text and "[2]" in text
+
+
+def test_only_the_top_passages_and_those_read_around_them_are_read(
+    embeddings: Embeddings,
+) -> None:
+    question = "How long must a rejection comment be?"
+    hits = [
+        hit(STATUS_PAGE, "Status codes", "Status codes", embeddings, question),
+        hit(CORS_PAGE, "CORS", "CORS", embeddings, question),
+        hit(BACKGROUND_USE, "Background Tasks", "Tasks", embeddings, question),
+        hit(WRAPPED_TXT, "Expense approval", "Rejecting", embeddings, question),  # 4th: unread
+    ]
+    assert "characters" not in ExtractiveGenerator(embeddings).compose(question, hits)
+    hits[3] = hit(
+        WRAPPED_TXT, "Expense approval", "Rejecting", embeddings, question, retrieved=False
+    )
+    text = ExtractiveGenerator(embeddings).compose(question, hits)
+    assert "at least 10 characters long" in text and text.endswith("[4].")
+
+
+def test_a_long_sentence_introducing_code_that_is_not_there_answers_as_a_sentence(
+    embeddings: Embeddings,
+) -> None:
+    page = (
+        "Header parameters are converted from underscores to hyphens.\n\n"
+        "To turn that off, set the parameter convert_underscores of Header to False:\n\n"
+        "{* ../../docs_src/header_params/tutorial002.py hl[10] *}"
+    )
+    question = "How do I stop header names from being converted to hyphens?"
+    text = answer(embeddings, question, (page, "Header Parameters", "Header Parameters"))
+
+    assert "set the parameter convert_underscores of Header to False [1]." in text
+    assert "docs_src" not in text

@@ -365,3 +365,29 @@ def test_a_word_only_one_passage_holds_ranks_it_first_in_hybrid_search() -> None
     assert next(iter(fused)) == "only"
     # Read as a list cut at its depth instead, one score says nothing about the others.
     assert next(iter(zscore_fusion([dense, bm25], [1.0, 1.0]))) == "p0"
+
+
+# --- reading around the hits ----------------------------------------------------------------
+
+
+def test_the_passages_around_a_hit_are_its_neighbours_in_its_document(
+    retriever: Retriever,
+) -> None:
+    hits = search(retriever, "How do I switch from monthly to annual billing?", k=2)
+    around = retriever.around("default", hits, "How do I switch from monthly to annual billing?")
+
+    assert around, "the sample's documents are longer than one passage"
+    taken = {h.chunk_id for h in hits}
+    for nearby in around:
+        assert not nearby.retrieved and nearby.chunk_id not in taken
+        neighbours_of = [
+            h
+            for h in hits
+            if h.metadata["source"] == nearby.metadata["source"]
+            and abs(h.metadata["chunk_index"] - nearby.metadata["chunk_index"]) == 1
+        ]
+        assert neighbours_of, "every passage read around stands next to a hit"
+        assert -1.0 <= nearby.similarity <= 1.0
+    assert len({h.chunk_id for h in around}) == len(around)
+    assert all(h.retrieved for h in hits)
+    assert retriever.around("default", [], "anything") == []

@@ -88,8 +88,13 @@ def test_a_list_right_under_its_introducing_line_is_still_a_list() -> None:
         ("What does IFITM stand for?", asked.Kind.DEFINITION),
         ("Which package do I install to read form fields?", asked.Kind.NAME),
         ("What middleware handles CORS?", asked.Kind.NAME),
+        ("Roughly how long does a certificate last?", asked.Kind.QUANTITY),
+        ("In which FastAPI version did SSE support arrive?", asked.Kind.QUANTITY),
+        ("Which address does the server bind to?", asked.Kind.NAME),
+        ("Does FastAPI support GraphQL?", asked.Kind.YES_NO),
+        ("Is it fine to keep --reload on in production?", asked.Kind.YES_NO),
         ("How does the cache work?", asked.Kind.OTHER),
-        ("Does FastAPI support GraphQL?", asked.Kind.OTHER),
+        ("Which is faster?", asked.Kind.OTHER),
     ],
 )
 def test_questions_are_told_apart_by_what_they_ask_for(question: str, kind: asked.Kind) -> None:
@@ -131,6 +136,19 @@ def test_references_labels_headings_and_markup_never_answer(not_an_answer: str) 
     assert not asked.may_answer(sentence(not_an_answer), asked.Kind.OTHER, 3)
 
 
+def test_a_warning_led_by_an_emoji_may_answer_but_a_changelog_entry_may_not() -> None:
+    warning = "\U0001f6a8 Keep in mind that these events only run for the main application."
+    entry = Unit("\u2728 Add support for lifespan context managers.", 0, 46, "item", 0)
+    assert asked.may_answer(sentence(warning), asked.Kind.OTHER, 3)
+    assert not asked.may_answer(entry, asked.Kind.OTHER, 3)
+
+
+def test_a_diagram_written_as_text_is_markup() -> None:
+    diagram = "sequenceDiagram\n    participant Client\n    Client->>Proxy: GET /items"
+    assert asked.is_markup(Unit(diagram, 0, len(diagram), "code", 0))
+    assert not asked.may_answer(Unit(diagram, 0, len(diagram), "code", 0), asked.Kind.PROCEDURE, 3)
+
+
 def test_code_answers_only_a_procedure() -> None:
     code = Unit("app.add_middleware(CORSMiddleware)", 0, 34, "code", 0)
     assert asked.may_answer(code, asked.Kind.PROCEDURE, 3)
@@ -150,6 +168,19 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
     injection = '"Dependency Injection" means that your code declares what it needs.'
     assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0
+
+
+def test_a_name_counts_only_when_the_question_does_not_already_name_it() -> None:
+    name = asked.Kind.NAME
+    words = frozenset({"which", "address", "does", "fastapi", "run", "bind", "to"})
+    assert asked.carries_wanted("It listens on the IP address 0.0.0.0.", name, None, words) == 1.0
+    assert asked.carries_wanted("Then fastapi run starts the app.", name, None, words) == 0.0
+
+
+def test_a_yes_no_question_wants_a_sentence_that_settles_it() -> None:
+    yes_no = asked.Kind.YES_NO
+    assert asked.carries_wanted("You shouldn't use it in production.", yes_no, None) == 1.0
+    assert asked.carries_wanted("It helps a lot during development.", yes_no, None) == 0.0
 
 
 def test_a_question_naming_what_no_source_mentions_is_told_apart() -> None:

@@ -129,6 +129,13 @@ class Answerer:
         query = SearchQuery(standalone, question.kb, question.k, mode, question.filters)
         hits = await run_blocking(self.retriever.search, query)
         relevant = self._relevant(standalone, hits)
+        if relevant and (reads := getattr(self.generator, "reads_around", 0)):
+            # Providers that read around (the offline one) also see the passages next to
+            # the best ones; they are sources like the others, marked ``retrieved: false``.
+            nearby = await run_blocking(
+                self.retriever.around, question.kb, relevant[:reads], standalone
+            )
+            relevant = relevant + nearby
         answer_id = uuid.uuid4().hex
         base_url = self.settings.kb_base_urls.get(question.kb, "")
         records = [source_record(n, h, base_url) for n, h in enumerate(relevant, 1)]
@@ -248,6 +255,7 @@ def source_record(n: int, hit: Hit, base_url: str) -> Source:
         score=round(hit.score, 6),
         similarity=round(hit.similarity, 4),
         text=hit.text,
+        retrieved=hit.retrieved,
     )
 
 

@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     QUANTITY = "quantity"
     DEFINITION = "definition"
     NAME = "name"  # which package, class, option... to use
+    YES_NO = "yes_no"  # "Does ...?", "Is it fine to ...?", "Can I ...?"
     OTHER = "other"
 
 
@@ -32,16 +33,23 @@ _PROCEDURE = re.compile(
     re.IGNORECASE,
 )
 _QUANTITY = re.compile(
-    r"^\s*(?:how\s+(?:many|much|long|large|big|old|often|far|fast|high|tall|wide|deep|heavy|"
-    r"early|late|soon|frequently)\b|(?:in\s+)?(?:what|which)\s+(?:year|date|decade|century|"
-    r"percentage|percent|proportion|fraction|number|amount|size|rate|port|version|status\s+code|"
-    r"age|temperature|speed|length|dose|ratio)\b|when\b|what\s+(?:is|was|are|were)\s+the\s+"
+    # "how many" wherever it stands: "Roughly how long does a certificate last?"
+    r"\bhow\s+(?:many|much|long|large|big|old|often|far|fast|high|tall|wide|deep|heavy|"
+    r"early|late|soon|frequently)\b"
+    # "in which (FastAPI) version", "what (annual) rate"
+    r"|^\s*(?:(?:in|at|by|from|since)\s+)?(?:what|which)\s+(?:[\w-]+\s+){0,2}(?:year|date|"
+    r"decade|century|percentage|percent|proportion|fraction|number|amount|size|rate|port|"
+    r"version|status\s+code|age|temperature|speed|length|dose|ratio)s?\b"
+    r"|^\s*when\b|^\s*what\s+(?:is|was|are|were)\s+the\s+"
     r"(?:number|percentage|rate|size|amount|value|length|duration|age|year|date|port|version|"
-    r"status\s+code|default\s+(?:value|port|number|size|limit|timeout))\b)",
+    r"status\s+code|default\s+(?:value|port|number|size|limit|timeout))\b",
     re.IGNORECASE,
 )
 _NAME = re.compile(
-    r"^\s*(?:which|what)\s+(?:(?!(?:is|are|was|were|does|do)\b)\w+\s+)?(?:package|library|module|class|function|method|"
+    # "which" before a noun asks for one named thing: "Which address does it bind to?"
+    r"^\s*(?:(?:in|at|on|for|from|with|by|to)\s+)?which\s+(?!(?:is|are|was|were|does|do|did|"
+    r"can|could|should|would|will|of)\b)\w+"
+    r"|^\s*(?:which|what)\s+(?:(?!(?:is|are|was|were|does|do)\b)\w+\s+)?(?:package|library|module|class|function|method|"
     r"parameter|argument|option|flag|setting|variable|command|tool|decorator|field|attribute|"
     r"header|type|exception|middleware|dependency|extra|plugin|key)s?\b",
     re.IGNORECASE,
@@ -49,6 +57,17 @@ _NAME = re.compile(
 _DEFINITION = re.compile(
     r"^\s*(?:what|who)(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:an?\s+|the\s+)?(?P<subject>[^?]+?)"
     r"\s*\??\s*$|^\s*what\s+does\s+(?P<acronym>[^?]+?)\s+(?:mean|stand\s+for)\s*\??\s*$",
+    re.IGNORECASE,
+)
+_YES_NO = re.compile(
+    r"^\s*(?:do|does|did|is|are|was|were|can|could|should|will|would|may|must|has|have|had)"
+    r"(?:n['\u2019]?t)?\s+\w+",
+    re.IGNORECASE,
+)
+# What a sentence that settles a yes/no question says: it denies, restricts or insists.
+_POLARITY = re.compile(
+    r"\b(?:not|no|never|none|nothing|only|always|must|cannot|can't|won't|isn't|aren't|"
+    r"doesn't|don't|shouldn't|mustn't|required|forbidden|allowed|instead|without)\b",
     re.IGNORECASE,
 )
 _SIGNPOST = re.compile(
@@ -73,9 +92,12 @@ _REFERENCE = re.compile(
     r"\bet\s+al\.|\bdoi\s*:|\barxiv\b|\bISBN\b|\bpp\.\s*\d|\bvol\.\s*\d|©|\bcopyright\b"
     r"|^\s*\[\d+\]\s|\(\s*(?:19|20)\d\d[a-z]?\s*\)\s*[.,]|\b(?:19|20)\d\d;\s*\d+"
     # a changelog entry: "Upgrade typer. PR #384 by @someone"
-    r"|\bPR\s*#\d+|\bby\s+@[\w-]+|\(#\d{2,}\)|^[^\w\s]*[\U0001F300-\U0001FAFF\u2600-\u27bf\u2b00-\u2bff]",
+    r"|\bPR\s*#\d+|\bby\s+@[\w-]+|\(#\d{2,}\)",
     re.IGNORECASE,
 )
+# A list item led by an emoji is a changelog entry ("✨ Add support for ..."); a sentence led
+# by one is a warning in the text ("🚨 Keep in mind that ...").
+_EMOJI_LEAD = re.compile(r"^[^\w\s]*[\U0001F300-\U0001FAFF\u2600-\u27bf\u2b00-\u2bff]")
 _LABEL = re.compile(
     r"^\s*(?:abstract|introduction|background|methods?|materials|results?|discussion|"
     r"conclusions?|text|keywords|references|acknowledg\w*|summary|note|tip|warning|info)\s*:?\s*$",
@@ -86,6 +108,11 @@ _LABEL = re.compile(
 _DIRECTIVE = re.compile(r"^\s*(?:\{[*%{<].*[*%}>]\}|--8<--.*|\{\{<.*>\}\})\s*$", re.DOTALL)
 # Drawn boxes and rules (a terminal screenshot pasted as text): layout, not an answer.
 _DRAWING = re.compile(r"[\u2500-\u257f\u2580-\u259f]")
+# A diagram written as text (Mermaid): a picture's source, not steps to follow.
+_DIAGRAM = re.compile(
+    r"^\s*(?:sequenceDiagram|flowchart|graph\s+[A-Z]{2}|classDiagram|stateDiagram|erDiagram|"
+    r"gantt|pie|journey|mindmap)\b"
+)
 _DIGIT = re.compile(r"\d")
 _QUESTION_WORD = re.compile(r"^(?:wh\w*|how)$")
 _VERB_LIKE = re.compile(
@@ -104,6 +131,8 @@ def kind_of(question: str) -> Kind:
         return Kind.NAME
     if _DEFINITION.search(question):
         return Kind.DEFINITION
+    if _YES_NO.search(question):
+        return Kind.YES_NO
     return Kind.OTHER
 
 
@@ -129,13 +158,17 @@ def may_answer(unit: Unit, kind: Kind, min_words: int) -> bool:
         return False
     if _SIGNPOST.search(words) or _REFERENCE.search(words):
         return False
+    if unit.kind == "item" and _EMOJI_LEAD.match(words):
+        return False
     return not (unit.kind == "sentence" and _looks_like_heading(words))
 
 
 def is_markup(unit: Unit) -> bool:
     """A build directive or a drawing: never shown, not even inside a quoted block."""
     words = unit.words
-    return bool(_DIRECTIVE.match(unit.text)) or len(_DRAWING.findall(words)) * 20 > len(words)
+    return bool(_DIRECTIVE.match(unit.text) or _DIAGRAM.match(unit.text)) or len(
+        _DRAWING.findall(words)
+    ) * 20 > len(words)
 
 
 # What documentation names when it says how: an API name (CamelCase, snake_case, a call, a
@@ -148,17 +181,40 @@ _API_NAME = re.compile(
 _PACKAGE = re.compile(r"\b[a-z][a-z0-9]+-[a-z0-9-]+\b|\binstall\s+\S+|\b[a-z]+[0-9][a-z0-9]*\b")
 
 
-def carries_wanted(text: str, kind: Kind, subject: str | None) -> float:
+def carries_wanted(
+    text: str, kind: Kind, subject: str | None, question_words: frozenset[str] = frozenset()
+) -> float:
     """1.0 when ``text`` holds what the question asks for, -1.0 when it cannot, else 0."""
     if kind is Kind.PROCEDURE:
-        return 1.0 if _API_NAME.search(text) else 0.0
+        return 1.0 if _API_NAME.search(text) and _names_something(text, question_words) else 0.0
     if kind is Kind.NAME:
-        return 1.0 if _API_NAME.search(text) or _PACKAGE.search(text) else 0.0
+        return 1.0 if _names_something(text, question_words) else 0.0
     if kind is Kind.QUANTITY:
         return 1.0 if _DIGIT.search(text) else -1.0
+    if kind is Kind.YES_NO:
+        return 1.0 if _POLARITY.search(text.replace("\u2019", "'")) else 0.0
     if kind is Kind.DEFINITION and subject:
         return 1.0 if _defines(text.lower(), subject) else 0.0
     return 0.0
+
+
+# A specific thing a sentence can name: an API, a package, a number or version, a quoted
+# value, or a capitalised name inside the sentence.
+_SPECIFIC = re.compile(
+    r"[A-Za-z]+[A-Z_]\w*|\w+\(\)|@\w+|--?[a-z][\w-]+|\w+=\w+|[a-z][a-z0-9]+-[a-z0-9-]+"
+    r"|\d[\w.:/-]*|[\"'\u201c`]([^\"'\u201d`]{2,40})[\"'\u201d`]|(?<=[a-z,;] )[A-Z][\w-]+"
+)
+
+
+def _names_something(text: str, question_words: frozenset[str]) -> bool:
+    """Whether ``text`` names a specific thing the question does not already name."""
+    for match in _SPECIFIC.finditer(text):
+        named_thing = (match.group(1) or match.group(0)).lower()
+        if named_thing not in question_words and not any(
+            word in question_words for word in re.findall(r"\w+", named_thing)
+        ):
+            return True
+    return False
 
 
 def _defines(text: str, subject: str) -> bool:

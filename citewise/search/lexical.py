@@ -72,9 +72,20 @@ class LexicalIndex:
         self.ids = ids
         self.metadatas = metadatas
         self._bm25 = bm25
+        self._places: dict[tuple[str, int], int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def places(self) -> dict[tuple[str, int], int]:
+        """(source, chunk_index) -> position of that chunk, built on first use."""
+        if self._places is None:
+            self._places = {
+                (str(m.get(stored_chunk.SOURCE, "")), int(m[stored_chunk.CHUNK_INDEX])): position
+                for position, m in enumerate(self.metadatas)
+                if isinstance(m.get(stored_chunk.CHUNK_INDEX), int)
+            }
+        return self._places
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[LexicalHit]:
         """Top ``k`` positions by BM25 score, restricted to ``allowed`` (a boolean mask)."""

@@ -109,6 +109,9 @@ class Retriever:
         self.lexical = lexical
         self.sync = sync  # with a Chroma server: keeps ``lexical`` in step with the store
         self._passages = PassageCache(settings.passage_cache_size)
+        # The last questions' vectors: searching and reading around the hits both need one.
+        self._query_vectors: LRUCache[str, np.ndarray] = LRUCache(maxsize=256)
+        self._query_vectors_lock = threading.Lock()
 
     def query(
         self,
@@ -157,7 +160,7 @@ class Retriever:
         if filters:
             _check_filter_keys(filters, index)
         depth = max(self.settings.candidates, k * 3)
-        vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+        vector = self._query_vector(query)
 
         ranked: list[list[tuple[str, float]]] = []
         weights: list[float] = []
@@ -203,6 +206,57 @@ class Retriever:
                 if len(hits) == k:
                     return hits
         return hits
+
+    def around(self, kb: str, hits: Sequence[Hit], question: str) -> list[Hit]:
+        """The passages right before and after each of ``hits`` in its document (by
+        ``chunk_index``) that are not among them, in the order of the hits they stand by;
+        each with its own similarity to ``question``, and ``retrieved`` False.
+
+        The sentence that answers often sits a passage away from the one that matched the
+        question best ("Use BackgroundTasks" under the heading that only introduced it).
+        """
+        if not hits:
+            return []
+        index = self.lexical.load(kb)
+        places = index.places()
+        taken = {h.chunk_id for h in hits}
+        wanted: list[str] = []
+        for hit in hits:
+            source = str(hit.metadata.get(stored_chunk.SOURCE, ""))
+            at = hit.metadata.get(stored_chunk.CHUNK_INDEX)
+            if not isinstance(at, int):
+                continue
+            for step in (-1, 1):
+                position = places.get((source, at + step))
+                if position is None:
+                    continue
+                chunk_id = index.ids[position]
+                if chunk_id not in taken:
+                    taken.add(chunk_id)
+                    wanted.append(chunk_id)
+        if not wanted:
+            return []
+        knowledge_base = self.store.opened(kb, generation=index.generation or None)
+        try:
+            chunks = self._passages.read(knowledge_base, index.generation, wanted)
+        except StaleKnowledgeBase:  # dropped since the search: read nothing more
+            return []
+        vector = self._query_vector(question)
+        return [
+            Hit(i, text, metadata, 0.0, float(stored @ vector), retrieved=False)
+            for i in wanted
+            if i in chunks
+            for text, metadata, stored in [chunks[i]]
+        ]
+
+    def _query_vector(self, text: str) -> np.ndarray:
+        with self._query_vectors_lock:
+            vector = self._query_vectors.get(text)
+        if vector is None:
+            vector = np.asarray(self.embeddings.embed_query(text), dtype=np.float32)
+            with self._query_vectors_lock:
+                self._query_vectors[text] = vector
+        return vector
 
 
 Passage = tuple[str, dict[str, Any], np.ndarray]

@@ -62,6 +62,7 @@ class Hit:
     metadata: dict[str, Any]
     score: float  # what the ranking used: cosine, BM25 or fused rank score, by search mode
     similarity: float  # cosine similarity to the query in every mode: the relevance floor
+    retrieved: bool = True  # False: read because it stands next to a retrieved passage
 
 
 def open_client(settings: ChromaSettings, path: Path, *, create: bool = True) -> ClientAPI | None:

@@ -25,7 +25,9 @@ class Generator(Protocol):
 
     A generator may also have a ``cache_identity`` string naming everything that shapes its
     answers (provider, model, prompts, weights): answers are cached only for generators that
-    have one, under it (``citewise.serving.answer_cache``).
+    have one, under it (``citewise.serving.answer_cache``). And a ``reads_around`` count: the
+    answerer then adds the passages next to that many of the best ones to ``sources`` (after
+    the retrieved ones, with ``retrieved`` False).
     """
 
     def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]: ...

@@ -42,8 +42,10 @@ PASSAGE_WEIGHT = 1.0  # the containing passage's cosine similarity to the questi
 WANTED_BONUS = 0.25  # a unit holding what the question asks for (a number, a definition)
 RUNNER_UP_RATIO = 0.85  # a second unit is added when it scores at least this share
 MIN_WORDS = 3
+INSTRUCTION_WORDS = 7  # a colon-ended sentence this long stands alone
 BLOCK_WORDS = 90  # how much of a procedure or a list an answer quotes, at most
-VERSION = 2  # of the rules above: part of every cached answer's key
+STEPS = 2  # sentences naming what to use that a how-to answer adds after its best one
+VERSION = 3  # of the rules above: part of every cached answer's key
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ class ExtractiveGenerator:
         self._embeddings = embeddings
         self._passages = passages
         self._max_sentences = max_sentences
+        self.reads_around = passages  # the answerer adds these passages' neighbours
         # Part of every cached answer's key: changing a rule here retires old answers.
         self.cache_identity = (
             f"extractive/v{VERSION}/{LEXICAL_WEIGHT}/{PASSAGE_WEIGHT}/{WANTED_BONUS}/"
-            f"{RUNNER_UP_RATIO}/{MIN_WORDS}/{BLOCK_WORDS}/{passages}/{max_sentences}"
+            f"{RUNNER_UP_RATIO}/{MIN_WORDS}/{INSTRUCTION_WORDS}/{BLOCK_WORDS}/{STEPS}/{passages}/"
+            f"{max_sentences}"
         )
 
     async def condense(self, question: str, history: Sequence[Turn]) -> str:
@@ -83,6 +87,8 @@ class ExtractiveGenerator:
         best = ranked[0]
         if kind is asked.Kind.PROCEDURE:
             chosen = _block_around(best, everything)
+            if len(chosen) == 1:
+                chosen += _steps_after(best, everything, sources, question_words(question))
             if len(chosen) > 1:
                 return _where(sources[best.n - 1]) + "\n" + _render(chosen)
             return _render(chosen)
@@ -108,7 +114,8 @@ class ExtractiveGenerator:
             _Candidate(n, unit, 0.0, order)
             for order, (n, unit) in enumerate(
                 (n, unit)
-                for n, hit in enumerate(sources[: self._passages], start=1)
+                for n, hit in enumerate(sources, start=1)
+                if n <= self._passages or not hit.retrieved
                 for unit in units(hit.text)
             )
         ]
@@ -123,21 +130,44 @@ class ExtractiveGenerator:
         vectors = np.asarray(self._embeddings.embed_documents([c.unit.words for c in eligible]))
         query = np.asarray(self._embeddings.embed_query(question))
         similarities = vectors @ query
+        standing = _standing(sources, self._passages)
         subject = asked.subject_of(question)
+        asked_words = question_words(question)
         scored = []
         for candidate, similarity in zip(eligible, similarities, strict=True):
             overlap = _overlap(question_terms, set(tokenize([candidate.unit.words])[0]))
-            wanted = asked.carries_wanted(candidate.unit.words, kind, subject)
+            wanted = asked.carries_wanted(candidate.unit.words, kind, subject, asked_words)
             if kind is asked.Kind.PROCEDURE and _leads_to_steps(candidate, everything):
                 wanted = 1.0
             score = (
                 float(similarity)
                 + LEXICAL_WEIGHT * overlap
-                + PASSAGE_WEIGHT * sources[candidate.n - 1].similarity
+                + PASSAGE_WEIGHT * standing[candidate.n - 1]
                 + WANTED_BONUS * wanted
             )
             scored.append(_Candidate(candidate.n, candidate.unit, score, candidate.order))
         return everything, sorted(scored, key=lambda c: c.score, reverse=True)
+
+
+def question_words(question: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", question.lower()))
+
+
+def _standing(sources: Sequence[Hit], passages: int) -> list[float]:
+    """How relevant each source's passage is: its similarity to the question, or for a passage
+    read around a retrieved one, the best similarity among the retrieved passages of its
+    document: it continues them ("First, import BackgroundTasks" after the section's
+    introduction shares few words with a question about sending e-mail later)."""
+    best_of: dict[str, float] = {}
+    for hit in sources[:passages]:
+        source = str(hit.metadata.get(stored_chunk.SOURCE, ""))
+        best_of[source] = max(best_of.get(source, -1.0), hit.similarity)
+    return [
+        hit.similarity
+        if hit.retrieved
+        else max(hit.similarity, best_of.get(str(hit.metadata.get(stored_chunk.SOURCE, "")), 0.0))
+        for hit in sources
+    ]
 
 
 def _same_passage_after(best: _Candidate, everything: list[_Candidate]) -> list[_Candidate]:
@@ -180,8 +210,13 @@ def _with_antecedents(chosen: list[_Candidate], everything: list[_Candidate]) ->
 
 
 def _dangling(candidate: _Candidate, everything: list[_Candidate]) -> bool:
-    """A sentence ending in a colon whose list, table or code is not in the passage."""
-    if not candidate.unit.text.endswith(":"):
+    """A short sentence ending in a colon whose list, table or code is not in the passage
+    ("For example:"). A longer one is an instruction in its own right ("set convert_underscores
+    of Header to False:"): documentation often keeps the code it introduces in another file."""
+    if (
+        not candidate.unit.text.endswith(":")
+        or len(candidate.unit.words.split()) >= INSTRUCTION_WORDS
+    ):
         return False
     following = _same_passage_after(candidate, everything)
     return not following or following[0].unit.kind == "sentence"
@@ -226,6 +261,50 @@ def _block_around(best: _Candidate, everything: list[_Candidate]) -> list[_Candi
     return _capped(chosen)
 
 
+def _steps_after(
+    best: _Candidate,
+    everything: list[_Candidate],
+    sources: Sequence[Hit],
+    asked_words: frozenset[str],
+) -> list[_Candidate]:
+    """What a how-to answer adds after its best sentence when that sentence stands alone: the
+    next sentences of its passage, or of the passage that follows it in the document, that
+    name the thing to use ("First, import BackgroundTasks ..."), up to ``STEPS`` of them."""
+    following = _document_order_after(best, everything, sources)
+    steps = [
+        c
+        for c in following
+        if c.unit.kind == "sentence"
+        and asked.may_answer(c.unit, asked.Kind.PROCEDURE, MIN_WORDS)
+        and asked.carries_wanted(c.unit.words, asked.Kind.PROCEDURE, None, asked_words) > 0
+    ]
+    return _capped([best, *steps[:STEPS]])[1:]
+
+
+def _document_order_after(
+    best: _Candidate, everything: list[_Candidate], sources: Sequence[Hit]
+) -> list[_Candidate]:
+    """The units after ``best`` in its passage, then those of the passage that comes next in
+    the same document, when it is among the sources."""
+    hit = sources[best.n - 1]
+    source = hit.metadata.get(stored_chunk.SOURCE)
+    at = hit.metadata.get(stored_chunk.CHUNK_INDEX)
+    following = _same_passage_after(best, everything)
+    if isinstance(at, int):
+        nxt = next(
+            (
+                n
+                for n, h in enumerate(sources, start=1)
+                if h.metadata.get(stored_chunk.SOURCE) == source
+                and h.metadata.get(stored_chunk.CHUNK_INDEX) == at + 1
+            ),
+            None,
+        )
+        if nxt is not None:
+            following += [c for c in everything if c.n == nxt and not asked.is_markup(c.unit)]
+    return following
+
+
 def _introduced(intro: _Candidate, everything: list[_Candidate]) -> list[_Candidate]:
     """A unit ending in a colon with the list, table or code it introduces (or alone)."""
     following = _same_passage_after(intro, everything)
@@ -257,7 +336,10 @@ def _render(chosen: list[_Candidate]) -> str:
         ends_block = following is None or (following.unit.block, following.n) != (unit.block, n)
         alone = unit.kind in ("item", "row") and blocks.count((n, unit.block)) == 1
         if unit.kind == "sentence" or alone:  # one item of a list reads as a sentence
-            out += (" " if out and not out.endswith("\n") else "") + _with_marker(unit.words, n)
+            words = unit.words
+            if words.endswith(":") and (following is None or following.unit.kind == "sentence"):
+                words = words[:-1].rstrip() + "."  # what it introduced is not shown
+            out += (" " if out and not out.endswith("\n") else "") + _with_marker(words, n)
             continue
         out = out.rstrip(" ")
         if out and not out.endswith("\n"):
