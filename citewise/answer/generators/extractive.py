@@ -22,6 +22,7 @@ XQuAD and on our FastAPI documentation questions (bench/results/eval.json, docs/
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -133,9 +134,11 @@ class ExtractiveGenerator:
         standing = _standing(sources, self._passages)
         subject = asked.subject_of(question)
         asked_words = question_words(question)
+        terms_of = [set(t) for t in tokenize([c.unit.words for c in eligible])]
+        weights = _rarity(question_terms, terms_of)
         scored = []
-        for candidate, similarity in zip(eligible, similarities, strict=True):
-            overlap = _overlap(question_terms, set(tokenize([candidate.unit.words])[0]))
+        for candidate, similarity, terms in zip(eligible, similarities, terms_of, strict=True):
+            overlap = _overlap(weights, terms)
             wanted = asked.carries_wanted(candidate.unit.words, kind, subject, asked_words)
             if kind is asked.Kind.PROCEDURE and _leads_to_steps(candidate, everything):
                 wanted = 1.0
@@ -176,16 +179,29 @@ def _same_passage_after(best: _Candidate, everything: list[_Candidate]) -> list[
     ]
 
 
-def _overlap(question_terms: set[str], terms: set[str]) -> float:
-    """The share of the question's words the unit holds, a word also found at the start of a
-    longer one: documentation names things in compounds ("CORS" in "CORSMiddleware")."""
-    if not question_terms:
+def _rarity(question_terms: set[str], terms_of: list[set[str]]) -> dict[str, float]:
+    """Each question word's weight: its inverse document frequency among the units read, so
+    a word every unit holds ("fastapi" in FastAPI's documentation) counts for little and the
+    word that tells the right unit apart ("dotenv") for much."""
+    count = len(terms_of)
+    return {
+        term: math.log((count + 1) / (0.5 + sum(1 for terms in terms_of if _holds(terms, term))))
+        for term in question_terms
+    }
+
+
+def _holds(terms: set[str], term: str) -> bool:
+    """Whether a unit holds a word, also at the start of a longer one: documentation names
+    things in compounds ("CORS" in "CORSMiddleware")."""
+    return term in terms or (len(term) >= 3 and any(t.startswith(term) for t in terms))
+
+
+def _overlap(weights: dict[str, float], terms: set[str]) -> float:
+    """The share of the question's words the unit holds, each word by its weight."""
+    total = sum(weights.values())
+    if total <= 0:
         return 0.0
-    found = question_terms & terms
-    for term in question_terms - found:
-        if len(term) >= 3 and any(t.startswith(term) for t in terms):
-            found.add(term)
-    return len(found) / len(question_terms)
+    return sum(w for term, w in weights.items() if _holds(terms, term)) / total
 
 
 _ANAPHORA = re.compile(r"^(?:It|Its|This|That|These|Those|They|Their|Such|He|She|Here)\b")
