@@ -179,3 +179,18 @@ def test_a_long_sentence_introducing_code_that_is_not_there_answers_as_a_sentenc
 
     assert "set the parameter convert_underscores of Header to False [1]." in text
     assert "docs_src" not in text
+
+
+def test_a_line_that_only_presents_a_missing_diagram_never_answers(embeddings: Embeddings) -> None:
+    page = (
+        "Here is a drawing of how the proxy adds the forwarded headers between the client "
+        "and the server:\n\n"
+        "sequenceDiagram\n    participant Client\n    Client->>Proxy: GET /items\n\n"
+        "To trust those headers, start the server with --forwarded-allow-ips set to the "
+        "proxy's address."
+    )
+    question = "How can my server trust the forwarded headers my proxy adds?"
+    text = answer(embeddings, question, (page, "Behind a Proxy", "Forwarded headers"))
+
+    assert "--forwarded-allow-ips" in text
+    assert "Here is a drawing" not in text and "participant" not in text

@@ -147,6 +147,9 @@ def test_a_diagram_written_as_text_is_markup() -> None:
     diagram = "sequenceDiagram\n    participant Client\n    Client->>Proxy: GET /items"
     assert asked.is_markup(Unit(diagram, 0, len(diagram), "code", 0))
     assert not asked.may_answer(Unit(diagram, 0, len(diagram), "code", 0), asked.Kind.PROCEDURE, 3)
+    arrows = "Client->>Proxy: HTTPS Request\nProxy->>Server: HTTP Request"  # after a blank line
+    assert asked.is_markup(Unit(arrows, 0, len(arrows), "code", 0))
+    assert not asked.is_markup(Unit("app = FastAPI()", 0, 15, "code", 0))
 
 
 def test_code_answers_only_a_procedure() -> None:

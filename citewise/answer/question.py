@@ -108,10 +108,13 @@ _LABEL = re.compile(
 _DIRECTIVE = re.compile(r"^\s*(?:\{[*%{<].*[*%}>]\}|--8<--.*|\{\{<.*>\}\})\s*$", re.DOTALL)
 # Drawn boxes and rules (a terminal screenshot pasted as text): layout, not an answer.
 _DRAWING = re.compile(r"[\u2500-\u257f\u2580-\u259f]")
-# A diagram written as text (Mermaid): a picture's source, not steps to follow.
+# A diagram written as text (Mermaid): a picture's source, not steps to follow; its first
+# line names the kind of diagram, the others are arrows ("Client->>Proxy: GET") or notes.
 _DIAGRAM = re.compile(
     r"^\s*(?:sequenceDiagram|flowchart|graph\s+[A-Z]{2}|classDiagram|stateDiagram|erDiagram|"
-    r"gantt|pie|journey|mindmap)\b"
+    r"gantt|pie|journey|mindmap|participant|actor|Note\s+(?:over|left|right))\b"
+    r"|^\s*[\w.]+\s*(?:-{1,2}>>|-{1,2}x|-{1,2}\)|--?>)\s*[\w.]+\s*:",
+    re.MULTILINE,
 )
 _DIGIT = re.compile(r"\d")
 _QUESTION_WORD = re.compile(r"^(?:wh\w*|how)$")

@@ -111,12 +111,15 @@ class ExtractiveGenerator:
     ) -> tuple[list[_Candidate], list[_Candidate]]:
         """Every unit of the top passages in reading order, and those that may answer, best
         first."""
+        # How-to answers are spread further: the steps sit under their own heading, often
+        # not the one the question's words matched best.
+        read = len(sources) if kind is asked.Kind.PROCEDURE else self._passages
         everything = [
             _Candidate(n, unit, 0.0, order)
             for order, (n, unit) in enumerate(
                 (n, unit)
                 for n, hit in enumerate(sources, start=1)
-                if n <= self._passages or not hit.retrieved
+                if n <= read or not hit.retrieved
                 for unit in units(hit.text)
             )
         ]
@@ -225,14 +228,23 @@ def _with_antecedents(chosen: list[_Candidate], everything: list[_Candidate]) ->
     return result
 
 
+# A line that only presents what follows: "Here's a diagram of ...:", "... like this:".
+_PRESENTS = re.compile(
+    r"^\s*(?:here(?:['\u2019]s|\s+is|\s+are)|the\s+following)\b"
+    r"|\b(?:like\s+this|as\s+follows|for\s+example|for\s+instance|something\s+like|"
+    r"look(?:s)?\s+like|such\s+as|the\s+following|below)\s*:$",
+    re.IGNORECASE,
+)
+
+
 def _dangling(candidate: _Candidate, everything: list[_Candidate]) -> bool:
     """A short sentence ending in a colon whose list, table or code is not in the passage
     ("For example:"). A longer one is an instruction in its own right ("set convert_underscores
     of Header to False:"): documentation often keeps the code it introduces in another file."""
-    if (
-        not candidate.unit.text.endswith(":")
-        or len(candidate.unit.words.split()) >= INSTRUCTION_WORDS
-    ):
+    text = candidate.unit.text
+    if not text.endswith(":"):
+        return False
+    if len(text.split()) >= INSTRUCTION_WORDS and not _PRESENTS.search(text):
         return False
     following = _same_passage_after(candidate, everything)
     return not following or following[0].unit.kind == "sentence"
