@@ -32,6 +32,7 @@ ANSWERABLE_FLAGS = (
     "key_phrase_retrieved",
     "key_phrase_in_answer",
     "refused",
+    "unsupported",
 )
 
 
@@ -118,6 +119,8 @@ def judge(question: DocsQuestion, answer: Answer, ms: float) -> dict[str, Any]:
         "gold_pages": list(question.gold_pages),
         "key_phrase": question.key_phrase,
         "answer_words": len(text.split()),
+        # the support check fired: a sentence citing a passage is not backed by it
+        "unsupported": any(not c.supported for c in answer.citations),
         "ms": round(ms, 1),
     }
     gold, key = set(question.gold_pages), question.key_phrase

@@ -204,7 +204,13 @@ def _squad_answers(
             pipeline.add_documents(EVAL_KB, documents, progress, len(paragraphs))
 
     _, asked = _ask_all(settings, load, [text for text, _ in questions])
-    totals = {"retrieved_hit": 0, "cited_hit": 0, "answer_contains": 0, "refused": 0}
+    totals = {
+        "retrieved_hit": 0,
+        "cited_hit": 0,
+        "answer_contains": 0,
+        "refused": 0,
+        "unsupported": 0,  # answers the support check flagged (a claim its passage lacks)
+    }
     for (_, gold), (answer, _) in zip(questions, asked, strict=True):
         cited = {c.n for c in answer.citations}
         totals["retrieved_hit"] += any(
@@ -215,6 +221,7 @@ def _squad_answers(
         )
         totals["answer_contains"] += evaluation.contains_answer(answer.answer, gold)
         totals["refused"] += answer.refused
+        totals["unsupported"] += any(not c.supported for c in answer.citations)
     count = max(1, len(questions))
     scores: dict[str, Any] = {k: round(v / count, 4) for k, v in totals.items()}
     if unanswerable:

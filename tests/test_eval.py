@@ -8,7 +8,15 @@ from pathlib import Path
 from tests.cli import citewise_env, run_json
 
 RETRIEVAL_KEYS = {"ndcg@10", "recall@10", "mrr@10", "recall@100", "queries"}
-ANSWER_KEYS = {"retrieved_hit", "cited_hit", "answer_contains", "refused", "p50_ms", "questions"}
+ANSWER_KEYS = {
+    "retrieved_hit",
+    "cited_hit",
+    "answer_contains",
+    "refused",
+    "unsupported",
+    "p50_ms",
+    "questions",
+}
 
 DOCUMENTS = {
     "d1": (
@@ -111,6 +119,7 @@ def test_eval_answers_and_unanswerable(tmp_path: Path, cache_dir: Path) -> None:
     assert code == 0 and set(scores) >= ANSWER_KEYS and scores["questions"] == 2
     assert scores["retrieved_hit"] == 1.0 and scores["cited_hit"] == 1.0
     assert scores["answer_contains"] == 1.0 and scores["refused"] == 0.0
+    assert scores["unsupported"] == 0.0  # quoted from the passages: every claim is backed
 
     code, unanswerable = run_json(
         "eval", "answers", "--squad", str(path), "--unanswerable", env=env
@@ -185,6 +194,7 @@ def test_eval_answers_on_a_documentation_folder(tmp_path: Path, cache_dir: Path)
     for flag in ("gold_page_retrieved", "gold_page_cited", "key_phrase_in_answer"):
         assert scores[flag] == 1.0, flag
     assert scores["refused"] == 0.0 and scores["unanswerable_refused"] == 1.0
+    assert scores["unsupported"] == 0.0
     assert scores["by_kind"]["fact"]["key_phrase_in_answer"] == 1.0
     assert scores["by_kind"]["unanswerable"] == {"questions": 1, "refused": 1.0}
     assert scores["answer_words_mean"] > 0 and scores["p50_ms"] > 0
@@ -195,6 +205,7 @@ def test_eval_answers_on_a_documentation_folder(tmp_path: Path, cache_dir: Path)
     assert "300 seconds" in fact["answer"] and fact["cited"] == ["guide/caching.md"]
     assert fact["key_phrase_in_answer"] is True and fact["sources"][0] == "guide/caching.md"
     assert refused["refused"] is True and refused["key_phrase_in_answer"] is None
+    assert fact["unsupported"] is False
     assert not (tmp_path / "home" / "chroma").exists()
 
 
