@@ -106,7 +106,8 @@ def judge(question: DocsQuestion, answer: Answer, ms: float) -> dict[str, Any]:
     """One question's outcome: what was asked and answered, and its flags (None where a flag
     does not apply: an unanswerable question has no gold page or key phrase)."""
     text = MARKER.sub("", answer.answer)
-    sources = [s.source for s in answer.sources]
+    # The retrieved passages; those the offline answerer read around them are not retrieval's.
+    sources = [s.source for s in answer.sources if s.retrieved]
     cited = list(dict.fromkeys(c.source for c in answer.citations))
     record: dict[str, Any] = {
         "id": question.id,
@@ -127,7 +128,7 @@ def judge(question: DocsQuestion, answer: Answer, ms: float) -> dict[str, Any]:
     record["gold_page_retrieved"] = bool(gold & set(sources)) if gold else None
     record["gold_page_cited"] = bool(gold & set(cited)) if gold else None
     record["key_phrase_retrieved"] = (
-        any(contains_phrase(s.text, key) for s in answer.sources) if key else None
+        any(contains_phrase(s.text, key) for s in answer.sources if s.retrieved) if key else None
     )
     record["key_phrase_in_answer"] = contains_phrase(text, key) if key else None
     return record

@@ -214,7 +214,7 @@ def _squad_answers(
     for (_, gold), (answer, _) in zip(questions, asked, strict=True):
         cited = {c.n for c in answer.citations}
         totals["retrieved_hit"] += any(
-            evaluation.contains_answer(s.text, gold) for s in answer.sources
+            evaluation.contains_answer(s.text, gold) for s in answer.sources if s.retrieved
         )
         totals["cited_hit"] += any(
             evaluation.contains_answer(s.text, gold) for s in answer.sources if s.n in cited

@@ -93,6 +93,28 @@ def test_claims_are_marker_free_sentences_with_their_source_numbers() -> None:
     ]
 
 
+def test_a_removed_marker_leaves_no_gap_but_a_name_keeps_its_leading_dot() -> None:
+    answer = "Use decorators and .include_router() to add routes [9]. It works [1]."
+    assert strip_invalid_markers(answer, 3) == (
+        "Use decorators and .include_router() to add routes. It works [1]."
+    )
+    assert list(claims("Call the method .openapi() first [1].")) == [
+        ("Call the method .openapi() first.", [1])
+    ]
+
+
+def test_a_quoted_sentence_ends_at_its_closing_quote_and_a_marker_never_starts_one() -> None:
+    answer = 'He told the court, "I am here to submit." [1] The court had no bearing on it [2].'
+    assert list(claims(answer)) == [
+        ('He told the court, "I am here to submit."', [1]),
+        ("The court had no bearing on it.", [2]),
+    ]
+    # Before, "[1]." alone was a claim with no words: flagged unsupported in 0.8% of XQuAD.
+    assert list(claims('The Shah said: "Of course it is going to rise... [1]')) == [
+        ('The Shah said: "Of course it is going to rise...', [1])
+    ]
+
+
 # --- MarkerFilter ---------------------------------------------------------------------------
 
 

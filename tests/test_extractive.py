@@ -194,3 +194,14 @@ def test_a_line_that_only_presents_a_missing_diagram_never_answers(embeddings: E
 
     assert "--forwarded-allow-ips" in text
     assert "Here is a drawing" not in text and "participant" not in text
+
+
+def test_a_sentence_keeps_its_marker_before_any_decoration_after_its_full_stop(
+    embeddings: Embeddings,
+) -> None:
+    page = "Typer is meant to be the FastAPI of command-line apps. \u2328\ufe0f \U0001f680"
+    text = answer(embeddings, "What is Typer meant to be?", (page, "Typer", "Typer"))
+
+    assert "FastAPI of command-line apps [1]." in text
+    citations = verify(text, [hit(page, "Typer", "Typer", embeddings, "Typer")], {}, "default")
+    assert citations and all(c.supported for c in citations)

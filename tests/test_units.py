@@ -162,6 +162,8 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     quantity, definition = asked.Kind.QUANTITY, asked.Kind.DEFINITION
     assert asked.carries_wanted("It returns 201 Created.", quantity, None) == 1.0
     assert asked.carries_wanted("It returns a status code.", quantity, None) == -1.0
+    assert asked.carries_wanted("All belong to one of three lineages.", quantity, None) == 1.0
+    assert asked.carries_wanted("The Doctor rarely travels alone.", quantity, None) == 1.0
     subject = asked.subject_of("What is IFITM?")
     assert subject == "ifitm"
     defining = "The interferon-induced transmembrane (IFITM) proteins restrict viral entry."

@@ -24,10 +24,16 @@ MARKER = re.compile(r"\[(\d{1,3})\]")
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or quote, or at
 # a line break; not at the "2." that numbers a list item. Deliberately simple: it runs on
 # passages and answers, not on arbitrary prose.
+# A closing quote or bracket may follow the stop ('... a citizen." [1] The court'), and a
+# marker is never the start of the next sentence ('rise... [1].' is one sentence).
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)(?<!^\d\d\d\.)(?:\s*\[\d{1,3}\])*\s+(?=[\"'(\[A-Z0-9])|\n+",
+    r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))(?<!^\d\.)(?<!^\d\d\.)(?<!^\d\d\d\.)"
+    r"(?:\s*\[\d{1,3}\])*\s+(?=[\"'(A-Z0-9\u201c]|\[(?!\d{1,3}\]))|\n+",
     re.MULTILINE,
 )
+# The gap a removed marker leaves before punctuation ("days [9]." -> "days ."), closed only
+# where the punctuation ends something: ".include_router()" and "method .openapi()" keep theirs.
+_GAP_BEFORE_STOP = re.compile(r"[ \t]+([.,;:!?])(?=\s|$|[\"')\]])")
 SUPPORT_THRESHOLD = 0.5  # share of a claim's content words found in the cited passage
 # A list item's marker is layout, not text: a quote starts after it, and so does the text
 # fragment made from it (a rendered list shows a bullet, not a "- " a browser could match).
@@ -98,14 +104,14 @@ def strip_invalid_markers(answer: str, source_count: int) -> str:
     cleaned = MARKER.sub(
         lambda m: m.group(0) if 1 <= int(m.group(1)) <= source_count else "", answer
     )
-    return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
+    return _GAP_BEFORE_STOP.sub(r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
 
 
 def claims(answer: str) -> Iterator[tuple[str, list[int]]]:
     """Each sentence of an answer (markers removed) with the source numbers it cites."""
     for span in sentences(answer):
         numbers = [int(n) for n in MARKER.findall(span.text)]
-        text = re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub("", span.text)).strip()
+        text = _GAP_BEFORE_STOP.sub(r"\1", MARKER.sub("", span.text)).strip()
         if numbers and text:
             yield text, list(dict.fromkeys(numbers))
 

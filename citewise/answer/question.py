@@ -116,7 +116,16 @@ _DIAGRAM = re.compile(
     r"|^\s*[\w.]+\s*(?:-{1,2}>>|-{1,2}x|-{1,2}\)|--?>)\s*[\w.]+\s*:",
     re.MULTILINE,
 )
-_DIGIT = re.compile(r"\d")
+# A quantity as digits or in words ("three lineages", "none of the treaties"), or how often
+# ("rarely travels alone").
+_QUANTITY_STATED = re.compile(
+    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+    r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|"
+    r"eighty|ninety|hundreds?|thousands?|millions?|billions?|dozens?|none|single|double|twice|"
+    r"thrice|half|quarter|several|rarely|seldom|never|always|often|usually|daily|weekly|"
+    r"monthly|yearly|annually|hourly)\b",
+    re.IGNORECASE,
+)
 _QUESTION_WORD = re.compile(r"^(?:wh\w*|how)$")
 _VERB_LIKE = re.compile(
     r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|can|could|will|would|should|may|"
@@ -193,7 +202,7 @@ def carries_wanted(
     if kind is Kind.NAME:
         return 1.0 if _names_something(text, question_words) else 0.0
     if kind is Kind.QUANTITY:
-        return 1.0 if _DIGIT.search(text) else -1.0
+        return 1.0 if _QUANTITY_STATED.search(text) else -1.0
     if kind is Kind.YES_NO:
         return 1.0 if _POLARITY.search(text.replace("\u2019", "'")) else 0.0
     if kind is Kind.DEFINITION and subject:

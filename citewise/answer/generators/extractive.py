@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -386,9 +387,28 @@ def _where(hit: Hit) -> str:
     return f"From {' › '.join(parts)}:" if parts else "From the documentation:"
 
 
+def _without_decoration(sentence: str) -> str:
+    """The sentence without the symbols after its full stop ("... Requests. 🚀")."""
+    end = len(sentence)
+    while end and (
+        sentence[end - 1].isspace() or unicodedata.category(sentence[end - 1]) in _SYMBOLS
+    ):
+        end -= 1
+    if end < len(sentence) and end and sentence[end - 1] in ".!?":
+        return sentence[:end]
+    return sentence
+
+
+_SYMBOLS = {"So", "Sk", "Mn", "Cf"}  # emoji, their modifiers and variation selectors
+
+
 def _with_marker(sentence: str, n: int) -> str:
     """ "Refunds take 5 days." -> "Refunds take 5 days [1]." """
-    sentence = sentence.strip()
+    # A decoration after the full stop ("... Requests. 🚀") would hold the marker apart from
+    # the sentence it cites; the quote in the citation keeps it.
+    sentence = _without_decoration(sentence.strip())
+    if sentence.endswith(("...", "\u2026")):  # an ellipsis keeps its three dots
+        return f"{sentence} [{n}]"
     if sentence and sentence[-1] in ".!?" and "\n" not in sentence:
         return f"{sentence[:-1]} [{n}]{sentence[-1]}"
     if "\n" in sentence:  # code: the marker on a line of its own would read as code
