@@ -1,20 +1,26 @@
 """The offline provider: answers with the passages' own words, no language model.
 
-1. The top passages are cut into units (``citewise.answer.units``): prose sentences, list
-   items, table rows and code blocks, hard-wrapped lines joined.
+1. It reads the top three retrieved passages (every retrieved one for "how do I" questions)
+   and the passages the answerer read around them (``reads_around``: the neighbours of the top
+   three in their documents), cut into units (``citewise.answer.units``): prose sentences,
+   list items, table rows and code blocks, hard-wrapped lines joined.
 2. Units that cannot answer anything are set aside (``citewise.answer.question``): signposts
    and navigation ("in the next section", "see below", "read more"), heading-like fragments,
-   reference entries and bylines.
+   reference entries, changelog lines, diagrams, and lines that only present what follows.
 3. Each remaining unit is scored: its embedding similarity to the question, plus the share of
-   the question's content words it holds, plus its passage's similarity (a unit is only as good
-   as the passage it stands in), plus a bonus when it carries what the question asks for: a
-   number for "how many / when / what year", a defining sentence for "what is X".
+   the question's content words it holds (each word weighted by its rarity among the units
+   read), plus its passage's similarity (a unit is only as good as the passage it stands in;
+   a passage read around a retrieved one counts as its document's best), plus a bonus when it
+   carries what the question asks for: a number for "how many / when / what year", a
+   defining sentence for "what is X", a specific name for "which ...", a sentence that
+   settles a yes/no question, an API name for "how do I".
 4. The answer takes its shape from the question. "How do I ..." gets the best unit with the
-   steps or code that follow it (or the whole list it belongs to), up to about 90 words, under
-   a line naming where it comes from. Any other question gets the best unit, and the runner-up
-   when it scores within 15% (the fact asked for often sits in the next sentence or the next
-   paragraph); a unit that ends in a colon brings the list or code it introduces, and one
-   opening with "It" or "This" the sentence before it.
+   steps or code that follow it (or the whole list it belongs to; or, when it stands alone,
+   the next sentences of its passage or of the next one that name what to use), up to about
+   90 words, under a line naming where it comes from. Any other question gets the best unit,
+   and the runner-up when it scores within 20% (the fact asked for often sits in the next
+   sentence or the next paragraph); a unit that ends in a colon brings the list or code it
+   introduces, and one opening with "It" or "This" the sentence before it.
 
 Each unit is followed by the marker of the passage it came from. The weights were chosen on
 XQuAD and on our FastAPI documentation questions (bench/results/eval.json, docs/benchmarks.md).
@@ -42,7 +48,7 @@ from citewise.threads import run_blocking
 LEXICAL_WEIGHT = 1.0  # share of question words matched, relative to cosine similarity
 PASSAGE_WEIGHT = 1.0  # the containing passage's cosine similarity to the question
 WANTED_BONUS = 0.25  # a unit holding what the question asks for (a number, a definition)
-RUNNER_UP_RATIO = 0.85  # a second unit is added when it scores at least this share
+RUNNER_UP_RATIO = 0.80  # a second unit is added when it scores at least this share
 MIN_WORDS = 3
 INSTRUCTION_WORDS = 7  # a colon-ended sentence this long stands alone
 BLOCK_WORDS = 90  # how much of a procedure or a list an answer quotes, at most
