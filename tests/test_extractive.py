@@ -205,3 +205,17 @@ def test_a_sentence_keeps_its_marker_before_any_decoration_after_its_full_stop(
     assert "FastAPI of command-line apps [1]." in text
     citations = verify(text, [hit(page, "Typer", "Typer", embeddings, "Typer")], {}, "default")
     assert citations and all(c.supported for c in citations)
+
+
+def test_a_chosen_line_ending_in_a_colon_brings_what_it_introduces(embeddings: Embeddings) -> None:
+    page = (
+        "UploadFile has several advantages over bytes:\n\n"
+        "- It uses a spooled file:\n"
+        "- A file kept in memory up to a maximum size, then stored on disk.\n\n"
+        "You can read its metadata too."
+    )
+    question = "What is the spooled file that UploadFile uses?"
+    text = answer(embeddings, question, (page, "Request Files", "UploadFile"))
+
+    assert "It uses a spooled file:" in text
+    assert "maximum size, then stored on disk" in text

@@ -86,6 +86,7 @@ def test_a_list_right_under_its_introducing_line_is_still_a_list() -> None:
         ("What is the default port?", asked.Kind.QUANTITY),
         ("What is dependency injection?", asked.Kind.DEFINITION),
         ("What does IFITM stand for?", asked.Kind.DEFINITION),
+        ("What makes up an origin, in CORS terms?", asked.Kind.DEFINITION),
         ("Which package do I install to read form fields?", asked.Kind.NAME),
         ("What middleware handles CORS?", asked.Kind.NAME),
         ("Roughly how long does a certificate last?", asked.Kind.QUANTITY),
@@ -170,6 +171,7 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     assert asked.carries_wanted(defining, definition, subject) == 1.0
     assert asked.carries_wanted("IFITM proteins were measured.", definition, subject) == 0.0
     assert asked.subject_of("What is Typer meant to be?") == "typer"
+    assert asked.subject_of("What makes up an origin, in CORS terms?") == "origin"
     assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
     injection = '"Dependency Injection" means that your code declares what it needs.'
     assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0

@@ -56,7 +56,10 @@ _NAME = re.compile(
 )
 _DEFINITION = re.compile(
     r"^\s*(?:what|who)(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:an?\s+|the\s+)?(?P<subject>[^?]+?)"
-    r"\s*\??\s*$|^\s*what\s+does\s+(?P<acronym>[^?]+?)\s+(?:mean|stand\s+for)\s*\??\s*$",
+    r"\s*\??\s*$|^\s*what\s+does\s+(?P<acronym>[^?]+?)\s+(?:mean|stand\s+for)\s*\??\s*$"
+    # "What makes up an origin?": a definition by its parts
+    r"|^\s*what\s+(?:makes\s+up|constitutes|comprises)\s+(?:an?\s+|the\s+)?(?P<whole>[^?,]+?)"
+    r"\s*(?:,[^?]*)?\??\s*$",
     re.IGNORECASE,
 )
 _YES_NO = re.compile(
@@ -153,7 +156,8 @@ def subject_of(question: str) -> str | None:
     match = _DEFINITION.search(question)
     if match is None:
         return None
-    subject = (match.group("subject") or match.group("acronym") or "").strip(" \"'`").lower()
+    named = match.group("subject") or match.group("acronym") or match.group("whole") or ""
+    subject = named.strip(" \"'`").lower()
     # "what is X for / meant to be / used for": the subject is X
     subject = re.sub(r"\s+(?:for|meant|used|about|good|supposed|made|based)\b.*$", "", subject)
     return subject or None

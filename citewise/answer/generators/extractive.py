@@ -109,9 +109,7 @@ class ExtractiveGenerator:
                 chosen.append(runner)
         chosen = _with_antecedents(chosen, everything)
         chosen = sorted(chosen, key=lambda c: c.order)  # read in document order
-        if chosen[-1].unit.text.endswith(":"):
-            chosen = chosen[:-1] + _introduced(chosen[-1], everything)
-        return _render(chosen)
+        return _render(_with_what_they_introduce(chosen, everything))
 
     def _ranked(
         self, question: str, kind: asked.Kind, sources: Sequence[Hit]
@@ -338,6 +336,20 @@ def _document_order_after(
         if nxt is not None:
             following += [c for c in everything if c.n == nxt and not asked.is_markup(c.unit)]
     return following
+
+
+def _with_what_they_introduce(
+    chosen: list[_Candidate], everything: list[_Candidate]
+) -> list[_Candidate]:
+    """Each chosen unit ending in a colon followed by the list, table or code it introduces
+    ("It uses a spooled file:" and the item that says what that is), in document order."""
+    result: list[_Candidate] = []
+    for candidate in chosen:
+        more = _introduced(candidate, everything) if candidate.unit.text.endswith(":") else []
+        for unit in more or [candidate]:
+            if all(unit.order != kept.order for kept in result):
+                result.append(unit)
+    return sorted(result, key=lambda c: c.order)
 
 
 def _introduced(intro: _Candidate, everything: list[_Candidate]) -> list[_Candidate]:
