@@ -109,6 +109,11 @@ def test_a_quoted_sentence_ends_at_its_closing_quote_and_a_marker_never_starts_o
         ('He told the court, "I am here to submit."', [1]),
         ("The court had no bearing on it.", [2]),
     ]
+    # A marker and a full stop end a claim even before a lower-case name.
+    assert list(claims("Restrictive by default [2]. allow_origins - a list of origins [8].")) == [
+        ("Restrictive by default.", [2]),
+        ("allow_origins - a list of origins.", [8]),
+    ]
     # Before, "[1]." alone was a claim with no words: flagged unsupported in 0.8% of XQuAD.
     assert list(claims('The Shah said: "Of course it is going to rise... [1]')) == [
         ('The Shah said: "Of course it is going to rise...', [1])

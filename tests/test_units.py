@@ -116,6 +116,8 @@ def sentence(text: str) -> Unit:
         "The app above is a minimal example to demonstrate how to broadcast messages.",
         "For more details, click here.",
         "How seat reductions are handled is explained in the Billing and refund policy.",
+        "For more details, check Starlette's documentation for testing WebSockets.",
+        "You can read more about it in the official documentation.",
     ],
 )
 def test_signposts_never_answer(signpost: str) -> None:

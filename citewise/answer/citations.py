@@ -28,7 +28,9 @@ MARKER = re.compile(r"\[(\d{1,3})\]")
 # marker is never the start of the next sentence ('rise... [1].' is one sentence).
 _SENTENCE_END = re.compile(
     r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))(?<!^\d\.)(?<!^\d\d\.)(?<!^\d\d\d\.)"
-    r"(?:\s*\[\d{1,3}\])*\s+(?=[\"'(A-Z0-9\u201c]|\[(?!\d{1,3}\]))|\n+",
+    r"(?:\s*\[\d{1,3}\])*\s+(?=[\"'(A-Z0-9\u201c]|\[(?!\d{1,3}\]))|\n+"
+    # a marker and a full stop end a claim whatever follows: "... context [2]. allow_origins"
+    r"|(?<=\[\d\]\.)\s+|(?<=\[\d\d\]\.)\s+",
     re.MULTILINE,
 )
 # The gap a removed marker leaves before punctuation ("days [9]." -> "days ."), closed only

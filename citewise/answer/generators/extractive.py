@@ -10,8 +10,8 @@
 3. Each remaining unit is scored: its embedding similarity to the question, plus the share of
    the question's content words it holds (each word weighted by its rarity among the units
    read), plus its passage's similarity (a unit is only as good as the passage it stands in;
-   a passage read around a retrieved one counts as its document's best), plus a bonus when it
-   carries what the question asks for: a number for "how many / when / what year", a
+   a passage read around a retrieved one counts halfway to its document's best), plus a
+   bonus when it carries what the question asks for: a number for "how many / when / what year", a
    defining sentence for "what is X", a specific name for "which ...", a sentence that
    settles a yes/no question, an API name for "how do I".
 4. The answer takes its shape from the question. "How do I ..." gets the best unit with the
@@ -166,9 +166,11 @@ def question_words(question: str) -> frozenset[str]:
 
 def _standing(sources: Sequence[Hit], passages: int) -> list[float]:
     """How relevant each source's passage is: its similarity to the question, or for a passage
-    read around a retrieved one, the best similarity among the retrieved passages of its
-    document: it continues them ("First, import BackgroundTasks" after the section's
-    introduction shares few words with a question about sending e-mail later)."""
+    read around a retrieved one, halfway between its own and the best of its document's
+    retrieved passages: it continues them ("First, import BackgroundTasks" after the section's
+    introduction shares few words with a question about sending e-mail later), but it may be
+    the start of another section (counted as the best, "Adding ASGI middlewares" answered
+    "How do I enable CORS?")."""
     best_of: dict[str, float] = {}
     for hit in sources[:passages]:
         source = str(hit.metadata.get(stored_chunk.SOURCE, ""))
@@ -176,7 +178,7 @@ def _standing(sources: Sequence[Hit], passages: int) -> list[float]:
     return [
         hit.similarity
         if hit.retrieved
-        else max(hit.similarity, best_of.get(str(hit.metadata.get(stored_chunk.SOURCE, "")), 0.0))
+        else (hit.similarity + best_of.get(str(hit.metadata.get(stored_chunk.SOURCE, "")), 0.0)) / 2
         for hit in sources
     ]
 
