@@ -219,3 +219,24 @@ def test_a_chosen_line_ending_in_a_colon_brings_what_it_introduces(embeddings: E
 
     assert "It uses a spooled file:" in text
     assert "maximum size, then stored on disk" in text
+
+
+def test_a_how_question_is_answered_from_the_guide_rather_than_the_release_notes(
+    embeddings: Embeddings,
+) -> None:
+    question = "How can a test replace one of my dependencies with a fake?"
+    notes = (
+        "Implement dependency overrides for testing.\n\n"
+        "This allows using fakes of dependencies in tests."
+    )
+    guide = (
+        "To replace a dependency in tests, put the fake in app.dependency_overrides, keyed by "
+        "the original."
+    )
+    text = answer(
+        embeddings,
+        question,
+        (notes, "Release Notes", "Release Notes > 0.28.0 (2019-06-05)"),
+        (guide, "Testing Dependencies", "Testing Dependencies > Use dependency_overrides"),
+    )
+    assert "dependency_overrides" in text and "[2]" in text

@@ -202,3 +202,13 @@ def test_a_question_naming_what_no_source_mentions_is_told_apart() -> None:
     assert asked.about_something_else("Can I use SAML with Okta?", passages)
     assert not asked.about_something_else("Can I use Okta or Google?", passages)
     assert not asked.about_something_else("WHen can I sign in?", passages)
+
+
+def test_a_changelog_is_told_apart_by_its_title_or_heading() -> None:
+    assert asked.from_changelog("Release Notes", "Release Notes > 0.28.0 (2019-06-05)")
+    assert asked.from_changelog("Project", "Changelog > v2.1.0")
+    assert asked.from_changelog("Docs", "Docs > 1.4.2")
+    assert not asked.from_changelog("Background Tasks", "Background Tasks > Using BackgroundTasks")
+    assert not asked.from_changelog("Chloroplast", "Chloroplast > History")
+    assert asked.asks_about_changes(asked.kind_of("In which version did SSE support arrive?"))
+    assert not asked.asks_about_changes(asked.kind_of("How do I override a dependency?"))

@@ -167,6 +167,26 @@ def subject_of(question: str) -> str | None:
     return subject or None
 
 
+# A changelog's page or section: "Release Notes > 0.28.0 (2019-06-05)", "Changelog", "What's new".
+_CHANGELOG = re.compile(
+    r"\b(?:release\s+notes|change\s*log|changes\s+in|what['\u2019]?s\s+new|version\s+history)\b"
+    r"|(?:^|>\s*)v?\d+\.\d+(?:\.\d+)?\s*(?:\(\d{4}-\d{2}-\d{2}\))?\s*(?:>|$)",
+    re.IGNORECASE,
+)
+
+
+def from_changelog(title: str, heading: str) -> bool:
+    """Whether a passage belongs to a changelog, by its page title or heading path."""
+    return bool(_CHANGELOG.search(title) or _CHANGELOG.search(heading))
+
+
+def asks_about_changes(kind: Kind) -> bool:
+    """Only a "when / which version" question is answered by a changelog entry: a how-to or
+    a definition taken from one describes a change, not the thing ("Implement dependency
+    overrides for testing. PR #291")."""
+    return kind is Kind.QUANTITY
+
+
 def may_answer(unit: Unit, kind: Kind, min_words: int) -> bool:
     """Whether ``unit`` can stand as an answer at all."""
     words = unit.words

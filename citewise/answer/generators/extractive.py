@@ -128,10 +128,12 @@ class ExtractiveGenerator:
                 for unit in units(hit.text)
             )
         ]
+        changelog = [_from_changelog(hit) for hit in sources]
         eligible = [
             c
             for c in everything
-            if asked.may_answer(c.unit, kind, MIN_WORDS) and not _dangling(c, everything)
+            if asked.may_answer(c.unit, kind, MIN_WORDS)
+            and not _dangling(c, everything)
         ]
         if not eligible:
             return everything, []
@@ -150,6 +152,8 @@ class ExtractiveGenerator:
             wanted = asked.carries_wanted(candidate.unit.words, kind, subject, asked_words)
             if kind is asked.Kind.PROCEDURE and _leads_to_steps(candidate, everything):
                 wanted = 1.0
+            if changelog[candidate.n - 1] and not asked.asks_about_changes(kind):
+                wanted = -1.0  # a change described, not the thing
             score = (
                 float(similarity)
                 + LEXICAL_WEIGHT * overlap
@@ -158,6 +162,13 @@ class ExtractiveGenerator:
             )
             scored.append(_Candidate(candidate.n, candidate.unit, score, candidate.order))
         return everything, sorted(scored, key=lambda c: c.score, reverse=True)
+
+
+def _from_changelog(hit: Hit) -> bool:
+    return asked.from_changelog(
+        str(hit.metadata.get(stored_chunk.TITLE, "")),
+        str(hit.metadata.get(stored_chunk.HEADING, "")),
+    )
 
 
 def question_words(question: str) -> frozenset[str]:
