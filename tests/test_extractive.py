@@ -240,3 +240,19 @@ def test_a_how_question_is_answered_from_the_guide_rather_than_the_release_notes
         (guide, "Testing Dependencies", "Testing Dependencies > Use dependency_overrides"),
     )
     assert "dependency_overrides" in text and "[2]" in text
+
+
+def test_a_how_to_answer_names_the_api_its_sections_are_headed_by(embeddings: Embeddings) -> None:
+    question = "How do I reply with a 404 error when the requested item does not exist?"
+    example = (
+        "If the client asks for an item that does not exist, it receives a 404 status code "
+        "and a JSON body saying the item was not found."
+    )
+    use = "To return HTTP responses with errors to the client you raise HTTPException."
+    hits = [
+        hit(example, "Handling Errors", "Handling Errors > The response", embeddings, question),
+        hit(use, "Handling Errors", "Handling Errors > Use HTTPException", embeddings, question),
+    ]
+    text = ExtractiveGenerator(embeddings).compose(question, hits)
+
+    assert "HTTPException [2]" in text

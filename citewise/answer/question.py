@@ -214,7 +214,7 @@ def is_markup(unit: Unit) -> bool:
 # What documentation names when it says how: an API name (CamelCase, snake_case, a call, a
 # decorator), a command-line flag, or a keyword argument.
 _API_NAME = re.compile(
-    r"\b[A-Z][a-z]+[A-Z]\w*|\b[a-z]+_[a-z_]+\b|\w\(\)|(?<!\w)@\w+|(?<!\w)--?[a-z][\w-]+|\b\w+=\w"
+    r"\b[A-Z][a-z]+[A-Z]\w*|\b[A-Z]{2,}[a-z]\w*|\b[a-z]+_[a-z_]+\b|\w\(\)|(?<!\w)@\w+|(?<!\w)--?[a-z][\w-]+|\b\w+=\w"
 )
 
 
@@ -244,6 +244,17 @@ _SPECIFIC = re.compile(
     r"[A-Za-z]+[A-Z_]\w*|\w+\(\)|@\w+|--?[a-z][\w-]+|\w+=\w+|[a-z][a-z0-9]+-[a-z0-9-]+"
     r"|\d[\w.:/-]*|[\"'\u201c`]([^\"'\u201d`]{2,40})[\"'\u201d`]|(?<=[a-z,;] )[A-Z][\w-]+"
 )
+
+
+def api_names(text: str, question_words: frozenset[str]) -> set[str]:
+    """The API names (classes, functions, options, flags) ``text`` names that the question
+    does not, in lower case."""
+    return {
+        name
+        for name in (m.group(0).lower().rstrip("=") for m in _API_NAME.finditer(text))
+        if name not in question_words
+        and not all(word in question_words for word in re.findall(r"[a-z]+", name))
+    }
 
 
 def _names_something(text: str, question_words: frozenset[str]) -> bool:

@@ -94,11 +94,16 @@ class ExtractiveGenerator:
             return REFUSAL
         best = ranked[0]
         if kind is asked.Kind.PROCEDURE:
+            asked_words = question_words(question)
             chosen = _block_around(best, everything)
             if len(chosen) == 1:
-                chosen += _steps_after(best, everything, sources, question_words(question))
-            if len(chosen) > 1:
-                return _where(sources[best.n - 1]) + "\n" + _render(chosen)
+                chosen += _steps_after(best, everything, sources, asked_words)
+            named = _naming_the_tool(chosen, ranked, sources, everything, asked_words)
+            if len(chosen) > 1 or named:
+                answer = _where(sources[best.n - 1]) + "\n" + _render(chosen)
+                if named:  # after a list or code, on a line of its own
+                    answer += ("\n" if "\n" in _render(chosen) else " ") + _render(named)
+                return answer
             return _render(chosen)
         chosen = [best]
         for runner in ranked[1 : self._max_sentences]:
@@ -132,8 +137,7 @@ class ExtractiveGenerator:
         eligible = [
             c
             for c in everything
-            if asked.may_answer(c.unit, kind, MIN_WORDS)
-            and not _dangling(c, everything)
+            if asked.may_answer(c.unit, kind, MIN_WORDS) and not _dangling(c, everything)
         ]
         if not eligible:
             return everything, []
@@ -146,12 +150,20 @@ class ExtractiveGenerator:
         asked_words = question_words(question)
         terms_of = [set(t) for t in tokenize([c.unit.words for c in eligible])]
         weights = _rarity(question_terms, terms_of)
+        salient = (
+            _salient_api(sources, {c.n for c in everything}, asked_words)
+            if kind is asked.Kind.PROCEDURE
+            else set()
+        )
         scored = []
         for candidate, similarity, terms in zip(eligible, similarities, terms_of, strict=True):
             overlap = _overlap(weights, terms)
             wanted = asked.carries_wanted(candidate.unit.words, kind, subject, asked_words)
-            if kind is asked.Kind.PROCEDURE and _leads_to_steps(candidate, everything):
-                wanted = 1.0
+            if kind is asked.Kind.PROCEDURE:
+                if salient & asked.api_names(candidate.unit.words, asked_words):
+                    wanted = 2.0
+                elif _leads_to_steps(candidate, everything):
+                    wanted = 1.0
             if changelog[candidate.n - 1] and not asked.asks_about_changes(kind):
                 wanted = -1.0  # a change described, not the thing
             score = (
@@ -162,6 +174,44 @@ class ExtractiveGenerator:
             )
             scored.append(_Candidate(candidate.n, candidate.unit, score, candidate.order))
         return everything, sorted(scored, key=lambda c: c.score, reverse=True)
+
+
+def _naming_the_tool(
+    chosen: list[_Candidate],
+    ranked: list[_Candidate],
+    sources: Sequence[Hit],
+    everything: list[_Candidate],
+    asked_words: frozenset[str],
+) -> list[_Candidate]:
+    """When a how-to answer does not name the API its sections are headed by, the best unit
+    that does, if it scores within the runner-up ratio of the best: "To return HTTP responses
+    with errors to the client you use HTTPException" after the example of a 404."""
+    salient = _salient_api(sources, {c.n for c in everything}, asked_words)
+    if not salient or any(salient & asked.api_names(c.unit.words, asked_words) for c in chosen):
+        return []
+    best = ranked[0]
+    for candidate in ranked[1:]:
+        if candidate.score < RUNNER_UP_RATIO * best.score:
+            break
+        if candidate.unit.kind == "sentence" and salient & asked.api_names(
+            candidate.unit.words, asked_words
+        ):
+            return [candidate]
+    return []
+
+
+def _salient_api(sources: Sequence[Hit], read: set[int], asked_words: frozenset[str]) -> set[str]:
+    """The API names the section headings of the passages read give: documentation puts the
+    thing a how-to uses in the heading of the section that uses it ("Use HTTPException",
+    "Using BackgroundTasks", "Use the response_model_exclude_unset parameter")."""
+    names: set[str] = set()
+    for n in read:
+        heading = str(sources[n - 1].metadata.get(stored_chunk.HEADING, ""))
+        title = str(sources[n - 1].metadata.get(stored_chunk.TITLE, ""))
+        sections = [part.strip() for part in heading.split(" > ") if part.strip() != title]
+        for section in sections:
+            names |= asked.api_names(section, asked_words)
+    return names
 
 
 def _from_changelog(hit: Hit) -> bool:
