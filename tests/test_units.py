@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from citewise.answer import question as asked
+from citewise.answer.generators.extractive import question_words
 from citewise.answer.units import Unit, units
 
 WRAPPED = (
@@ -184,6 +185,14 @@ def test_a_name_counts_only_when_the_question_does_not_already_name_it() -> None
     words = frozenset({"which", "address", "does", "fastapi", "run", "bind", "to"})
     assert asked.carries_wanted("It listens on the IP address 0.0.0.0.", name, None, words) == 1.0
     assert asked.carries_wanted("Then fastapi run starts the app.", name, None, words) == 0.0
+
+
+def test_a_which_package_question_wants_something_to_install() -> None:
+    name = asked.Kind.NAME
+    words = question_words("Which package must be added so settings load from a dotenv file?")
+    assert asked.kind_of("Which package must be added to read a dotenv file?") is name
+    assert asked.carries_wanted("Add python-dotenv to your project.", name, None, words) == 1.0
+    assert asked.carries_wanted("Define env_file in the Settings class.", name, None, words) == 0.0
 
 
 def test_a_yes_no_question_wants_a_sentence_that_settles_it() -> None:

@@ -218,6 +218,8 @@ _API_NAME = re.compile(
 )
 
 
+# "Which package / library / extra ...": the answer names something to install.
+_ASKS_FOR_PACKAGE = re.compile(r"\b(?:package|library|module|extra|plugin|distribution)s?\b")
 _PACKAGE = re.compile(r"\b[a-z][a-z0-9]+-[a-z0-9-]+\b|\binstall\s+\S+|\b[a-z]+[0-9][a-z0-9]*\b")
 
 
@@ -227,6 +229,8 @@ def carries_wanted(
     """1.0 when ``text`` holds what the question asks for, -1.0 when it cannot, else 0."""
     if kind is Kind.PROCEDURE:
         return 1.0 if _API_NAME.search(text) and _names_something(text, question_words) else 0.0
+    if kind is Kind.NAME and _ASKS_FOR_PACKAGE.search(" ".join(question_words)):
+        return 1.0 if _PACKAGE.search(text) else 0.0
     if kind is Kind.NAME:
         return 1.0 if _names_something(text, question_words) else 0.0
     if kind is Kind.QUANTITY:
