@@ -8,7 +8,15 @@ PORT   ?= 8000
 
 .PHONY: install demo test lint docs docs-serve bench bench-serve clean
 
-install: $(STAMP)
+NODE_STAMP := tests/node/node_modules/.installed-stamp
+
+install: $(STAMP) $(NODE_STAMP)
+
+# The JavaScript clients the tests drive (the Vercel AI SDK), from the npm registry, as locked.
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@command -v npm >/dev/null || { echo "Citewise's tests need Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml offline/en_core_web_sm/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,4 +54,4 @@ bench-serve: install
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site tests/node/node_modules

@@ -30,6 +30,7 @@ from api.routes import (
     metrics,
     openapi_pages,
     query,
+    ui_chat,
     widget,
 )
 from citewise import __version__
@@ -121,6 +122,7 @@ def create_app(
     app.include_router(query.router)
     app.include_router(health.router)
     app.include_router(chat_completions.router)
+    app.include_router(ui_chat.router)
     app.include_router(admin.router)
     app.include_router(widget.router)
     app.include_router(jobs.router)
