@@ -18,8 +18,11 @@ from starlette.types import Scope
 
 from api.deps import ServicesDep
 from api.proxies import parse_ip
+from citewise.errors import Forbidden
 from citewise.serving.access import Caller
 from citewise.serving.rate_limits import Family
+from citewise.serving.user_tokens import looks_like_jwt
+from citewise.threads import run_blocking
 from citewise.wiring import Services
 
 CACHE_HEADER = "X-Citewise-Cache"
@@ -27,7 +30,9 @@ UNKNOWN_CLIENT = "unknown"
 _COUNTED = "citewise.client_counted"  # in the request's scope: its client's limit was counted
 
 # Declared for the OpenAPI docs ("Authorize" in /docs); neither refuses a request by itself.
-_bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API key, or an end user's JWT (CITEWISE_JWT_*)."
+)
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
 _widget_token = APIKeyHeader(
     name="X-Widget-Token",
@@ -101,7 +106,14 @@ class Guard:
             await services.limiter.check(self.family, "widget", grant.widget_id)
             return Caller("widget", grant.owner, grant.kb)
         presented = bearer.credentials if bearer is not None else api_key
-        caller = services.keys.authorize(presented, self.need)
+        tokens = services.user_tokens
+        if tokens is not None and bearer is not None and looks_like_jwt(bearer.credentials):
+            # An end user's token: a JWKS URL may be fetched, so off the event loop.
+            caller = await run_blocking(tokens.verify, bearer.credentials)
+            if self.need == "admin":
+                raise Forbidden("this endpoint needs an admin key; a user's token is not one")
+        else:
+            caller = services.keys.authorize(presented, self.need)
         if caller.keyed:
             await services.limiter.check(self.family, "key", caller.owner)
         return caller

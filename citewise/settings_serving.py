@@ -7,7 +7,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from citewise.settings_groups import SettingsGroup, env
@@ -18,6 +18,24 @@ _HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
 _LABEL = r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
 _HOST_PATTERN = re.compile(rf"\*|(\*\.)?{_LABEL}(\.{_LABEL})*")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# Signature algorithms an end user's token may use ("none" is not one of them).
+_JWT_ALGORITHMS = frozenset(
+    [
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    ]
+)
 
 RateFamily = Literal["search", "ask", "admin", "widget"]
 RateScope = Literal["ip", "key", "widget"]
@@ -212,12 +230,129 @@ class AccessSettings(SettingsGroup):
         "and [::1] only (a page elsewhere cannot reach a keyless service by DNS rebinding).",
     )
 
+    # End users' tokens from the deployment's identity provider (citewise.serving.user_tokens).
+    jwt_audience: str | None = env(
+        "JWT_AUDIENCE",
+        None,
+        description="The audience ('aud') tokens must be issued for; required with tokens.",
+    )
+    jwt_issuer: str | None = env(
+        "JWT_ISSUER",
+        None,
+        description="The issuer ('iss') tokens must come from; required with tokens.",
+    )
+    jwt_secret: SecretStr | None = env(
+        "JWT_SECRET",
+        None,
+        description="Shared secret of end users' HS256 tokens (at least 32 characters).",
+    )
+    jwt_jwks: str | None = env(
+        "JWT_JWKS",
+        None,
+        description="Where the identity provider's public keys are, for RS256/ES256 tokens: a "
+        "JWKS file path or an https:// (or http://) URL; fetched again when a token names a "
+        "key it does not hold (key rotation) and every CITEWISE_JWT_JWKS_REFRESH_S.",
+    )
+    jwt_algorithms: Annotated[list[str] | None, NoDecode] = env(
+        "JWT_ALGORITHMS",
+        None,
+        description="The signature algorithms accepted, comma-separated. Unset: HS256 with a "
+        "secret, RS256 and ES256 with a JWKS. 'none' is never accepted.",
+    )
+    jwt_leeway_s: int = env(
+        "JWT_LEEWAY_S",
+        30,
+        ge=0,
+        le=300,
+        description="Clock skew allowed on 'exp', 'nbf' and 'iat', in seconds (at most 300).",
+    )
+    jwt_kb_claim: str = env(
+        "JWT_KB_CLAIM",
+        "kbs",
+        min_length=1,
+        description="The claim that lists what a user may search and ask: knowledge base names "
+        "(a list, or a string separated by spaces or commas; '*' for all), or groups mapped to "
+        "knowledge bases by CITEWISE_JWT_CLAIM_KBS.",
+    )
+    jwt_claim_kbs: Annotated[dict[str, list[str]] | None, NoDecode] = env(
+        "JWT_CLAIM_KBS",
+        None,
+        description='JSON map from a claim value (a group) to knowledge bases, e.g. {"support": '
+        '["help", "faq"], "staff": ["*"]}. Unset: claim values are knowledge base names.',
+    )
+    jwt_jwks_refresh_s: int = env(
+        "JWT_JWKS_REFRESH_S",
+        300,
+        ge=10,
+        description="How long fetched JWKS keys are kept before they are fetched again.",
+    )
+
+    @property
+    def user_tokens(self) -> bool:
+        """Whether end users' JWTs are accepted."""
+        return self.jwt_secret is not None or self.jwt_jwks is not None
+
     @property
     def hosts(self) -> tuple[str, ...]:
         """The host patterns served: CITEWISE_ALLOWED_HOSTS, else as the keys decide."""
         if self.allowed_hosts is not None:
             return tuple(self.allowed_hosts)
-        return ("*",) if self.admin_keys or self.query_keys else LOCAL_HOSTS
+        keyed = self.admin_keys or self.query_keys or self.user_tokens
+        return ("*",) if keyed else LOCAL_HOSTS
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_claim_kbs", mode="before")
+    @classmethod
+    def _decode_claim_kbs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"CITEWISE_JWT_CLAIM_KBS is not JSON: {exc.msg}") from None
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, secret: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if secret is not None:
+            if len(secret.get_secret_value()) < 32:
+                raise ValueError("CITEWISE_JWT_SECRET must be at least 32 characters long")
+            _need_audience_and_issuer(info)
+        return secret
+
+    @field_validator("jwt_jwks")
+    @classmethod
+    def _check_jwks(cls, where: str | None, info: ValidationInfo) -> str | None:
+        if where is not None:
+            _need_audience_and_issuer(info)
+        return where
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, pinned: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        for algorithm in pinned or []:
+            if algorithm not in _JWT_ALGORITHMS:
+                known = ", ".join(sorted(_JWT_ALGORITHMS))
+                raise ValueError(f"{algorithm!r} is not one of {known}")
+            if algorithm.startswith("HS") and info.data.get("jwt_secret") is None:
+                raise ValueError(f"{algorithm} needs CITEWISE_JWT_SECRET")
+            if not algorithm.startswith("HS") and info.data.get("jwt_jwks") is None:
+                raise ValueError(f"{algorithm} needs CITEWISE_JWT_JWKS")
+        return pinned
+
+    @property
+    def token_algorithms(self) -> tuple[str, ...]:
+        """The algorithms pinned for end users' tokens."""
+        if self.jwt_algorithms:
+            return tuple(self.jwt_algorithms)
+        pinned: tuple[str, ...] = ("HS256",) if self.jwt_secret is not None else ()
+        return pinned + (("RS256", "ES256") if self.jwt_jwks is not None else ())
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -285,6 +420,14 @@ class AccessSettings(SettingsGroup):
             if len(secret) < 16 and not secret.startswith("sha256:"):
                 raise ValueError("API keys must be at least 16 characters long")
         return keys
+
+
+def _need_audience_and_issuer(info: ValidationInfo) -> None:
+    if not info.data.get("jwt_audience") or not info.data.get("jwt_issuer"):
+        raise ValueError(
+            "end users' tokens need CITEWISE_JWT_AUDIENCE and CITEWISE_JWT_ISSUER too: a token "
+            "is only accepted for this service and from your identity provider"
+        )
 
 
 class RateLimitSettings(SettingsGroup):

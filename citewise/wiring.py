@@ -24,6 +24,7 @@ from citewise.serving.ask_service import AskService
 from citewise.serving.conversations import Conversations
 from citewise.serving.outcomes import OutcomeLog
 from citewise.serving.rate_limits import Limiter
+from citewise.serving.user_tokens import UserTokens
 from citewise.serving.widgets import Widgets
 from citewise.settings import Settings
 
@@ -114,6 +115,7 @@ class Services:
     widgets: Widgets
     outcomes: OutcomeLog | None
     jobs: JobQueue | None  # ingest jobs (RQ over the same Redis); None without Redis
+    user_tokens: UserTokens | None = None  # end users' JWTs, when the deployment takes them
 
     def close(self) -> None:
         """Release Redis and Chroma server connections (used without an event loop)."""
@@ -167,7 +169,8 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         )
     outcomes = OutcomeLog(redis, settings.outcomes) if redis is not None else None
     asking = AskService(answerer, lexical, answers, conversations, outcomes, sync)
-    keys = KeyRing(settings.access.admin_keys, settings.access.query_keys)
+    access = settings.access
+    keys = KeyRing(access.admin_keys, access.query_keys, users=access.user_tokens)
     return Services(
         settings,
         model,
@@ -182,4 +185,5 @@ def build_services(settings: Settings, generator: Generator | None = None) -> Se
         Widgets(settings.widget, settings.widget_secret_path, redis),
         outcomes,
         JobQueue(redis, settings.ingest) if redis is not None else None,
+        UserTokens(access) if access.user_tokens else None,
     )

@@ -24,6 +24,7 @@ from api.security import CACHE_HEADER, ChatCaller, SearchCaller
 from citewise.answer.answerer import Question
 from citewise.answer.generators.base import Turn
 from citewise.errors import CitewiseError, InvalidRequest
+from citewise.serving.access import Caller
 from citewise.shapes import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
 
 router = APIRouter(route_class=TextRoute, tags=["openai-compatible"])
@@ -50,9 +51,7 @@ class ChatRequest(BaseModel):
 @router.get("/v1/models")
 async def list_models(services: ServicesDep, caller: SearchCaller) -> dict[str, Any]:
     """Knowledge bases, listed as models (a help widget's token sees its own only)."""
-    names = services.store.knowledge_bases()
-    if caller.kb is not None:
-        names = [kb for kb in names if kb == caller.kb]
+    names = [kb for kb in services.store.knowledge_bases() if caller.may_use(kb)]
     return {
         "object": "list",
         "data": [
@@ -61,12 +60,13 @@ async def list_models(services: ServicesDep, caller: SearchCaller) -> dict[str, 
     }
 
 
-def question_of(body: ChatRequest) -> Question:
+def question_of(body: ChatRequest, caller: Caller) -> Question:
     turns = [m for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user":
         raise InvalidRequest("the last message must come from the user")
     history = [Turn(m.role, m.text()) for m in turns[:-1]]  # type: ignore[arg-type]
-    return Question(text=turns[-1].text(), kb=body.model, history=history)
+    kb = caller.knowledge_base(body.model, body.model)  # a user's token may not grant it
+    return Question(text=turns[-1].text(), kb=kb, history=history)
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -78,7 +78,7 @@ async def chat_completions(
     Stateless, as the protocol is: the history comes in ``messages``, and no server-side
     conversation is kept. Answers are cached like ``/v1/ask``'s (header ``X-Citewise-Cache``).
     """
-    question = question_of(body)
+    question = question_of(body, caller)
     created = int(time.time())
     if not body.stream:
         asked = await services.asking.ask(question, owner=caller.owner, converse=False)

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 
 from citewise.errors import Forbidden, Unauthorized
 
-Role = Literal["admin", "query", "widget", "public"]
+Role = Literal["admin", "query", "widget", "user", "public"]
 PUBLIC_OWNER = "public"
 
 
@@ -45,18 +45,33 @@ class Caller:
     role: Role
     owner: str = PUBLIC_OWNER
     kb: str | None = None  # the only knowledge base this caller may use, if bound to one
+    # An end user's token: the knowledge bases its claim grants (None: every one).
+    kbs: frozenset[str] | None = None
 
     @property
     def keyed(self) -> bool:
-        return self.role in ("admin", "query")
+        """Whether the caller has limits of its own (a key's, or an end user's)."""
+        return self.role in ("admin", "query", "user")
+
+    def may_use(self, kb: str) -> bool:
+        """Whether this caller may search and ask knowledge base ``kb``."""
+        if self.kb is not None:
+            return kb == self.kb
+        return self.kbs is None or kb in self.kbs
 
     def knowledge_base(self, requested: str | None, default: str) -> str:
-        """The knowledge base a request may use: its own choice, unless the caller is bound."""
-        if self.kb is None:
-            return requested or default
-        if requested is not None and requested != self.kb:
-            raise Forbidden(f"this widget answers from knowledge base {self.kb!r} only")
-        return self.kb
+        """The knowledge base a request may use: its own choice, unless the caller is bound
+        (a widget's) or limited (an end user's token)."""
+        if self.kb is not None:
+            if requested is not None and requested != self.kb:
+                raise Forbidden(f"this widget answers from knowledge base {self.kb!r} only")
+            return self.kb
+        chosen = requested or default
+        if self.kbs is not None and chosen not in self.kbs:
+            if requested is None and len(self.kbs) == 1:
+                return next(iter(self.kbs))  # the one a user may ask, when none is named
+            raise Forbidden(f"your token does not grant knowledge base {chosen!r}")
+        return chosen
 
 
 def _digest(configured: str) -> bytes:
@@ -68,17 +83,20 @@ def _digest(configured: str) -> bytes:
 class KeyRing:
     """The configured keys, as digests."""
 
-    def __init__(self, admin: Sequence[SecretStr], query: Sequence[SecretStr]) -> None:
+    def __init__(
+        self, admin: Sequence[SecretStr], query: Sequence[SecretStr], *, users: bool = False
+    ) -> None:
         self._admin = [_digest(k.get_secret_value()) for k in admin]
         self._query = [_digest(k.get_secret_value()) for k in query]
+        self._users = users  # end users' tokens are accepted: queries need one (or a key)
 
     @property
     def open(self) -> bool:
-        return not self._admin and not self._query
+        return not self._admin and not self._query and not self._users
 
     @property
     def queries_public(self) -> bool:
-        return not self._query
+        return not self._query and not self._users
 
     def identify(self, presented: str) -> Caller | None:
         """The caller this key belongs to, or ``None`` for an unknown key."""
@@ -105,7 +123,11 @@ class KeyRing:
                 return Caller("public")
             if presented:
                 raise Unauthorized("the API key is not valid")
-            raise Unauthorized("an API key is needed: send 'Authorization: Bearer <key>'")
+            raise Unauthorized(
+                "an API key or a user's token is needed: send 'Authorization: Bearer <key>'"
+                if self._users
+                else "an API key is needed: send 'Authorization: Bearer <key>'"
+            )
         if need == "admin" and caller.role != "admin":
             raise Forbidden("this endpoint needs an admin key")
         return caller
