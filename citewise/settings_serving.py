@@ -81,6 +81,24 @@ class AnsweringSettings(SettingsGroup):
         '{"default": "https://help.example.com/"}; citation links are joined to it.',
     )
     sse_ping_s: float = env("SSE_PING_S", 15.0, gt=0, description="Heartbeat interval of streams.")
+    chat_footnotes: Annotated[list[str], NoDecode] = env(
+        "CHAT_FOOTNOTES",
+        default_factory=list,
+        description="Knowledge bases (comma-separated, or * for all) whose OpenAI-compatible "
+        "chat answers end with a list of the cited sources in the text itself, for chat "
+        "clients that drop the citations field. A request's 'footnotes' field overrides it.",
+    )
+
+    @field_validator("chat_footnotes", mode="before")
+    @classmethod
+    def _split_footnote_kbs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def footnotes_for(self, kb: str) -> bool:
+        """Whether chat answers from ``kb`` carry their sources in the text by default."""
+        return "*" in self.chat_footnotes or kb in self.chat_footnotes
 
 
 class LLMSettings(SettingsGroup):

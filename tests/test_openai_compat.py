@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from api.main import create_app
 from citewise.answer.generators.base import REFUSAL
@@ -22,18 +24,22 @@ HANDBOOK = "account/admin-handbook.docx"
 
 
 @pytest.fixture(scope="module")
-def client(
+def url(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     embeddings: LocalEmbeddings,
     cache_dir: Path,
-) -> Iterator[openai.OpenAI]:
+) -> Iterator[str]:
     home = sample_home(request.config, tmp_path_factory, embeddings, cache_dir)
-    settings = Settings(home=home, cache_dir=cache_dir, redis_url="off")  # no answer cache
-    with (
-        serve(create_app(settings)) as url,
-        openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) as sdk,
-    ):
+    # No answer cache; the parrots' answers carry their sources in the text by default.
+    settings = Settings(home=home, cache_dir=cache_dir, redis_url="off", chat_footnotes="parrots")
+    with serve(create_app(settings)) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60) as sdk:
         yield sdk
 
 
@@ -144,3 +150,41 @@ def test_bad_requests_are_sdk_errors(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="default", messages=user("   "))
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="default", messages=[])
+
+
+# --- citations where a client cannot show them ----------------------------------------------
+
+
+def test_a_langchain_chat_model_sees_where_each_marker_points(url: str) -> None:
+    model = ChatOpenAI(
+        base_url=f"{url}/v1",
+        api_key=SecretStr("unused"),
+        model="default",
+        max_retries=0,
+        timeout=60,
+        extra_body={"footnotes": True},
+    )
+    reply = str(model.invoke(INVITATION).content)
+
+    answer, _, sources = reply.partition("\n\nSources:\n")
+    markers = set(re.findall(r"\[(\d+)\]", answer))
+    lines = sources.splitlines()
+    assert markers and {re.match(r"\[(\d+)\]", line)[1] for line in lines} == markers  # type: ignore[index]
+    assert all(HANDBOOK in line and "Tallybird Administrator Handbook" in line for line in lines)
+
+    streamed = "".join(str(chunk.content) for chunk in model.stream(INVITATION))
+    assert streamed.startswith(answer) and "\n\nSources:\n[1] " in streamed
+
+
+def test_footnotes_follow_the_knowledge_base_setting_unless_the_request_says(
+    client: openai.OpenAI,
+) -> None:
+    def content(model: str, **extra: Any) -> str:
+        reply = client.chat.completions.create(
+            model=model, messages=user(PARROT if model == PARROTS_KB else INVITATION), **extra
+        )
+        return reply.choices[0].message.content or ""
+
+    assert "Sources:" not in content("default")  # clients reading the citations field
+    assert "\n\nSources:\n[1] " in content(PARROTS_KB)  # the setting names this one
+    assert "Sources:" not in content(PARROTS_KB, extra_body={"footnotes": False})

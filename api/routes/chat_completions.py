@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -25,7 +25,7 @@ from citewise.answer.answerer import Question
 from citewise.answer.generators.base import Turn
 from citewise.errors import CitewiseError, InvalidRequest
 from citewise.serving.access import Caller
-from citewise.shapes import CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
+from citewise.shapes import Citation, CitationsEvent, DeltaEvent, DoneEvent, Event, SourcesEvent
 
 router = APIRouter(route_class=TextRoute, tags=["openai-compatible"])
 
@@ -44,6 +44,12 @@ class ChatRequest(BaseModel):
     model: str = Field(description="The knowledge base to answer from.")
     messages: list[ChatMessage] = Field(min_length=1, max_length=100)
     stream: bool = False
+    footnotes: bool | None = Field(
+        default=None,
+        description="End the answer with the cited sources, in the text itself (for clients "
+        "that drop the citations field). Unset: as CITEWISE_CHAT_FOOTNOTES says for the "
+        "knowledge base.",
+    )
     # Other OpenAI parameters (temperature, max_tokens, ...) are accepted and ignored.
     model_config = {"extra": "allow"}
 
@@ -80,9 +86,13 @@ async def chat_completions(
     """
     question = question_of(body, caller)
     created = int(time.time())
+    footnotes = body.footnotes
+    if footnotes is None:
+        footnotes = services.settings.answering.footnotes_for(question.kb)
     if not body.stream:
         asked = await services.asking.ask(question, owner=caller.owner, converse=False)
         answer = asked.whole()
+        content = answer.answer + (footnote_list(answer.citations) if footnotes else "")
         completion = {
             "id": f"chatcmpl-{answer.answer_id}",
             "object": "chat.completion",
@@ -91,7 +101,7 @@ async def chat_completions(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
+                    "message": {"role": "assistant", "content": content},
                     "finish_reason": "stop",
                 }
             ],
@@ -103,14 +113,14 @@ async def chat_completions(
     cache, events = await services.asking.stream(question, owner=caller.owner, converse=False)
     first = await anext(events)  # bad requests fail here, as plain 4xx
     return EventSourceResponse(
-        _chunks(first, events, body.model, created),
+        _chunks(first, events, body.model, created, footnotes=footnotes),
         ping=services.settings.answering.sse_ping_s,
         headers={CACHE_HEADER: cache},
     )
 
 
 async def _chunks(
-    first: Event, rest: AsyncIterator[Event], model: str, created: int
+    first: Event, rest: AsyncIterator[Event], model: str, created: int, *, footnotes: bool
 ) -> AsyncIterator[str]:
     # One id for every chunk (OpenAI's contract); the answer's id is known from the first event.
     answer_id = first.answer_id if isinstance(first, SourcesEvent) else ""
@@ -142,8 +152,26 @@ async def _chunks(
                     yield chunk({"content": text}, None)
                 case CitationsEvent(citations=found):
                     citations = [c.model_dump(mode="json") for c in found]
+                    if footnotes and found:
+                        yield chunk({"content": footnote_list(found)}, None)
                 case DoneEvent(refused=refused):
                     yield chunk({}, "stop", citations=citations, refused=refused)
     except CitewiseError as exc:
         yield json.dumps({"error": {"code": exc.code, "message": str(exc), "type": exc.code}})
     yield "[DONE]"
+
+
+def footnote_list(citations: Sequence[Citation]) -> str:
+    """The cited sources as text after the answer, one line per [n]: where each marker points,
+    for a client that shows the text only ("[1] Handbook › Inviting people: <link>")."""
+    lines: dict[int, str] = {}
+    for citation in citations:
+        if citation.n in lines:
+            continue
+        title = citation.title or citation.source
+        heading = citation.heading.split(" > ")[-1] if citation.heading else ""
+        where = f"{title} › {heading}" if heading and heading != title else title
+        lines[citation.n] = f"[{citation.n}] {where}: {citation.url}"
+    if not lines:
+        return ""
+    return "\n\nSources:\n" + "\n".join(lines[n] for n in sorted(lines))
