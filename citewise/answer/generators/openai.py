@@ -8,6 +8,8 @@ from citewise.answer.generators.chat import ChatGenerator
 from citewise.errors import ConfigurationError
 from citewise.settings import LLMSettings
 
+ENDPOINT = "https://api.openai.com/v1"
+
 
 def build(settings: LLMSettings) -> ChatGenerator:
     import openai
@@ -24,7 +26,9 @@ def build(settings: LLMSettings) -> ChatGenerator:
     http_client = openai.DefaultAsyncHttpxClient()
     model = ChatOpenAI(
         model=settings.model,
-        base_url=settings.base_url,
+        # Always given: left unset, the SDK would follow OPENAI_BASE_URL or OPENAI_API_BASE
+        # from the environment, while the answers were cached as api.openai.com's.
+        base_url=settings.base_url or ENDPOINT,
         # Local servers accept any key; the SDK insists on one being set.
         api_key=settings.api_key or SecretStr("not-needed"),
         temperature=settings.temperature,
