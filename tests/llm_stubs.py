@@ -2,8 +2,12 @@
 vendor's own client library runs unchanged against them and nothing reaches the network.
 
     OpenAIStub     POST /v1/chat/completions                        chunks as ``data:`` lines
+    AnthropicStub  POST /v1/messages                                named Messages API events
+    GeminiStub     POST /v1beta/models/{model}:generateContent,
+                   POST /v1beta/models/{model}:streamGenerateContent?alt=sse
 
-The shapes are those the SDKs parse: openai's ``ChatCompletionChunk``.
+The shapes are those the SDKs parse: openai's ``ChatCompletionChunk``, anthropic's
+``RawMessageStreamEvent`` types, google-genai's ``GenerateContentResponse``.
 """
 
 from __future__ import annotations
@@ -129,7 +133,8 @@ class StubModel:
 
 
 def _texts(parts: Any) -> str:
-    """Message content as text: a string, or a list of text blocks."""
+    """Message content as text: a string, or a list of text blocks (Anthropic's ``text``
+    blocks, Gemini's ``parts``)."""
     if isinstance(parts, str):
         return parts
     return "".join(str(part.get("text", "")) for part in parts or [])
@@ -192,7 +197,105 @@ class OpenAIStub(StubModel):
         return app
 
 
-STUBS: dict[str, type[StubModel]] = {stub.provider: stub for stub in (OpenAIStub,)}
+class AnthropicStub(StubModel):
+    provider = "anthropic"
+
+    def error_body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": "api_error", "message": LEAKY_ERROR}}
+
+    @staticmethod
+    def message(model: str, content: list[dict[str, Any]], stop: str | None) -> dict[str, Any]:
+        return {
+            "id": "msg_stub",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 120, "output_tokens": 0 if stop is None else 12},
+        }
+
+    @staticmethod
+    def event(name: str, data: dict[str, Any]) -> str:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+    def whole(self, model: str, reply: str) -> dict[str, Any]:
+        return self.message(model, [{"type": "text", "text": reply}], "end_turn")
+
+    async def stream(self, model: str, reply: str) -> AsyncIterator[str]:
+        yield self.event("message_start", {"message": self.message(model, [], None)})
+        block = {"type": "text", "text": ""}
+        yield self.event("content_block_start", {"index": 0, "content_block": block})
+        yield self.event("ping", {})
+        async for piece in self.pieces(reply):
+            delta = {"type": "text_delta", "text": piece}
+            yield self.event("content_block_delta", {"index": 0, "delta": delta})
+        yield self.event("content_block_stop", {"index": 0})
+        stop = {"stop_reason": "end_turn", "stop_sequence": None}
+        yield self.event("message_delta", {"delta": stop, "usage": {"output_tokens": 12}})
+        yield self.event("message_stop", {})
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1/messages")
+        async def messages(request: Request) -> Response:
+            body = await request.json()
+            # The API takes the key as X-Api-Key or, as this SDK sends it, a bearer token.
+            key = request.headers.get("x-api-key") or _bearer(request)
+            prompt = _texts(body["messages"][-1]["content"])
+            system = _texts(body.get("system"))
+            sent = Sent(body["model"], bool(body.get("stream")), system, prompt, key)
+            return await self.answer(request, sent)
+
+        return app
+
+
+class GeminiStub(StubModel):
+    provider = "gemini"
+
+    def error_body(self) -> dict[str, Any]:
+        return {"error": {"code": 500, "message": LEAKY_ERROR, "status": "INTERNAL"}}
+
+    @staticmethod
+    def response(model: str, text: str, finish: str | None) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+        candidate |= {"index": 0} | ({"finishReason": finish} if finish else {})
+        usage = {"promptTokenCount": 120, "candidatesTokenCount": 12, "totalTokenCount": 132}
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model}
+
+    def whole(self, model: str, reply: str) -> dict[str, Any]:
+        return self.response(model, reply, "STOP")
+
+    async def stream(self, model: str, reply: str) -> AsyncIterator[str]:
+        async for piece in self.pieces(reply):
+            yield f"data: {json.dumps(self.response(model, piece, None))}\r\n\r\n"
+        yield f"data: {json.dumps(self.response(model, '', 'STOP'))}\r\n\r\n"
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/v1beta/models/{call}")
+        async def generate(call: str, request: Request) -> Response:
+            model, _, method = call.partition(":")
+            streamed = method == "streamGenerateContent"
+            if method not in {"generateContent", "streamGenerateContent"} or (
+                streamed and request.query_params.get("alt") != "sse"
+            ):
+                return JSONResponse({"error": {"code": 404, "status": "NOT_FOUND"}}, 404)
+            body = await request.json()
+            system = _texts((body.get("systemInstruction") or {}).get("parts"))
+            prompt = _texts(body["contents"][-1]["parts"])
+            key = request.headers.get("x-goog-api-key", "")
+            return await self.answer(request, Sent(model, streamed, system, prompt, key))
+
+        return app
+
+
+STUBS: dict[str, type[StubModel]] = {
+    stub.provider: stub for stub in (OpenAIStub, AnthropicStub, GeminiStub)
+}
 
 
 class LoopProbe:

@@ -1,10 +1,12 @@
-"""The hosted answer providers, each through its vendor's own client library against a local
-stub of the vendor's wire protocol (``tests/llm_stubs.py``): one suite, so every provider
-streams, cites, condenses, fails and times out the same way."""
+"""The hosted answer providers (openai, anthropic, gemini), each through its vendor's own client
+library against a local stub of the vendor's wire protocol (``tests/llm_stubs.py``): one suite,
+so every provider streams, cites, condenses, fails and times out the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -19,13 +21,22 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from citewise.answer.generators.base import REFUSAL
 from citewise.answer.generators.chat import prompt
+from citewise.errors import ConfigurationError
+from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
+from citewise.settings_serving import DEFAULT_MODELS
+from citewise.wiring import build_generator
 from tests.answer_helpers import parse_sse, serve, sse_events
 from tests.llm_stubs import INVITATION, LEAKY_ERROR, STUBS, LoopProbe, StubModel
 
 HANDBOOK = "account/admin-handbook.docx"
 API_KEY = "sk-test-secret-4242"
-PROVIDERS = ["openai"]
+PROVIDERS = ["openai", "anthropic", "gemini"]
+DEFAULT_ENDPOINTS = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "gemini": "generativelanguage.googleapis.com",
+}
 MakeClient = Callable[..., TestClient]
 
 
@@ -240,3 +251,54 @@ def test_openai_sdk_sees_model_failures_as_api_errors(
     stream = sdk.chat.completions.create(model="default", messages=messages, stream=True)
     with pytest.raises(openai.APIError, match="language model"):
         list(stream)
+
+
+# --- start-up: settings that cannot work stop the service -----------------------------------
+
+Build = Callable[..., Any]
+
+
+@pytest.fixture
+def build(make_settings: Callable[..., Settings], embeddings: LocalEmbeddings) -> Build:
+    """``build(provider, **settings)``: the generator as the service builds it (closed again)."""
+
+    def make(provider: str, **llm: Any) -> Any:
+        generator = build_generator(make_settings(answer_provider=provider, **llm), embeddings)
+        asyncio.run(generator.aclose())
+        return generator
+
+    return make
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_missing_key_is_a_start_up_error_naming_the_variable(build: Build, provider: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{provider} needs CITEWISE_LLM_API_KEY"):
+        build(provider)
+    # A server of one's own (a proxy, a gateway that adds the key) may take none.
+    build(provider, llm_base_url="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_and_model_name_the_cached_answers(build: Build, provider: str) -> None:
+    default = build(provider, llm_api_key=API_KEY).cache_identity
+    assert default.startswith(f"{provider}/{DEFAULT_ENDPOINTS[provider]}/")
+    assert f"/{DEFAULT_MODELS[provider]}/" in default
+    other = build(provider, llm_api_key=API_KEY, llm_model="other-model").cache_identity
+    assert "/other-model/" in other and other != default
+
+
+@pytest.mark.parametrize(
+    ("provider", "package"),
+    [("anthropic", "langchain_anthropic"), ("gemini", "langchain_google_genai")],
+)
+def test_a_provider_without_its_extra_says_what_to_install(
+    build: Build, monkeypatch: pytest.MonkeyPatch, provider: str, package: str
+) -> None:
+    monkeypatch.setitem(sys.modules, package, None)  # how a missing package imports
+    with pytest.raises(ConfigurationError, match=rf"pip install 'citewise\[{provider}\]'"):
+        build(provider, llm_api_key=API_KEY)
+
+
+def test_anthropic_refuses_a_temperature_its_api_refuses(build: Build) -> None:
+    with pytest.raises(ConfigurationError, match="CITEWISE_LLM_TEMPERATURE"):
+        build("anthropic", llm_api_key=API_KEY, llm_temperature=1.5)
