@@ -1,10 +1,10 @@
 """What the hosted providers (openai, anthropic, gemini) share: one key and one model setting
 for whichever is chosen, the start-up check of the key, and the name answers are cached under.
 
-Citewise reads only its own variables. The vendors' SDKs would also pick up theirs
-(``ANTHROPIC_API_KEY``, ``GOOGLE_API_KEY``, ``ANTHROPIC_BASE_URL``...), so a variable left in
-a shell could decide which account pays or where the documents go; the providers pass every
-value explicitly instead.
+The key and the endpoint come from Citewise's settings only. Left unset, the vendors' SDKs
+would pick up their own variables (``ANTHROPIC_API_KEY``, ``GOOGLE_API_KEY``,
+``ANTHROPIC_BASE_URL``...), so a variable left in a shell could decide which account pays or
+where the documents go; the providers pass both explicitly instead.
 """
 
 from __future__ import annotations
