@@ -15,7 +15,9 @@ COPY citewise ./citewise
 COPY api ./api
 COPY ingest ./ingest
 COPY cli ./cli
-RUN pip install --no-cache-dir . ./offline/en_core_web_sm && python -m citewise.offline
+# Every answer provider's extra: the image serves whichever CITEWISE_ANSWER_PROVIDER names.
+RUN pip install --no-cache-dir '.[anthropic,gemini]' ./offline/en_core_web_sm \
+    && python -m citewise.offline
 COPY data ./data
 
 RUN useradd --system --home /var/lib/citewise citewise && mkdir -p /var/lib/citewise \

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml offline/en_core_web_sm/pyproject.toml
 	  { echo "Citewise needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' ./offline/en_core_web_sm
+	$(BIN)/python -m pip install --quiet -e '.[dev,anthropic,gemini]' ./offline/en_core_web_sm
 	$(BIN)/python -m citewise.offline
 	touch $(STAMP)
 

@@ -53,11 +53,12 @@ class WidgetSpec(BaseModel):
 class AnsweringSettings(SettingsGroup):
     """Who writes answers and from how much (``citewise.answer``), and how answers stream."""
 
-    provider: Literal["extractive", "openai", "fake"] = env(
+    provider: Literal["extractive", "openai", "anthropic", "gemini", "fake"] = env(
         "ANSWER_PROVIDER",
         "extractive",
         description="Who writes answers: extractive (offline, no LLM), openai (any "
-        "OpenAI-compatible API) or fake (scripted replies, for tests).",
+        "OpenAI-compatible API), anthropic (Claude, extra citewise[anthropic]), gemini (Google "
+        "Gemini API, extra citewise[gemini]) or fake (scripted replies, for tests).",
     )
     k: int = env("ANSWER_K", 5, ge=1, le=20, description="Passages given to the answerer.")
     min_relevance: float = env(
@@ -101,14 +102,38 @@ class AnsweringSettings(SettingsGroup):
         return "*" in self.chat_footnotes or kb in self.chat_footnotes
 
 
+# The model each hosted provider asks when CITEWISE_LLM_MODEL is unset: small and fast.
+DEFAULT_MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+}
+
+
 class LLMSettings(SettingsGroup):
-    """The chat model behind the openai provider, and the fake provider's script."""
+    """The chat model behind the hosted providers (openai, anthropic, gemini: one set of
+    variables, whichever is chosen), and the fake provider's script."""
 
     base_url: str | None = env(
-        "LLM_BASE_URL", None, description="OpenAI-compatible endpoint; unset means api.openai.com."
+        "LLM_BASE_URL",
+        None,
+        description="The provider's endpoint: for openai an OpenAI-compatible URL ending in /v1, "
+        "for anthropic and gemini the API's root (a proxy or gateway). Unset: the provider's own "
+        "service.",
     )
-    api_key: SecretStr | None = env("LLM_API_KEY", None, description="Key for the LLM endpoint.")
-    model: str = env("LLM_MODEL", "gpt-4o-mini", description="Chat model name.")
+    api_key: SecretStr | None = env(
+        "LLM_API_KEY",
+        None,
+        description="Key for the provider's API, whichever it is (Citewise does not read "
+        "OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY or GEMINI_API_KEY).",
+    )
+    model: str | None = env(
+        "LLM_MODEL",
+        None,
+        description="Chat model name. Unset: "
+        + ", ".join(f"{model} ({provider})" for provider, model in DEFAULT_MODELS.items())
+        + ".",
+    )
     temperature: float = env("LLM_TEMPERATURE", 0.0, ge=0.0, le=2.0)
     timeout_s: float = env(
         "LLM_TIMEOUT_S",
@@ -123,6 +148,10 @@ class LLMSettings(SettingsGroup):
         default_factory=lambda: ["Citewise answers from your documents [1]."],
         description="Replies of the fake provider, in turn (JSON list).",
     )
+
+    def model_for(self, provider: str) -> str:
+        """The model to ask: ``model``, or the hosted provider's default."""
+        return self.model or DEFAULT_MODELS[provider]
 
 
 class RedisSettings(SettingsGroup):

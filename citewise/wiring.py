@@ -92,6 +92,14 @@ def build_generator(settings: Settings, embeddings: Embeddings) -> Generator:
             from citewise.answer.generators import openai
 
             return openai.build(settings.llm)
+        case "anthropic":
+            from citewise.answer.generators import anthropic
+
+            return anthropic.build(settings.llm)
+        case "gemini":
+            from citewise.answer.generators import gemini
+
+            return gemini.build(settings.llm)
         case "fake":
             from citewise.answer.generators import fake
 

@@ -217,7 +217,14 @@ def test_the_dockerfile_copies_and_installs_every_package(pyproject: dict[str, A
                 assert not any(fnmatch.fnmatch(relative, i) for i in ignored), relative
     assert not set(ignored) & copied
     runs = [arguments.split() for name, arguments in instructions if name == "RUN"]
-    assert any(r[:3] == ["pip", "install", "--no-cache-dir"] and "." in r for r in runs)
+    installed = [
+        target.strip("'\"")
+        for r in runs
+        if r[:3] == ["pip", "install", "--no-cache-dir"]
+        for target in r[3:]
+    ]
+    # the project, with every answer provider's extra
+    assert ".[anthropic,gemini]" in installed
 
 
 def test_the_dockerfile_command_is_a_project_script(pyproject: dict[str, Any]) -> None:

@@ -117,6 +117,19 @@ def _translate(exc: Exception) -> GenerationFailed:
     name = type(exc).__name__
     if "Timeout" in name:
         return GenerationTimeout("the language model did not answer in time")
-    status = getattr(exc, "status_code", None)
-    detail = f" (HTTP {status})" if isinstance(status, int) else ""
+    status = _http_status(exc)
+    detail = f" (HTTP {status})" if status is not None else ""
     return GenerationFailed(f"the language model request failed: {name}{detail}")
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status the provider answered with, if any: the SDKs name it ``status_code``
+    (openai, anthropic) or ``code`` (google-genai), on the error or on the one it wraps."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        for attribute in ("status_code", "code"):
+            status = getattr(seen, attribute, None)
+            if isinstance(status, int) and 100 <= status <= 599:
+                return status
+        seen = seen.__cause__
+    return None
