@@ -21,6 +21,7 @@ class Hit(BaseModel):
     title: str
     heading: str
     page: int | None
+    url: str = Field(description="Deep link: PDF page, heading anchor or text fragment.")
     score: float = Field(description="What ranked it: fused, cosine or BM25 score by mode.")
     similarity: float = Field(description="Cosine similarity to the query.")
     text: str

@@ -32,18 +32,20 @@ def search(
     from citewise.wiring import build_services
 
     settings = Settings()
+    kb = kb or settings.core.default_kb
     try:
         services = build_services(settings)
         try:
             checked = services.retriever.query(
-                query, kb=kb or settings.core.default_kb, k=k, mode=mode, filters=_filters(filters)
+                query, kb=kb, k=k, mode=mode, filters=_filters(filters)
             )
             hits = services.retriever.search(checked)
         finally:
             services.close()
     except CitewiseError as error:
         fail(error, as_json)
-    rows = [hit_record(rank, h) for rank, h in enumerate(hits, start=1)]
+    base_url = settings.answering.kb_base_urls.get(kb, "")
+    rows = [hit_record(rank, h, base_url) for rank, h in enumerate(hits, start=1)]
     if as_json:
         sys.stdout.write(json.dumps([row.model_dump(mode="json") for row in rows]) + "\n")
         return

@@ -142,6 +142,7 @@ def test_search_returns_ranked_hits(client: TestClient) -> None:
     hits = response.json()["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["source"] == EXPENSE_POLICY and "150 EUR per night" in hits[0]["text"]
+    assert all(h["url"].startswith(f"{BASE_URL}{h['source']}#") for h in hits)
     assert all("chunk_hash" not in h["metadata"] for h in hits)
     assert all(h["metadata"]["source"] == h["source"] for h in hits)
 

@@ -43,7 +43,8 @@ def test_ingest_json_contract_and_search(tmp_path: Path, corpus: Path, cache_dir
     code, hits = run_json("search", "invoice", "--kb", "docs", "-k", "3", env=env)
     assert code == 0 and len(hits) == 3
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert {"chunk_id", "source", "title", "heading", "page", "score", "text"} <= set(hits[0])
+    fields = {"chunk_id", "source", "title", "heading", "page", "url", "score", "text"}
+    assert fields <= set(hits[0])
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
 
 

@@ -43,15 +43,13 @@ async def search(
     body: SearchRequest, services: ServicesDep, caller: SearchCaller
 ) -> SearchResponse:
     """The best passages for a query, without an answer."""
+    kb = caller.knowledge_base(body.kb, services.settings.core.default_kb)
     query = services.retriever.query(
-        body.query,
-        kb=caller.knowledge_base(body.kb, services.settings.core.default_kb),
-        k=body.k,
-        mode=body.mode,
-        filters=body.filters,
+        body.query, kb=kb, k=body.k, mode=body.mode, filters=body.filters
     )
     hits = await run_blocking(services.retriever.search, query)
-    return SearchResponse(hits=[hit_record(rank, h) for rank, h in enumerate(hits, start=1)])
+    base_url = services.settings.answering.kb_base_urls.get(kb, "")
+    return SearchResponse(hits=[hit_record(n, h, base_url) for n, h in enumerate(hits, start=1)])
 
 
 @router.post(

@@ -259,11 +259,13 @@ def source_record(n: int, hit: Hit, base_url: str) -> Source:
     )
 
 
-def hit_record(rank: int, hit: Hit) -> shapes.Hit:
-    """A search hit as ``/v1/search`` and ``citewise search --json`` return it."""
+def hit_record(rank: int, hit: Hit, base_url: str) -> shapes.Hit:
+    """A search hit as ``/v1/search`` and ``citewise search --json`` return it; ``base_url``
+    is where its knowledge base is published (CITEWISE_KB_BASE_URLS), as for sources."""
     return shapes.Hit(
         rank=rank,
         **_passage(hit),
+        url=deep_link(hit.metadata, hit.text, base_url),
         score=round(hit.score, 6),
         similarity=round(hit.similarity, 4),
         text=hit.text,
