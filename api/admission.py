@@ -30,7 +30,9 @@ route rather than in a middleware in front of the router, because each answer de
 route: its limit (JSON or uploads), its rate-limit family and whether widgets call it are read
 from its own declaration (its guard, its OpenAPI body), so none is written down twice. A
 middleware would have to route each request itself first, which FastAPI's router does not
-offer outside its internals; requests no route takes (404, 405) are never read.
+offer outside its internals; requests no route takes (404, 405) are never read. The one
+endpoint that is not a FastAPI route, the MCP server at ``/mcp`` (``api.mcp_http``), states
+its facts itself and goes through the same ``admit``.
 """
 
 from __future__ import annotations
@@ -101,23 +103,34 @@ class AdmittedRoute(APIRoute):
         if services is None or (self.methods and scope["method"] not in self.methods):
             await super().handle(scope, receive, send)  # not started, or a 405
             return
+        await admit(self.facts, services, super().handle)(scope, receive, send)
+
+
+def admit(route: RouteFacts, services: Services, app: ASGIApp) -> ASGIApp:
+    """``app`` behind the checks above, for a route described by ``route``: every
+    ``AdmittedRoute``'s handler, and the ASGI apps mounted beside the routes (the MCP
+    server at ``/mcp``)."""
+
+    async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         limits = services.settings.limits
-        upload = self.facts.uploads and _media_type(headers) == MULTIPART
+        upload = route.uploads and _media_type(headers) == MULTIPART
         limit = request_limit(limits) if upload else int(limits.max_body_mb * 2**20)
         too_large = request_too_large(limits) if upload else body_too_large(limits)
         try:
-            _check_site(scope, headers, self.facts, services)
-            _check_media_type(scope["method"], headers, self.facts)
+            _check_site(scope, headers, route, services)
+            _check_media_type(scope["method"], headers, route)
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise too_large
-            if self.facts.family is not None:
-                await count_client(scope, services, self.facts.family)
+            if route.family is not None:
+                await count_client(scope, services, route.family)
         except CitewiseError as error:
             await response_to(error, close=True)(scope, receive, send)
             return
-        await _Counted(super().handle, limit, too_large)(scope, receive, send)
+        await _Counted(app, limit, too_large)(scope, receive, send)
+
+    return admitted
 
 
 def body_too_large(limits: LimitSettings) -> TooLarge:

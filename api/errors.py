@@ -12,11 +12,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citewise import errors
 
 log = logging.getLogger("citewise.api")
+
+# What a client is told of an error nobody anticipated (the log has the rest).
+INTERNAL_MESSAGE = "something went wrong on our side; it has been logged"
 
 # One row per family (citewise/errors.py); the lookup walks each error's class hierarchy (its
 # MRO), so a member answers with its family's status and a subfamily's row wins over its parent.
@@ -83,13 +87,14 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
-            error_body("internal_error", "something went wrong on our side; it has been logged"),
+            error_body("internal_error", INTERNAL_MESSAGE),
             status_code=500,
         )
 
 
-def describe(exc: RequestValidationError) -> str:
-    """Pydantic's errors as one readable line: ``body.question: field required; ...``."""
+def describe(exc: RequestValidationError | ValidationError) -> str:
+    """Pydantic's errors as one readable line: ``body.question: field required; ...`` (of a
+    request body, or of an MCP tool's arguments)."""
     parts = []
     for problem in exc.errors()[:5]:
         where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"

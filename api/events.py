@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
+from api.errors import INTERNAL_MESSAGE
 from citewise.errors import CitewiseError
 from citewise.shapes import ErrorEvent, Event
 
@@ -39,8 +40,7 @@ async def as_sse(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[dict
         yield _frame(ErrorEvent(code=exc.code, message=str(exc)))
     except Exception:
         log.exception("answer stream failed")
-        message = "something went wrong on our side; it has been logged"
-        yield _frame(ErrorEvent(code="internal_error", message=message))
+        yield _frame(ErrorEvent(code="internal_error", message=INTERNAL_MESSAGE))
 
 
 def _frame(event: Event | ErrorEvent) -> dict[str, str]:

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from api.deps import ServicesDep
@@ -105,18 +107,43 @@ class Guard:
             grant = await services.widgets.verify(widget_token, request.headers.get("origin"))
             await services.limiter.check(self.family, "widget", grant.widget_id)
             return Caller("widget", grant.owner, grant.kb)
-        presented = bearer.credentials if bearer is not None else api_key
-        tokens = services.user_tokens
-        if tokens is not None and bearer is not None and looks_like_jwt(bearer.credentials):
-            # An end user's token: a JWKS URL may be fetched, so off the event loop.
-            caller = await run_blocking(tokens.verify, bearer.credentials)
-            if self.need == "admin":
-                raise Forbidden("this endpoint needs an admin key; a user's token is not one")
-        else:
-            caller = services.keys.authorize(presented, self.need)
-        if caller.keyed:
-            await services.limiter.check(self.family, "key", caller.owner)
-        return caller
+        bearer_token = bearer.credentials if bearer is not None else None
+        return await check_key(
+            request.scope, services, self.family, self.need, bearer_token, api_key
+        )
+
+
+async def check_key(
+    scope: Scope,
+    services: Services,
+    family: Family,
+    need: Literal["query", "admin"],
+    bearer: str | None,
+    api_key: str | None,
+) -> Caller:
+    """The client's limit (counted once), then the credential: an end user's token (a JWT as
+    the bearer token, when CITEWISE_JWT_* accept them), else an API key (the bearer token or
+    ``X-API-Key``); then the caller's own limit."""
+    await count_client(scope, services, family)
+    tokens = services.user_tokens
+    if tokens is not None and bearer is not None and looks_like_jwt(bearer):
+        # An end user's token: a JWKS URL may be fetched, so off the event loop.
+        caller = await run_blocking(tokens.verify, bearer)
+        if need == "admin":
+            raise Forbidden("this endpoint needs an admin key; a user's token is not one")
+    else:
+        caller = services.keys.authorize(bearer if bearer is not None else api_key, need)
+    if caller.keyed:
+        await services.limiter.check(family, "key", caller.owner)
+    return caller
+
+
+def credentials(headers: Headers) -> tuple[str | None, str | None]:
+    """The bearer token and the ``X-API-Key`` a request carries, read as the guards read them
+    (for ASGI apps beside the routes, which have no dependencies)."""
+    scheme, token = get_authorization_scheme_param(headers.get("authorization"))
+    bearer = token if scheme.lower() == "bearer" and token else None
+    return bearer, headers.get("x-api-key")
 
 
 # A widget's token is taken where its script goes, as docs/security.md lists them: search,
