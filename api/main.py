@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from starlette.types import ASGIApp
 
-from api import errors
+from api import errors, mcp_http
 from api.cors import WidgetCORSMiddleware
 from api.embedded_worker import EmbeddedWorker
 from api.hosts import AllowedHosts
@@ -99,7 +99,8 @@ def create_app(
         gc.collect()
         gc.freeze()
         try:
-            yield
+            async with mcp_http.running(app, services):
+                yield
         finally:
             if worker is not None:  # first: it may be using the embedded Redis
                 await asyncio.to_thread(worker.stop)
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(kbs.router)
     app.include_router(metrics.router)
+    mcp_http.mount(app)
     # The last added is the outermost: the Host is checked first, then CORS answers
     # preflights. What a request must pass before its body is read is each route's to check
     # (api/admission.py), inside CORS, so a widget can read its refusals.

@@ -31,6 +31,7 @@ from cli.console import (
 )
 from cli.eval import app as eval_app
 from cli.manage import docs_app, kb_app
+from cli.mcp_stdio import mcp
 from cli.missing_docs import report
 from cli.query import ask, search
 from cli.worker import worker
@@ -43,6 +44,7 @@ app.command()(search)
 app.command()(ask)
 app.command()(report)
 app.command()(worker)
+app.command()(mcp)
 
 LISTED = 20  # documents named under an ingest report in a terminal
 

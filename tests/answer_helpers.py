@@ -6,7 +6,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import uvicorn
 
+from citewise.answer.generators.base import Turn
 from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.store import Hit
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from ingest.pipeline import IngestPipeline
@@ -65,6 +67,17 @@ def sample_home(
         ingest_into(settings, embeddings, parrots, kb=PARROTS_KB)
         config.stash[_SAMPLE_HOME] = home
     return config.stash[_SAMPLE_HOME]
+
+
+class ExplodingGenerator:
+    """A provider failing in a way nobody anticipated, with a path and a key in the message."""
+
+    async def condense(self, question: str, history: Sequence[Turn]) -> str:
+        return question
+
+    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
+        yield "Partial "
+        raise RuntimeError("/srv/secret/config.py: key sk-live-123 exploded")
 
 
 def parse_sse(lines: Iterable[str]) -> list[tuple[str, Any]]:

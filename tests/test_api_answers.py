@@ -31,6 +31,7 @@ from citewise.search.store import Hit
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from tests.answer_helpers import (
+    ExplodingGenerator,
     ingest_into,
     parse_sse,
     sample_home,
@@ -285,17 +286,6 @@ def test_search_errors(client: TestClient, settings: Settings) -> None:
     assert_clean_error(bad, 422, settings)
     bad = client.post("/v1/search", json={"query": "  "})
     assert assert_clean_error(bad, 400, settings)["code"] == "invalid_request"
-
-
-class ExplodingGenerator:
-    """A provider failing in a way nobody anticipated, with a path and a key in the message."""
-
-    async def condense(self, question: str, history: Sequence[Turn]) -> str:
-        return question
-
-    async def stream(self, question: str, sources: Sequence[Hit]) -> AsyncIterator[str]:
-        yield "Partial "
-        raise RuntimeError("/srv/secret/config.py: key sk-live-123 exploded")
 
 
 def test_unexpected_failures_do_not_leak(settings: Settings) -> None:
