@@ -85,8 +85,8 @@ class McpEndpoint:
                 bearer, api_key = credentials(Headers(scope=scope))
                 caller = await check_key(scope, services, "search", "query", bearer, api_key)
                 scope[CALLER] = caller
-            except CitewiseError as error:
-                await response_to(error)(scope, receive, send)
+            except CitewiseError as error:  # before the body is read: close, as admit does
+                await response_to(error, close=True)(scope, receive, send)
                 return
             await manager.handle_request(scope, receive, send)
 

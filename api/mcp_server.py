@@ -27,7 +27,6 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ContentBlock, ToolAnnotations
 from mcp.types import Resource as MCPResource
 from pydantic import AnyUrl, BaseModel, Field, ValidationError
-from starlette.types import Scope
 
 from api.errors import INTERNAL_MESSAGE, describe
 from api.schemas import FilterValue, SearchResponse
@@ -143,8 +142,7 @@ class CitewiseMCP(FastMCP[Any]):
     async def search(
         self, query: Query, kb: KnowledgeBase = None, k: HowMany = 5, filters: Filters = None
     ) -> SearchResponse:
-        caller, _ = await self._admit("search")
-        kb = caller.knowledge_base(kb, self.default_kb)
+        kb = (await self._caller("search")).knowledge_base(kb, self.default_kb)
         retriever = self.services.retriever
         checked = retriever.query(query, kb=kb, k=k, filters=filters)
         hits = await run_blocking(retriever.search, checked)
@@ -152,7 +150,7 @@ class CitewiseMCP(FastMCP[Any]):
         return SearchResponse(hits=[hit_record(n, h, base_url) for n, h in enumerate(hits, 1)])
 
     async def ask(self, question: AskedQuestion, kb: KnowledgeBase = None) -> CitedAnswer:
-        caller, _ = await self._admit("ask")
+        caller = await self._caller("ask")
         asked = Question(question, caller.knowledge_base(kb, self.default_kb))
         # As /v1/chat/completions: each call stands alone, no server-side conversation.
         answer = (await self.services.asking.ask(asked, owner=caller.owner, converse=False)).whole()
@@ -163,12 +161,13 @@ class CitewiseMCP(FastMCP[Any]):
             answer_id=answer.answer_id,
         )
 
-    async def _admit(self, family: Family) -> tuple[Caller, Scope | None]:
-        """Who calls, and over HTTP the call counted against the family's limits (``ask``
-        has its own, as ``/v1/ask`` has; every HTTP request already counted as a search)."""
+    async def _caller(self, family: Family) -> Caller:
+        """Who calls: over HTTP the key's caller (``api.mcp_http`` checked it), the call
+        counted against the family's limits (the request itself counted as a search, so an
+        ask counts as an ask on top, as ``/v1/ask`` would); over stdio, the local user."""
         request = self.get_context().request_context.request
-        if request is None:  # stdio: no limits, as for the CLI
-            return LOCAL, None
+        if request is None:  # stdio: no keys, no limits, as for the CLI
+            return LOCAL
         caller = request.scope.get(CALLER)
         if not isinstance(caller, Caller):  # api.mcp_http sets it on every request
             raise Unauthorized("an API key is needed: send 'Authorization: Bearer <key>'")
@@ -177,12 +176,13 @@ class CitewiseMCP(FastMCP[Any]):
             await limiter.check(family, "ip", client_address(request.scope))
             if caller.keyed:
                 await limiter.check(family, "key", caller.owner)
-        return caller, request.scope
+        return caller
 
     # --- resources -----------------------------------------------------------------------
 
     async def knowledge_base(self, kb: str) -> str:
-        await self._admit("search")
+        """The resource ``citewise://kb/{kb}``: what any caller may know of it, as JSON."""
+        await self._caller("search")
         for found in await self._knowledge_bases():
             if found["name"] == kb:
                 return json.dumps(_public(found))
@@ -223,8 +223,9 @@ class CitewiseMCP(FastMCP[Any]):
 def explain(error: BaseException) -> str:
     """What an MCP client is told of a failed call. The SDK wraps what a tool or resource
     raised (``ToolError`` from it, ``ValueError`` around it), so the chain is searched:
-    Citewise's own errors say what they say, refused arguments are named one per line as
-    the HTTP API names them, and the SDK's own refusals (an unknown tool or resource) stand.
+    Citewise's own errors say what they say, refused arguments are named as the HTTP API
+    names a refused body's fields, and the SDK's own refusals (an unknown tool or resource,
+    raised with nothing behind them) stand.
     Anything else is logged, and the client told only that."""
     for link in _chain(error):
         if isinstance(link, CitewiseError):
