@@ -162,7 +162,8 @@ class CitewiseMCP(FastMCP[Any]):
         )
 
     async def _caller(self, family: Family) -> Caller:
-        """Who calls: over HTTP the key's caller (``api.mcp_http`` checked it), the call
+        """Who calls: over HTTP the caller its key or end user's token makes it (checked by
+        ``api.mcp_http``; a token may grant only some knowledge bases), the call
         counted against the family's limits (the request itself counted as a search, so an
         ask counts as an ask on top, as ``/v1/ask`` would); over stdio, the local user."""
         request = self.get_context().request_context.request
@@ -182,7 +183,7 @@ class CitewiseMCP(FastMCP[Any]):
 
     async def knowledge_base(self, kb: str) -> str:
         """The resource ``citewise://kb/{kb}``: what any caller may know of it, as JSON."""
-        await self._caller("search")
+        (await self._caller("search")).knowledge_base(kb, self.default_kb)  # granted to them?
         for found in await self._knowledge_bases():
             if found["name"] == kb:
                 return json.dumps(_public(found))
@@ -207,11 +208,14 @@ class CitewiseMCP(FastMCP[Any]):
 
     async def list_resources(self) -> list[MCPResource]:
         try:
+            caller = await self._caller("search")
             found = await self._knowledge_bases()
         except Exception as error:
             raise ResourceError(explain(error)) from None
-        listed = [_listed(kb) for kb in found if kb["status"] == "ready"]
-        return [*await super().list_resources(), *listed]
+        # As /v1/models: the knowledge bases this caller may use (an end user's token may
+        # grant only some).
+        mine = [kb for kb in found if kb["status"] == "ready" and caller.may_use(kb["name"])]
+        return [*await super().list_resources(), *(_listed(kb) for kb in mine)]
 
     async def read_resource(self, uri: AnyUrl | str) -> Iterable[ReadResourceContents]:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from functools import partial
@@ -14,11 +15,13 @@ from typing import Any
 
 import anyio
 import httpx
+import jwt
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
 from mcp.types import CallToolResult, TextContent, Tool
 from pydantic import AnyUrl
 
@@ -32,6 +35,8 @@ from tests.conftest import REPO
 
 BASE_URL = "https://help.example.com/"
 KEY = "mcp-test-query-key-0123456789"
+JWT_SECRET = "the-identity-providers-shared-secret-for-hs256-tokens-0123456789"
+ISSUER = "https://id.example.test/"
 HOTEL = "What is the hotel limit per night?"
 INVITATION = "How long is an invitation valid?"
 HANDBOOK = "account/admin-handbook.docx"
@@ -112,6 +117,10 @@ def settings(served_home: Path, cache_dir: Path) -> Settings:
         cache_dir=cache_dir,
         redis_url="off",
         query_keys=[KEY],
+        # End users' tokens too: an identity provider's, granting some knowledge bases.
+        jwt_secret=JWT_SECRET,
+        jwt_audience="citewise",
+        jwt_issuer=ISSUER,
         kb_base_urls={"default": BASE_URL},
         # The server's access lines may come after a client has its answer, when pytest has
         # stopped capturing: not in the test's output.
@@ -276,6 +285,28 @@ def test_the_mount_is_admitted_as_a_route_is(server: str) -> None:
     assert as_text.status_code == 415
     assert httpx.get(f"{server}/mcp", headers=key).status_code == 405
     assert 'route="/mcp"' in httpx.get(f"{server}/metrics").text  # logged and measured by name
+
+
+def user_token(**claims: Any) -> str:
+    now = int(time.time())
+    issued = {"sub": "ada", "iss": ISSUER, "aud": "citewise", "iat": now, "exp": now + 600}
+    return jwt.encode(issued | claims, JWT_SECRET, algorithm="HS256")
+
+
+def test_a_users_token_reaches_the_knowledge_bases_it_grants_only(server: str) -> None:
+    with connected(http_client(server, user_token(kbs=[PARROTS_KB]))) as session:
+        assert session.resources() == [f"citewise://kb/{PARROTS_KB}"]
+        parrot = session.call("ask", question="What is the office parrot called?")  # no kb
+        assert "Captain Biscuit" in (parrot.structuredContent or {})["answer"]
+        for tool, arguments in [
+            ("ask", {"question": INVITATION, "kb": "default"}),
+            ("search", {"query": INVITATION, "kb": "default"}),
+        ]:
+            denied = session.call(tool, **arguments)
+            assert denied.isError
+            assert text(denied) == "your token does not grant knowledge base 'default'"
+        with pytest.raises(McpError, match="does not grant knowledge base 'default'"):
+            session.read("citewise://kb/default")
 
 
 def test_ask_counts_as_an_ask_and_failures_do_not_leak(
