@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint docs docs-serve bench bench-serve clean
+.PHONY: install demo test lint docs docs-serve bench bench-serve bench-latency clean
 
 NODE_STAMP := tests/node/node_modules/.installed-stamp
 
@@ -52,6 +52,10 @@ bench: install
 
 bench-serve: install
 	$(BIN)/python bench/serve.py
+
+# A Redis server keeps the ingest's vectors between runs (scripts/ensure-redis finds or starts one).
+bench-latency: install
+	$(BIN)/python bench/answer_latency.py --redis-url "$$(scripts/ensure-redis)"
 
 clean:
 	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site tests/node/node_modules

@@ -222,7 +222,6 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="citewise-serve-"))
     server: subprocess.Popen[bytes] | None = None
-    server_log = (work / "server.log").open("wb")
     try:
         home = work / "home"
         env = server_env(home, args.redis_url)
@@ -236,19 +235,7 @@ def main() -> None:
         )
         chunks = json.loads(ingest.stdout)["chunks_added"]
         print(f"ingested {chunks} chunks")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--no-access-log", "--log-level", "warning",
-            ],
-            env=env,
-            cwd=REPO,
-            stderr=server_log,
-        )  # fmt: skip
-        wait_ready(url, server, work / "server.log")
+        server, url = start_service(env, work / "server.log")
 
         phases = []
         for number, (phase, concurrency, requests) in enumerate(PHASES):
@@ -274,7 +261,6 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=60)
-        server_log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -289,6 +275,31 @@ def server_env(home: Path, redis_url: str | None) -> dict[str, str]:
     if redis_url:
         env["CITEWISE_REDIS_URL"] = redis_url
     return env
+
+
+def start_service(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The service as it ships, on a free loopback port, its stderr going to ``log``: the
+    process and its URL once ``/readyz`` answers (the caller terminates it)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as stderr:  # the server holds its own copy of the handle
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--no-access-log", "--log-level", "warning",
+            ],
+            env=env,
+            cwd=REPO,
+            stderr=stderr,
+        )  # fmt: skip
+    try:
+        wait_ready(url, server, log)
+    except BaseException:
+        server.terminate()
+        server.wait(timeout=60)
+        raise
+    return server, url
 
 
 def free_port() -> int:
