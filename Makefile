@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint docs docs-serve bench bench-serve clean
+.PHONY: install demo test lint docs docs-serve bench bench-serve bench-llm clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: install
 
 bench-serve: install
 	$(BIN)/python bench/serve.py
+
+bench-llm: install
+	@echo "Installing the local-llm extra: llama-cpp-python compiles from source, 5 to 10 minutes"
+	$(BIN)/python -m pip install --quiet -e '.[dev,local-llm]'
+	$(BIN)/python bench/llm_answers.py
 
 clean:
 	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site
