@@ -44,7 +44,10 @@ def run(*args: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     environment (bench/llm_answers.py points the answering settings at a model server)."""
     started = time.perf_counter()
     command = [*CLI, "eval", *args, "--json"]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:  # its last lines say why (a JSON error with --json)
+        sys.stderr.write(out.stderr[-4000:] + out.stdout[-2000:])
+        out.check_returncode()
     result: dict[str, Any] = json.loads(out.stdout)
     print(f"{' '.join(args[:1])} {result} ({time.perf_counter() - started:.0f}s)", flush=True)
     return result

