@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint docs docs-serve bench bench-serve bench-latency clean
+.PHONY: install demo test lint docs docs-serve bench bench-serve bench-latency bench-llm clean
 
 NODE_STAMP := tests/node/node_modules/.installed-stamp
 
@@ -56,6 +56,10 @@ bench-serve: install
 # A Redis server keeps the ingest's vectors between runs (scripts/ensure-redis finds or starts one).
 bench-latency: install
 	$(BIN)/python bench/answer_latency.py --redis-url "$$(scripts/ensure-redis)"
+bench-llm: install
+	@echo "Installing the local-llm extra: llama-cpp-python compiles from source, 5 to 10 minutes"
+	$(BIN)/python -m pip install --quiet -e '.[dev,local-llm]'
+	$(BIN)/python bench/llm_answers.py
 
 clean:
 	rm -rf $(VENV) .citewise .pytest_cache .mypy_cache .ruff_cache site tests/node/node_modules

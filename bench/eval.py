@@ -30,6 +30,8 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Mapping
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EVAL = HERE.parent.parent / "shared" / "eval"
@@ -37,12 +39,16 @@ DOCS_QA = HERE / "data" / "fastapi_docs_qa.jsonl"
 CLI = [sys.executable, "-m", "cli"]
 
 
-def run(*args: str) -> dict[str, object]:
-    """One ``citewise eval`` command, its JSON output parsed."""
+def run(*args: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One ``citewise eval`` command, its JSON output parsed; ``env`` replaces this process's
+    environment (bench/llm_answers.py points the answering settings at a model server)."""
     started = time.perf_counter()
     command = [*CLI, "eval", *args, "--json"]
-    out = subprocess.run(command, check=True, capture_output=True, text=True)
-    result: dict[str, object] = json.loads(out.stdout)
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:  # its last lines say why (a JSON error with --json)
+        sys.stderr.write(out.stderr[-4000:] + out.stdout[-2000:])
+        out.check_returncode()
+    result: dict[str, Any] = json.loads(out.stdout)
     print(f"{' '.join(args[:1])} {result} ({time.perf_counter() - started:.0f}s)", flush=True)
     return result
 
