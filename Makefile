@@ -56,6 +56,7 @@ bench-serve: install
 # A Redis server keeps the ingest's vectors between runs (scripts/ensure-redis finds or starts one).
 bench-latency: install
 	$(BIN)/python bench/answer_latency.py --redis-url "$$(scripts/ensure-redis)"
+
 bench-llm: install
 	@echo "Installing the local-llm extra: llama-cpp-python compiles from source, 5 to 10 minutes"
 	$(BIN)/python -m pip install --quiet -e '.[dev,local-llm]'
