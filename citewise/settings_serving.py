@@ -347,13 +347,6 @@ class AccessSettings(SettingsGroup):
         keyed = self.admin_keys or self.query_keys or self.user_tokens
         return ("*",) if keyed else LOCAL_HOSTS
 
-    @field_validator("jwt_algorithms", mode="before")
-    @classmethod
-    def _split_algorithms(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.replace(" ", ",").split(",") if part.strip()]
-        return value
-
     @field_validator("jwt_claim_kbs", mode="before")
     @classmethod
     def _decode_claim_kbs(cls, value: Any) -> Any:
@@ -444,7 +437,14 @@ class AccessSettings(SettingsGroup):
             raise ValueError("CITEWISE_METRICS_KEY must be at least 16 characters long")
         return key
 
-    @field_validator("admin_keys", "query_keys", "trusted_proxies", "allowed_hosts", mode="before")
+    @field_validator(
+        "admin_keys",
+        "query_keys",
+        "trusted_proxies",
+        "allowed_hosts",
+        "jwt_algorithms",
+        mode="before",
+    )
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
