@@ -256,3 +256,78 @@ def test_a_how_to_answer_names_the_api_its_sections_are_headed_by(embeddings: Em
     text = ExtractiveGenerator(embeddings).compose(question, hits)
 
     assert "HTTPException [2]" in text
+
+
+def test_a_what_is_question_gets_the_defining_sentence_from_any_retrieved_passage(
+    embeddings: Embeddings,
+) -> None:
+    question = "What is OpenAPI?"
+    extending = (
+        "As part of creating the application object, a path operation for /openapi.json is "
+        "registered. By default, the method .openapi() checks whether the schema was already "
+        "generated and returns it."
+    )
+    reference = "There are several utilities to handle OpenAPI in FastAPI."
+    models = "The OpenAPI models describe the schema FastAPI generates for your API."
+    security = (
+        "OpenAPI (previously known as Swagger) is the open specification for building APIs. "
+        "FastAPI is based on OpenAPI."
+    )
+    text = answer(
+        embeddings,
+        question,
+        (extending, "Extending OpenAPI", "Extending OpenAPI > The normal process"),
+        (reference, "OpenAPI", "OpenAPI"),
+        (models, "OpenAPI models", "OpenAPI models"),
+        (security, "Security", "Security > OpenAPI"),
+    )
+    assert text.startswith("OpenAPI (previously known as Swagger) is the open specification")
+    assert "[4]" in text
+
+
+def test_a_fact_question_reads_past_release_notes_to_the_page_that_explains(
+    embeddings: Embeddings,
+) -> None:
+    question = "Which pip command installs FastAPI with its standard dependencies?"
+    notes = [
+        "Now fastapi comes without the standard dependencies unless you install with pip "
+        'install "fastapi[standard]".',
+        "The standard dependencies include uvicorn and the fastapi-cli.",
+        "Before, pip install fastapi brought them all.",
+    ]
+    guide = 'Install FastAPI with its standard dependencies: pip install "fastapi[standard]".'
+    pages = [(note, "Release Notes", "Release Notes > 0.112.0 (2024-08-02)") for note in notes]
+    text = answer(
+        embeddings, question, *pages, (guide, "Tutorial", "Tutorial - User Guide > Install")
+    )
+    assert 'pip install "fastapi[standard]"' in text and "[4]" in text
+    assert "[1]" not in text and "[2]" not in text and "[3]" not in text
+
+
+class _CountingEmbeddings(Embeddings):
+    """The real model, counting the texts it is given to embed."""
+
+    def __init__(self, model: Embeddings) -> None:
+        self.model, self.documents = model, 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.documents += len(texts)
+        return self.model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.embed_query(text)
+
+
+def test_only_the_best_units_by_the_cheap_signals_go_through_the_model(
+    embeddings: Embeddings,
+) -> None:
+    from citewise.answer.generators.extractive import COMPARED
+
+    question = "How do I enable CORS?"
+    steps = "\n".join(f"- Step {i}: add origin number {i} to the allowed list." for i in range(40))
+    counting = _CountingEmbeddings(embeddings)
+    hits = [hit(CORS_PAGE + "\n\n" + steps, "CORS", "CORS", embeddings, question)]
+    text = ExtractiveGenerator(counting).compose(question, hits)
+
+    assert counting.documents == COMPARED
+    assert "CORSMiddleware" in text

@@ -177,7 +177,17 @@ def test_what_the_question_asks_for_is_recognised() -> None:
     assert asked.subject_of("What makes up an origin, in CORS terms?") == "origin"
     assert asked.carries_wanted("First install python-multipart.", asked.Kind.NAME, None) == 1.0
     injection = '"Dependency Injection" means that your code declares what it needs.'
-    assert asked.carries_wanted(injection, definition, "dependency injection") == 1.0
+    assert asked.carries_wanted(injection, definition, "dependency injection") == 2.0
+
+
+def test_a_sentence_that_opens_with_the_definition_counts_double_and_a_mention_not_at_all() -> None:
+    definition, subject = asked.Kind.DEFINITION, "openapi"
+    opening = "OpenAPI (previously known as Swagger) is the open specification for building APIs."
+    further = "In this case, OpenAPI is a specification that says how to describe an API."
+    mention = "A path operation for /openapi.json (or your openapi_url) is registered."
+    assert asked.carries_wanted(opening, definition, subject) == 2.0
+    assert asked.carries_wanted(further, definition, subject) == 1.0
+    assert asked.carries_wanted(mention, definition, subject) == 0.0
 
 
 def test_a_name_counts_only_when_the_question_does_not_already_name_it() -> None:

@@ -238,7 +238,7 @@ def carries_wanted(
     if kind is Kind.YES_NO:
         return 1.0 if _POLARITY.search(text.replace("\u2019", "'")) else 0.0
     if kind is Kind.DEFINITION and subject:
-        return 1.0 if _defines(text.lower(), subject) else 0.0
+        return _defines(text.lower(), subject)
     return 0.0
 
 
@@ -272,21 +272,30 @@ def _names_something(text: str, question_words: frozenset[str]) -> bool:
     return False
 
 
-def _defines(text: str, subject: str) -> bool:
-    """A sentence that says what ``subject`` is: "X is/are/means/refers to ...", "X (...) is",
-    "called X", or an acronym spelled out: "interferon-induced transmembrane (IFITM)"."""
-    at = text.find(subject)
-    if at < 0:
-        return False
-    after = text[at + len(subject) : at + len(subject) + 60]
-    if re.match(
-        r"[\"'\u201d\u2019`*]*\s*(?:\([^)]*\)\s*)?,?\s*(?:is|are|was|were|means|refers\s+to|stands\s+for|"
-        r"describes|denotes|,\s*(?:a|an|the|which|that)\b)",
-        after,
-    ):
-        return True
-    before = text[max(0, at - 30) : at]
-    return bool(re.search(r"(?:called|named|known\s+as|termed|\()\s*$", before))
+def _defines(text: str, subject: str) -> float:
+    """2.0 for a sentence that opens by saying what ``subject`` is ("OpenAPI (previously known
+    as Swagger) is the open specification ..."), 1.0 for one that says it further on: "X
+    is/are/means/refers to ...", "X (...) is", "called X", or an acronym spelled out:
+    "interferon-induced transmembrane (IFITM)"; else 0. The subject counts as a whole word
+    only: "openapi" is not defined by "/openapi.json is registered"."""
+    found = 0.0
+    for match in re.finditer(rf"(?<![\w/.-]){re.escape(subject)}(?![\w/-]|\.\w)", text):
+        at = match.start()
+        after = text[match.end() : match.end() + 60]
+        if re.match(
+            r"[\"'\u201d\u2019`*]*\s*(?:\([^)]*\)\s*)?,?\s*(?:is|are|was|were|means|refers\s+to|"
+            r"stands\s+for|describes|denotes|,\s*(?:a|an|the|which|that)\b)",
+            after,
+        ):
+            opens = re.fullmatch(r"[\W_]*(?:(?:an?|the)\s+)?[\W_]*", text[:at]) is not None
+            if opens:
+                return 2.0
+            found = 1.0
+            continue
+        before = text[max(0, at - 30) : at]
+        if re.search(r"(?:called|named|known\s+as|termed|\()\s*$", before):
+            found = 1.0
+    return found
 
 
 def _looks_like_heading(words: str) -> bool:

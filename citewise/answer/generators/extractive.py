@@ -1,19 +1,22 @@
 """The offline provider: answers with the passages' own words, no language model.
 
-1. It reads the top three retrieved passages (every retrieved one for "how do I" questions)
+1. It reads the top three retrieved passages (skipping release notes unless the question asks
+   when something changed; every retrieved passage for "how do I" and "what is <term>")
    and the passages the answerer read around them (``reads_around``: the neighbours of the top
    three in their documents), cut into units (``citewise.answer.units``): prose sentences,
    list items, table rows and code blocks, hard-wrapped lines joined.
 2. Units that cannot answer anything are set aside (``citewise.answer.question``): signposts
    and navigation ("in the next section", "see below", "read more"), heading-like fragments,
    reference entries, changelog lines, diagrams, and lines that only present what follows.
-3. Each remaining unit is scored: its embedding similarity to the question, plus the share of
-   the question's content words it holds (each word weighted by its rarity among the units
-   read), plus its passage's similarity (a unit is only as good as the passage it stands in;
-   a passage read around a retrieved one counts halfway to its document's best), plus a
-   bonus when it carries what the question asks for: a number for "how many / when / what year", a
-   defining sentence for "what is X", a specific name for "which ...", a sentence that
-   settles a yes/no question, an API name for "how do I".
+3. Each remaining unit is scored: the share of the question's content words it holds (each
+   word weighted by its rarity among the units read), plus its passage's similarity (a unit is
+   only as good as the passage it stands in; a passage read around a retrieved one counts
+   halfway to its document's best), plus a bonus when it carries what the question asks for:
+   a number for "how many / when / what year", a defining sentence for "what is X" (double
+   when the sentence opens with it; when one is read, units that only mention X lose the
+   bonus), a specific name for "which ...", a sentence that settles a yes/no question, an API
+   name for "how do I". The 16 best by these signals then add their embedding similarity to
+   the question (the model is the costliest step, so it sees only those).
 4. The answer takes its shape from the question. "How do I ..." gets the best unit with the
    steps or code that follow it (or the whole list it belongs to; or, when it stands alone,
    the next sentences of its passage or of the next one that name what to use), up to about
@@ -53,7 +56,9 @@ MIN_WORDS = 3
 INSTRUCTION_WORDS = 7  # a colon-ended sentence this long stands alone
 BLOCK_WORDS = 90  # how much of a procedure or a list an answer quotes, at most
 STEPS = 2  # sentences naming what to use that a how-to answer adds after its best one
-VERSION = 3  # of the rules above: part of every cached answer's key
+TERM_WORDS = 3  # a "what is X" question whose X is this short asks about a term
+COMPARED = 16  # units compared with the question through the embedding model, at most
+VERSION = 4  # of the rules above: part of every cached answer's key
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ class ExtractiveGenerator:
         # Part of every cached answer's key: changing a rule here retires old answers.
         self.cache_identity = (
             f"extractive/v{VERSION}/{LEXICAL_WEIGHT}/{PASSAGE_WEIGHT}/{WANTED_BONUS}/"
-            f"{RUNNER_UP_RATIO}/{MIN_WORDS}/{INSTRUCTION_WORDS}/{BLOCK_WORDS}/{STEPS}/{passages}/"
-            f"{max_sentences}"
+            f"{RUNNER_UP_RATIO}/{MIN_WORDS}/{INSTRUCTION_WORDS}/{BLOCK_WORDS}/{STEPS}/"
+            f"{TERM_WORDS}/{COMPARED}/{passages}/{max_sentences}"
         )
 
     async def condense(self, question: str, history: Sequence[Turn]) -> str:
@@ -121,15 +126,13 @@ class ExtractiveGenerator:
     ) -> tuple[list[_Candidate], list[_Candidate]]:
         """Every unit of the top passages in reading order, and those that may answer, best
         first."""
-        # How-to answers are spread further: the steps sit under their own heading, often
-        # not the one the question's words matched best.
-        read = len(sources) if kind is asked.Kind.PROCEDURE else self._passages
+        read = _passages_read(question, kind, sources, self._passages)
         everything = [
             _Candidate(n, unit, 0.0, order)
             for order, (n, unit) in enumerate(
                 (n, unit)
                 for n, hit in enumerate(sources, start=1)
-                if n <= read or not hit.retrieved
+                if n in read or not hit.retrieved
                 for unit in units(hit.text)
             )
         ]
@@ -142,9 +145,6 @@ class ExtractiveGenerator:
         if not eligible:
             return everything, []
         question_terms = set(tokenize([question])[0])
-        vectors = np.asarray(self._embeddings.embed_documents([c.unit.words for c in eligible]))
-        query = np.asarray(self._embeddings.embed_query(question))
-        similarities = vectors @ query
         standing = _standing(sources, self._passages)
         subject = asked.subject_of(question)
         asked_words = question_words(question)
@@ -155,10 +155,16 @@ class ExtractiveGenerator:
             if kind is asked.Kind.PROCEDURE
             else set()
         )
+        wanted_of = [
+            asked.carries_wanted(c.unit.words, kind, subject, asked_words) for c in eligible
+        ]
+        # When a unit read says what the subject is, a "what is" question is answered by it:
+        # the others merely mention the subject ("a path operation for /openapi.json").
+        defined = kind is asked.Kind.DEFINITION and max(wanted_of) > 0
         scored = []
-        for candidate, similarity, terms in zip(eligible, similarities, terms_of, strict=True):
-            overlap = _overlap(weights, terms)
-            wanted = asked.carries_wanted(candidate.unit.words, kind, subject, asked_words)
+        for candidate, terms, wanted in zip(eligible, terms_of, wanted_of, strict=True):
+            if defined and wanted == 0:
+                wanted = -1.0
             if kind is asked.Kind.PROCEDURE:
                 if salient & asked.api_names(candidate.unit.words, asked_words):
                     wanted = 2.0
@@ -167,13 +173,68 @@ class ExtractiveGenerator:
             if changelog[candidate.n - 1] and not asked.asks_about_changes(kind):
                 wanted = -1.0  # a change described, not the thing
             score = (
-                float(similarity)
-                + LEXICAL_WEIGHT * overlap
+                LEXICAL_WEIGHT * _overlap(weights, terms)
                 + PASSAGE_WEIGHT * standing[candidate.n - 1]
                 + WANTED_BONUS * wanted
             )
             scored.append(_Candidate(candidate.n, candidate.unit, score, candidate.order))
-        return everything, sorted(scored, key=lambda c: c.score, reverse=True)
+        return everything, self._with_similarity(question, scored)
+
+    def _with_similarity(self, question: str, scored: list[_Candidate]) -> list[_Candidate]:
+        """``scored`` with each unit's embedding similarity to the question added, best first.
+
+        Only the ``COMPARED`` best by the other signals go through the model: it is the
+        costliest step of an answer (a how-to reads ~30 units, ~20 ms of model time per 8 on
+        these cores), and on our sets a unit ranked lower never won. The rest get the lowest
+        similarity among those compared, so they stay comparable but do not climb over them.
+        """
+        compared = sorted(range(len(scored)), key=lambda i: scored[i].score, reverse=True)
+        compared = compared[:COMPARED]
+        vectors = np.asarray(
+            self._embeddings.embed_documents([scored[i].unit.words for i in compared])
+        )
+        similarities = dict(
+            zip(compared, vectors @ np.asarray(self._embeddings.embed_query(question)), strict=True)
+        )
+        lowest = min(similarities.values())
+        return sorted(
+            (
+                _Candidate(c.n, c.unit, c.score + float(similarities.get(i, lowest)), c.order)
+                for i, c in enumerate(scored)
+            ),
+            key=lambda c: c.score,
+            reverse=True,
+        )
+
+
+def _passages_read(
+    question: str, kind: asked.Kind, sources: Sequence[Hit], passages: int
+) -> set[int]:
+    """The retrieved passages whose units may answer (those read around them always may).
+
+    How-to answers are spread further: the steps sit under their own heading, often not the
+    one the question's words matched best; and a term is defined where it is introduced,
+    rarely in the passage most like "What is X?": both read every retrieved passage. Other
+    questions read the best few, skipping changelog passages unless they ask when something
+    changed: release notes repeat a feature's words ("install with pip install
+    "fastapi[standard]"") without being the page that explains it.
+    """
+    retrieved = [n for n, hit in enumerate(sources, start=1) if hit.retrieved]
+    if kind is asked.Kind.PROCEDURE or _asks_for_a_term(question, kind):
+        return set(retrieved)
+    if not asked.asks_about_changes(kind):
+        lasting = [n for n in retrieved if not _from_changelog(sources[n - 1])]
+        if lasting:
+            return set(lasting[:passages])
+    return set(retrieved[:passages])
+
+
+def _asks_for_a_term(question: str, kind: asked.Kind) -> bool:
+    """A "what is X" question about a term ("What is OpenAPI?", "What is dependency
+    injection?"), not one whose "X" is a whole clause ("What was the Black Death originally
+    blamed on?"): the latter asks for a fact, found where the question's words are."""
+    subject = asked.subject_of(question) if kind is asked.Kind.DEFINITION else None
+    return subject is not None and len(subject.split()) <= TERM_WORDS
 
 
 def _naming_the_tool(
