@@ -143,6 +143,14 @@ class LLMSettings(SettingsGroup):
         "this many seconds.",
     )
     max_retries: int = env("LLM_MAX_RETRIES", 2, ge=0, description="Retries on LLM errors.")
+    max_tokens: int = env(
+        "LLM_MAX_TOKENS",
+        1024,
+        ge=16,
+        le=65536,
+        description="The longest answer the model may write, in tokens: a small local model "
+        "that repeats itself stops here instead of running into CITEWISE_LLM_TIMEOUT_S.",
+    )
     fake_replies: list[str] = env(
         "FAKE_REPLIES",
         default_factory=lambda: ["Citewise answers from your documents [1]."],

@@ -40,6 +40,7 @@ class Sent:
     system: str  # the system instructions
     prompt: str  # the last user message
     key: str  # the API key the client sent
+    max_tokens: int | None  # the most the reply may hold, in tokens, as the protocol says it
 
 
 class StubModel:
@@ -191,7 +192,9 @@ class OpenAIStub(StubModel):
             system = " ".join(m["content"] for m in messages if m["role"] == "system")
             key = _bearer(request)
             prompt = _texts(messages[-1]["content"])
-            sent = Sent(body["model"], bool(body.get("stream")), system, prompt, key)
+            # The official SDK's name for it; OpenAI-compatible servers also take max_tokens.
+            limit = body.get("max_completion_tokens", body.get("max_tokens"))
+            sent = Sent(body["model"], bool(body.get("stream")), system, prompt, key, limit)
             return await self.answer(request, sent)
 
         return app
@@ -246,7 +249,8 @@ class AnthropicStub(StubModel):
             key = request.headers.get("x-api-key") or _bearer(request)
             prompt = _texts(body["messages"][-1]["content"])
             system = _texts(body.get("system"))
-            sent = Sent(body["model"], bool(body.get("stream")), system, prompt, key)
+            limit = body.get("max_tokens")
+            sent = Sent(body["model"], bool(body.get("stream")), system, prompt, key, limit)
             return await self.answer(request, sent)
 
         return app
@@ -288,7 +292,9 @@ class GeminiStub(StubModel):
             system = _texts((body.get("systemInstruction") or {}).get("parts"))
             prompt = _texts(body["contents"][-1]["parts"])
             key = request.headers.get("x-goog-api-key", "")
-            return await self.answer(request, Sent(model, streamed, system, prompt, key))
+            limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
+            sent = Sent(model, streamed, system, prompt, key, limit)
+            return await self.answer(request, sent)
 
         return app
 

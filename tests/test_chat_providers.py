@@ -38,6 +38,7 @@ DEFAULT_ENDPOINTS = {
     "gemini": "generativelanguage.googleapis.com",
 }
 MakeClient = Callable[..., TestClient]
+ANSWER_LIMIT = 300
 
 
 @pytest.fixture(scope="module", params=PROVIDERS)
@@ -69,6 +70,7 @@ def stub_settings(
         llm_model="stub-model",
         llm_timeout_s=timeout,
         llm_max_retries=0,
+        llm_max_tokens=ANSWER_LIMIT,
         redis_url="off",
     )
 
@@ -118,6 +120,7 @@ def test_streams_the_model_reply_with_verified_citations(
     # file as system instructions, the sources and the question as the user's message.
     [sent] = stub.sent
     assert sent.model == "stub-model" and sent.streamed and sent.key == API_KEY
+    assert sent.max_tokens == ANSWER_LIMIT  # CITEWISE_LLM_MAX_TOKENS, in the protocol's words
     assert sent.system.strip() == prompt("answer_system.txt").format(refusal=REFUSAL).strip()
     assert f'<source id="{n}"' in sent.prompt and INVITATION in sent.prompt
 
@@ -285,6 +288,8 @@ def test_provider_and_model_name_the_cached_answers(build: Build, provider: str)
     assert f"/{DEFAULT_MODELS[provider]}/" in default
     other = build(provider, llm_api_key=API_KEY, llm_model="other-model").cache_identity
     assert "/other-model/" in other and other != default
+    shorter = build(provider, llm_api_key=API_KEY, llm_max_tokens=64).cache_identity
+    assert shorter != default  # a shorter limit writes other answers
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ def build(settings: LLMSettings) -> ChatGenerator:
         temperature=settings.temperature,
         timeout=settings.timeout_s,
         max_retries=settings.max_retries,
+        max_tokens=settings.max_tokens,
     )
     # Our own connection pool, closed with the generator. langchain-anthropic shares one per
     # process, whose kept-alive connections outlive the event loop (and the app) that opened

@@ -29,6 +29,7 @@ def build(settings: LLMSettings) -> ChatGenerator:
         base_url=settings.base_url or ENDPOINT,
         api_version=API_VERSION,
         temperature=settings.temperature,
+        max_output_tokens=settings.max_tokens,
         timeout=settings.timeout_s,
         # Attempts, not retries: the Google SDK reads 0 as "its default", which retries.
         max_retries=settings.max_retries + 1,

@@ -51,8 +51,9 @@ def generator(
     close: Callable[[], Awaitable[None]],
 ) -> ChatGenerator:
     """``model`` as an answer provider whose answers are cached under the provider, the
-    endpoint (the vendor's by its host name), the model and the temperature
+    endpoint (the vendor's by its host name), the model, the temperature and the answer limit
     (``ChatGenerator`` adds the prompts)."""
     endpoint = settings.base_url or urlsplit(vendor_endpoint).netloc
-    name = f"{provider}/{endpoint}/{settings.model_for(provider)}/{settings.temperature}"
+    model_name = settings.model_for(provider)
+    name = f"{provider}/{endpoint}/{model_name}/{settings.temperature}/{settings.max_tokens}"
     return ChatGenerator(model, timeout=settings.timeout_s, close=close, name=name)
