@@ -30,7 +30,7 @@ def build(settings: LLMSettings) -> ChatGenerator:
         # Sent as max_completion_tokens, the name OpenAI's API wants (its reasoning models
         # refuse max_tokens), and as max_tokens, the name OpenAI-compatible servers
         # (llama.cpp, Ollama, vLLM) have long read, when the endpoint is not OpenAI's.
-        max_tokens=settings.max_tokens,
+        max_completion_tokens=settings.max_tokens,
         extra_body=None if settings.base_url is None else {"max_tokens": settings.max_tokens},
         streaming=True,
         http_async_client=http_client,
