@@ -203,7 +203,7 @@ def _squad_answers(
             documents = evaluation.squad_documents(paragraphs)
             pipeline.add_documents(EVAL_KB, documents, progress, len(paragraphs))
 
-    _, asked = _ask_all(settings, load, [text for text, _ in questions])
+    _, asked, failed = _ask_all(settings, load, [text for text, _ in questions])
     totals = {
         "retrieved_hit": 0,
         "cited_hit": 0,
@@ -228,6 +228,7 @@ def _squad_answers(
         scores = {"refused": scores["refused"]}
     scores["p50_ms"] = round(evaluation.percentile([ms for _, ms in asked], 0.5), 1)
     scores["questions"] = len(questions)
+    scores["failed"] = failed
     scores["provider"] = settings.answering.provider
     scores["unanswerable"] = unanswerable
     scores["joined"] = joined
@@ -250,7 +251,7 @@ def _docs_answers(
     def load(pipeline: IngestPipeline, progress: Bar) -> IngestReport:
         return pipeline.run([docs], EVAL_KB, progress=progress)
 
-    report, asked = _ask_all(settings, load, [q.question for q in questions])
+    report, asked, failed = _ask_all(settings, load, [q.question for q in questions])
     records = [
         docs_qa.judge(question, answer, ms)
         for question, (answer, ms) in zip(questions, asked, strict=True)
@@ -259,6 +260,7 @@ def _docs_answers(
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         details.write_text(lines, encoding="utf-8")
     scores = docs_qa.summarise(records)
+    scores["failed"] = failed
     scores["pages"] = report.files_added
     scores["pages_failed"] = report.files_failed
     scores["provider"] = settings.answering.provider
@@ -267,16 +269,31 @@ def _docs_answers(
 
 def _ask_all(
     settings: Settings, load: Callable[[IngestPipeline, Bar], T], questions: list[str]
-) -> tuple[T, list[tuple[Answer, float]]]:
+) -> tuple[T, list[tuple[Answer, float]], int]:
     """Load a corpus into a throwaway knowledge base with ``load``, then ask every question
-    through the answerer the API uses: what ``load`` returned, and each answer with its
-    latency in milliseconds."""
+    through the answerer the API uses: what ``load`` returned, each answer with its latency in
+    milliseconds, and how many answers failed.
+
+    A question whose answer fails (the model's server down for a moment, a timeout) scores
+    as an empty answer, is counted, and its error printed; the run goes on, so one bad request
+    does not throw away an hour of answers."""
     from citewise.answer.answerer import Question
+    from citewise.shapes import Answer
     from citewise.wiring import build_services
     from cli import evaluation
     from ingest.pipeline import IngestPipeline
 
+    failed_answer = Answer(
+        answer_id="",
+        answer="",
+        citations=[],
+        sources=[],
+        refused=False,
+        cached=False,
+        conversation_id=None,
+    )
     asked: list[tuple[Answer, float]] = []
+    failed = 0
     # One event loop for every question: LLM clients keep connections bound to their loop.
     with (
         _throwaway_home(settings) as throwaway,
@@ -290,10 +307,16 @@ def _ask_all(
         for text in questions:
             started = time.perf_counter()
             checked = services.answerer.check(Question(text, EVAL_KB))
-            answer = runner.run(services.answerer.ask(checked))
+            try:
+                answer = runner.run(services.answerer.ask(checked))
+            except CitewiseError as error:
+                failed += 1
+                # Above the bar (both on stderr): stdout stays one JSON object with --json.
+                progress.console.print(f"[yellow]answer failed[/] ({error.code}: {error}): {text}")
+                answer = failed_answer
             asked.append((answer, evaluation.elapsed_ms(started)))
             bar.advance(text)
-    return loaded, asked
+    return loaded, asked, failed
 
 
 def _print(scores: dict[str, Any], as_json: bool, title: str) -> None:

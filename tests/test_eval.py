@@ -135,6 +135,17 @@ def test_eval_answers_and_unanswerable(tmp_path: Path, cache_dir: Path) -> None:
     code, joined = run_json("eval", "answers", "--squad", str(path), "--joined", env=env)
     assert code == 0 and joined["joined"] is True and joined["questions"] == 2
     assert joined["cited_hit"] == 1.0 and joined["answer_contains"] == 1.0
+    assert scores["failed"] == 0 and joined["failed"] == 0
+
+    # A model server that is down fails each answer, not the run: they are counted and named.
+    down = env | {
+        "CITEWISE_ANSWER_PROVIDER": "openai",
+        "CITEWISE_LLM_BASE_URL": "http://127.0.0.1:9/v1",  # nothing listens on the discard port
+        "CITEWISE_LLM_MAX_RETRIES": "0",
+    }
+    code, failing = run_json("eval", "answers", "--squad", str(path), env=down)
+    assert code == 0 and failing["questions"] == 2 and failing["failed"] == 2
+    assert failing["answer_contains"] == 0.0 and failing["provider"] == "openai"
 
 
 DOCS_PAGES = {
