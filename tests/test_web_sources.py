@@ -1,0 +1,293 @@
+"""Web sources for real: a documentation site served on 127.0.0.1 (tests/web_site.py) ingested
+by its URL through the real pipeline, parse workers, model and Chroma; re-ingested with
+conditional requests; answered from through the HTTP app with citations to the page URLs.
+
+Every test here runs with the network cut to this machine: a connection or a name lookup for
+any other address fails the test (``only_this_machine``)."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from citewise.errors import DocumentError
+from citewise.search.embeddings import LocalEmbeddings
+from citewise.settings import Settings
+from citewise.wiring import build_store
+from ingest.manifest import Manifest
+from ingest.pipeline import IngestPipeline
+from ingest.report import IngestReport
+from ingest.web.address import Scope, under_prefix
+from ingest.web.crawl import Site
+from ingest.web.fetch import Fetcher, OffSite
+from ingest.web.sitemaps import parse_sitemap
+from tests.web_site import BOILERPLATE, serving
+from tests.web_site import Site as FixtureSite
+
+DOCS = ["/docs/", "/docs/install", "/docs/billing", "/docs/faq", "/docs/changing"]
+DOCS += ["/docs/retired", "/docs/relocated"]
+
+
+@pytest.fixture(autouse=True)
+def only_this_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any connection to, or lookup of, an address that is not this machine's."""
+    attempts: list[str] = []
+    connect, lookup = socket.socket.connect, socket.getaddrinfo
+
+    def local(host: Any) -> bool:
+        if host in ("localhost", "", None) or isinstance(host, bytes | int):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and not local(address[0]):
+            attempts.append(str(address))
+            raise OSError(f"test refuses a connection to {address!r}")
+        return connect(self, address)
+
+    def guarded_lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not local(host):
+            attempts.append(str(host))
+            raise OSError(f"test refuses to look up {host!r}")
+        return lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_lookup)
+    yield attempts
+    assert attempts == [], f"something reached outside this machine: {attempts}"
+
+
+@pytest.fixture
+def site() -> Iterator[FixtureSite]:
+    with serving() as served:
+        yield served
+
+
+@pytest.fixture
+def web_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(web_delay_s=0, web_retries=1, web_misses=2, redis_url="off")
+
+
+@pytest.fixture
+def ingest_site(web_settings: Settings, embeddings: LocalEmbeddings) -> Callable[..., IngestReport]:
+    def run(site: Site, *, dry_run: bool = False, **options: Any) -> IngestReport:
+        settings = web_settings.replace(**options) if options else web_settings
+        store = build_store(settings, create=not dry_run)
+        try:
+            return IngestPipeline(settings, store, embeddings).run_web(site, "web", dry_run=dry_run)
+        finally:
+            store.close()
+
+    return run
+
+
+def chunks(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    store = build_store(settings)
+    try:
+        _, texts, metadatas = store.knowledge_base("web").all_chunks()
+    finally:
+        store.close()
+    return list(zip(texts, metadatas, strict=True))
+
+
+def test_a_site_is_ingested_then_kept_in_step_paying_only_for_what_changed(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    docs = Site(site.base + "/docs/")
+    first = ingest_site(docs)
+
+    assert sorted(first.added) == sorted(site.base + p for p in DOCS)
+    assert first.web is not None and first.web["mode"] == "sitemap"
+    # robots.txt kept the private page out; the prefix kept the blog out; both unrequested.
+    assert first.skip_reasons == {f"{site.base}/docs/private/roadmap": "robots.txt disallows it"}
+    assert site.requested("/docs/private/roadmap") == site.requested("/blog/post") == []
+    # A failing page and a redirect off the site are reported by URL, and the run went on.
+    failures = {f.path: f.error for f in first.failures}
+    assert failures[f"{site.base}/docs/broken"].startswith("HTTP 503")
+    assert "leads off the site" in failures[f"{site.base}/docs/away"]
+    assert site.requested("/docs/broken") == [503, 503]  # retried once
+    # The redirect's target and the canonical page are one document each.
+    assert first.web["duplicates"] == 1  # the printable billing page is the billing page
+    stored = chunks(web_settings)
+    sources = {m["source"] for _, m in stored}
+    assert f"{site.base}/docs/relocated" in sources and all("print" not in s for s in sources)
+    # Main content only: no navigation, cookie banner or footer in any chunk.
+    for text, metadata in stored:
+        assert not any(b.lower() in text.lower() for b in BOILERPLATE), text
+        assert metadata["url"] == metadata["source"]
+    anchors = {m.get("anchor") for _, m in stored if m["source"].endswith("/docs/install")}
+    assert anchors == {"installing-acme", "requirements", "proxy"}
+
+    # Nothing changed: every page asked for conditionally and answered 304, nothing embedded.
+    site.clear_log()
+    again = ingest_site(docs)
+    assert again.chunks_embedded == 0 and again.files_unchanged == len(DOCS)
+    assert again.added == again.changed == again.deleted == []
+    answered = {p: site.requested(p) for p in site.pages if site.requested(p)}
+    # /docs/install is not asked for at all: its sitemap lastmod had not moved.
+    not_modified = [p for p in [*DOCS, "/docs/print/billing"] if p != "/docs/install"]
+    assert answered == {p: [304] for p in not_modified} | {"/docs/broken": [503, 503]}
+    assert again.web is not None and again.web["unchanged_by_lastmod"] == 1
+
+    # One page changed: only it is parsed, and only its changed chunk embedded.
+    site.pages["/docs/changing"] = site.pages["/docs/changing"].replace(
+        "multi-currency receipts", "multi-currency receipts and mileage claims"
+    )
+    changed = ingest_site(docs)
+    assert changed.changed == [f"{site.base}/docs/changing"] and changed.added == []
+    assert changed.chunks_embedded == 1 and changed.files_unchanged == len(DOCS) - 1
+
+    # One page gone: kept after one miss (CITEWISE_WEB_MISSES=2), removed after the second.
+    del site.pages["/docs/retired"]
+    retired = f"{site.base}/docs/retired"
+    missed = ingest_site(docs)
+    assert missed.deleted == [] and missed.web is not None
+    assert missed.web["missing"] == {retired: 1}
+    assert retired in {m["source"] for _, m in chunks(web_settings)}
+    removed = ingest_site(docs)
+    assert removed.deleted == [retired] and removed.chunks_deleted == 1
+    assert retired not in {m["source"] for _, m in chunks(web_settings)}
+
+
+def test_a_dry_run_lists_what_would_change_and_writes_nothing(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    docs = Site(site.base + "/docs/", exclude=("/docs/print/*",))
+    plan = ingest_site(docs, dry_run=True)
+    assert len(plan.added) == len(DOCS) and plan.chunks_embedded > 0
+    assert not web_settings.manifest_path.exists()
+    ingest_site(docs)
+    site.pages["/docs/faq"] = site.pages["/docs/faq"].replace("iOS and Android", "iOS")
+    plan = ingest_site(docs, dry_run=True)
+    assert plan.changed == [f"{site.base}/docs/faq"] and plan.chunks_embedded == 1
+    assert site.requested("/docs/print/billing") == []  # excluded by its pattern
+    assert ingest_site(docs).changed == [f"{site.base}/docs/faq"]  # the plan was not applied
+
+
+def test_a_site_without_a_sitemap_is_crawled_by_its_links_within_its_prefix(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    site.with_sitemap = False
+    site.robots = "User-agent: *\nDisallow: /docs/private/\nCrawl-delay: 0\n"
+    report = ingest_site(Site(site.base + "/docs/"))
+    assert report.web is not None and report.web["mode"] == "links"
+    # Reached by links only: the sitemap's other pages are not linked from anywhere.
+    found = {site.base + p for p in ["/docs/", "/docs/install", "/docs/billing", "/docs/faq"]}
+    assert found | {f"{site.base}/docs/relocated"} == set(report.added)
+    assert site.requested("/blog/") == site.requested("/docs/private/roadmap") == []
+    site.clear_log()
+    again = ingest_site(Site(site.base + "/docs/"))
+    # Pages answered 304 still lead to the pages they link to (their links were kept).
+    assert again.files_unchanged == len(report.added) and again.chunks_embedded == 0
+    assert site.requested("/docs/faq") == [304]
+
+
+def test_answers_cite_the_page_url_and_the_section(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    ingest_site(Site(site.base + "/docs/"))
+    with TestClient(create_app(web_settings)) as client:
+        asked = client.post(
+            "/v1/ask",
+            json={"question": "How soon is a refund for an annual plan issued?", "kb": "web"},
+        )
+        assert asked.status_code == 200, asked.text
+        answer = asked.json()
+        assert not answer["refused"] and "14 days" in answer["answer"]
+        cited = {c["url"] for c in answer["citations"]}
+        assert f"{site.base}/docs/billing#refunds" in cited
+        assert answer["sources"][0]["source"] == f"{site.base}/docs/billing"
+        # A heading with no anchor: the page URL with a text fragment.
+        faq = client.post(
+            "/v1/search", json={"query": "export receipts as a ZIP archive", "kb": "web"}
+        ).json()["hits"][0]
+        assert faq["url"].startswith(f"{site.base}/docs/faq#:~:text=Yes.%20Every%20workspace")
+
+
+def test_scope_holds_the_prefix_and_the_fetcher_never_leaves_the_origin(
+    web_settings: Settings,
+) -> None:
+    scope = Scope.of("https://Docs.Example.com:443/guide", exclude=("*/old/*",))
+    assert scope.root == "https://docs.example.com/guide/"
+    assert scope.wanted("https://docs.example.com/guide") and scope.wanted(
+        "https://docs.example.com/guide/a?b=1"
+    )
+    assert not scope.holds("https://docs.example.com/guidelines")
+    assert not scope.holds("http://docs.example.com/guide/a")  # another scheme
+    assert not scope.wanted("https://docs.example.com/guide/old/a")
+    assert Scope.of("https://h.example/docs/sitemap.xml").root == "https://h.example/docs/"
+    assert under_prefix("https://h.example/docs/a", ["https://h.example/docs"])
+    assert not under_prefix("https://h.example/docsx", ["https://h.example/docs"])
+    assert not under_prefix("https://user:pw@h.example/docs/", ["https://h.example/docs/"])
+
+    fetcher = Fetcher(Scope.of("http://127.0.0.1:9/docs/"), web_settings.ingest, 1 << 20)
+    try:
+        refused = fetcher.get("http://169.254.169.254/latest/meta-data/")
+        assert refused.status == 0 and "leads off the site" in (refused.error or "")
+        with pytest.raises(OffSite):  # the backstop under every request
+            fetcher._send("http://example.org/", {}, refused)
+        assert fetcher.requests == 0
+    finally:
+        fetcher.close()
+
+
+def test_hostile_sitemaps_are_refused() -> None:
+    bomb = gzip.compress(b"<urlset>" + b" " * (4 << 20) + b"</urlset>")
+    with pytest.raises(DocumentError, match="inflating past"):
+        parse_sitemap(bomb, 1 << 20)
+    laughs = (
+        b'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        b"<urlset><url><loc>https://h.example/&b;</loc></url></urlset>"
+    )
+    pages = parse_sitemap(laughs, 1 << 20).pages
+    assert all("aaaa" not in loc for loc, _ in pages)  # entities are not expanded
+    with pytest.raises(DocumentError, match="not a sitemap"):
+        parse_sitemap(b"<html><body>hi</body></html>", 1 << 20)
+
+
+def test_the_manifest_forgets_a_deleted_page_so_the_next_ingest_fetches_it_again(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    docs = Site(site.base + "/docs/", include=("/docs/billing",))
+    ingest_site(docs)
+    billing = f"{site.base}/docs/billing"
+    with Manifest.open(web_settings.manifest_path, "web") as manifest:
+        assert manifest.web_pages(docs.scope.root)[billing].etag
+        manifest.forget(billing)
+        assert manifest.web_pages(docs.scope.root) == {}
+    assert ingest_site(docs).added == [billing]
+
+
+def test_the_ingest_job_api_takes_only_urls_under_the_allowed_prefixes(
+    make_settings: Callable[..., Settings], redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    key = "admin-key-1234567890abcdef"
+    admin = {"Authorization": f"Bearer {key}"}
+    common = {"admin_keys": key, "redis_url": redis_url, "redis_prefix": redis_prefix}
+    with TestClient(create_app(make_settings(**common))) as client:
+        off = client.post("/v1/kbs/web/ingest", json={"url": "http://127.0.0.1:9/"}, headers=admin)
+        assert off.status_code == 400 and "CITEWISE_WEB_ALLOWED_PREFIXES" in off.text
+    allowed = make_settings(**common, web_allowed_prefixes=["http://127.0.0.1:9/docs/"])
+    with TestClient(create_app(allowed)) as client:
+        for url in ["http://127.0.0.1:9/admin", "http://10.0.0.1/docs/", "file:///etc/passwd"]:
+            refused = client.post("/v1/kbs/web/ingest", json={"url": url}, headers=admin)
+            assert refused.status_code == 400, url
+        queued = client.post(
+            "/v1/kbs/web/ingest",
+            json={"url": "http://127.0.0.1:9/docs/guide/", "exclude": ["*/old/*"]},
+            headers=admin,
+        )
+        assert queued.status_code == 202, queued.text
+        assert queued.json()["state"] == "queued"
