@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,61 +111,45 @@ def ingest(
     if web_options and not urls:
         fail(InvalidRequest("--include, --exclude, --max-pages, --crawl and --interval "
                             "are for a web source (a URL)"), as_json)  # fmt: skip
+    site = None
     if urls:
         site = Site(urls[0], tuple(include or ()), tuple(exclude or ()), max_pages, crawl)
-        every = interval or settings.ingest.web_watch_interval_s
-        _ingest_site(site, kb, dry_run, rebuild, every if watch else None, as_json)
-        return
     paths = [Path(t) for t in targets]
     try:
         with open_pipeline(settings, dry_run=dry_run) as pipeline:
+            run = (
+                partial(pipeline.run_web, site, kb)
+                if site is not None
+                else partial(pipeline.run, paths, kb)
+            )
             with progress_bar() as progress:
-                report = pipeline.run(
-                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-                )
+                report = run(dry_run=dry_run, rebuild=rebuild, progress=Bar(progress))
             _show(report, as_json)
-            if watch:
+            if watch and site is not None:
+                _poll(run, site.url, interval or settings.ingest.web_watch_interval_s, as_json)
+            elif watch:
                 _watch(pipeline, paths, kb, settings.ingest.watch_debounce_ms, as_json)
     except CitewiseError as error:
         fail(error, as_json)
     raise typer.Exit(1 if report.files_failed else 0)
 
 
-def _ingest_site(
-    site: Any, kb: str, dry_run: bool, rebuild: bool, every: float | None, as_json: bool
-) -> None:
-    """Ingest a web source; with ``every``, again every so many seconds until Ctrl-C."""
-    import time
-
-    from ingest.setup import open_pipeline
-
-    settings = Settings()
-    failed = False
+def _poll(run: Callable[..., Any], url: str, every: float, as_json: bool) -> None:
+    """A web source's --watch: ingest again every ``every`` seconds until Ctrl-C, printing a
+    report when something changed or failed (a site cannot be watched for changes)."""
+    stderr.print(f"checking {url} every {every:g} s (Ctrl-C stops)")
     try:
-        with open_pipeline(settings, dry_run=dry_run) as pipeline:
-            with progress_bar() as progress:
-                report = pipeline.run_web(
-                    site, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-                )
-            _show(report, as_json)
-            failed = bool(report.files_failed)
-            if every is not None:
-                stderr.print(f"checking {site.url} every {every:g} s (Ctrl-C stops)")
-                try:
-                    while True:
-                        time.sleep(every)
-                        try:
-                            report = pipeline.run_web(site, kb)
-                        except CitewiseError as error:  # e.g. busy: say so, keep watching
-                            stderr.print(f"error: {error}")
-                            continue
-                        if report.changed_anything or report.files_failed:
-                            _show(report, as_json)
-                except KeyboardInterrupt:
-                    pass
-    except CitewiseError as error:
-        fail(error, as_json)
-    raise typer.Exit(1 if failed else 0)
+        while True:
+            time.sleep(every)
+            try:
+                report = run()
+            except CitewiseError as error:  # e.g. busy: say so, keep watching
+                stderr.print(f"error: {error}")
+                continue
+            if report.changed_anything or report.files_failed:
+                _show(report, as_json)
+    except KeyboardInterrupt:
+        pass
 
 
 def _show(report: Any, as_json: bool) -> None:

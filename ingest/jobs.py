@@ -33,6 +33,8 @@ class _JobProgress:
         self._saved_at = 0.0
 
     def start(self, total: int) -> None:
+        """A phase begins (a web source: fetching, then parsing), counted from 0."""
+        self._done = 0
         self._total = total
         self._save(None, force=True)
 

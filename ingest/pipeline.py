@@ -372,8 +372,9 @@ class IngestPipeline:
                 manifest.forget_all()
             rebuild = rebuild or (not write and manifest.deleting())
             records = {} if rebuild else manifest.records()
+            sources = with_web_source(manifest.sources(), root, set(records))  # or refused
             if write:
-                manifest.register(with_web_source(manifest.sources(), root, set(records)))
+                manifest.register(sources)
             stale = rebuild or manifest.fingerprint() != self.fingerprint()
             known = {} if rebuild else manifest.web_pages(root)
             crawl = self._crawl(site, known, records, Path(spool), stale, progress, report)
@@ -419,7 +420,7 @@ class IngestPipeline:
         settings = self.settings.ingest
         max_pages = site.max_pages or settings.web_max_pages
         fetcher = Fetcher(site.scope, settings, int(self.settings.limits.max_file_mb * _MB))
-        progress.start(max_pages)
+        started = time.perf_counter()
         try:
             crawl = Crawler(
                 site,
@@ -432,6 +433,7 @@ class IngestPipeline:
                 delay=settings.web_delay_s,
                 trust_lastmod=settings.web_trust_lastmod,
                 fresh=fresh,
+                on_start=progress.start,
                 on_page=progress.advance,
             ).run()
         finally:
@@ -443,6 +445,7 @@ class IngestPipeline:
             "sitemaps": crawl.sitemaps,
             "requests": fetcher.requests,
             "bytes_downloaded": fetcher.downloaded,
+            "seconds_fetching": round(time.perf_counter() - started, 3),
         }
         if crawl.error:
             report.fail(site.url, crawl.error)

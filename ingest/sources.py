@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from citewise.errors import InvalidRequest
 from ingest.discovery import Discovery, SourceFile, printable
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9_-]+")
@@ -137,6 +138,14 @@ def with_web_source(known: list[Source], root: str, keys: set[str]) -> list[Sour
     named after its host and path (``docs-example-com-guide``), keys are the pages' URLs."""
     if any(s.root == root for s in known):
         return known
+    for other in known:
+        if other.is_web and (root.startswith(other.root) or other.root.startswith(root)):
+            # Two sources holding one URL would each take its document from the other.
+            raise InvalidRequest(
+                f"{root} overlaps the web source {other.name} ({other.root}) of this "
+                "knowledge base: ingest that one (with --include to narrow it), or use "
+                "another knowledge base"
+            )
     address = root.split("://", 1)[1]
     reserved = {key.split("/", 1)[0] for key in keys if "/" in key}
     return [

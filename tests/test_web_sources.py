@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import json
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from citewise.errors import DocumentError
+from citewise.errors import DocumentError, InvalidRequest
 from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
 from citewise.wiring import build_store
@@ -29,6 +31,8 @@ from ingest.web.address import Scope, under_prefix
 from ingest.web.crawl import Site
 from ingest.web.fetch import Fetcher, OffSite
 from ingest.web.sitemaps import parse_sitemap
+from tests.cli import citewise_env, command
+from tests.redis_helpers import drop_jobs
 from tests.web_site import BOILERPLATE, serving
 from tests.web_site import Site as FixtureSite
 
@@ -193,6 +197,22 @@ def test_a_site_without_a_sitemap_is_crawled_by_its_links_within_its_prefix(
     assert site.requested("/docs/faq") == [304]
 
 
+def test_a_site_that_cannot_say_what_it_allows_is_not_read_and_loses_nothing(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
+) -> None:
+    docs = Site(site.base + "/docs/", include=("/docs/faq", "/docs/retired"))
+    assert len(ingest_site(docs).added) == 2
+    site.failing.add("/robots.txt")  # 503: RFC 9309 reads it as "disallow everything"
+    del site.pages["/docs/retired"]
+    site.clear_log()
+    for _ in range(2):  # more runs than CITEWISE_WEB_MISSES: still nothing taken as gone
+        report = ingest_site(docs)
+        assert "robots.txt could not be read" in report.failures[0].error
+        assert report.deleted == [] and report.web is not None and report.web["missing"] == {}
+    assert {path for path, _ in site.log} == {"/robots.txt"}
+    assert len({m["source"] for _, m in chunks(web_settings)}) == 2
+
+
 def test_answers_cite_the_page_url_and_the_section(
     site: FixtureSite, ingest_site: Callable[..., IngestReport], web_settings: Settings
 ) -> None:
@@ -268,26 +288,51 @@ def test_the_manifest_forgets_a_deleted_page_so_the_next_ingest_fetches_it_again
         manifest.forget(billing)
         assert manifest.web_pages(docs.scope.root) == {}
     assert ingest_site(docs).added == [billing]
+    with pytest.raises(InvalidRequest, match="overlaps the web source"):
+        ingest_site(Site(site.base + "/docs/install"))  # its pages would be both sources'
 
 
 def test_the_ingest_job_api_takes_only_urls_under_the_allowed_prefixes(
-    make_settings: Callable[..., Settings], redis_url: str, redis_prefix: str, tmp_path: Path
+    site: FixtureSite, tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str
 ) -> None:
     key = "admin-key-1234567890abcdef"
     admin = {"Authorization": f"Bearer {key}"}
-    common = {"admin_keys": key, "redis_url": redis_url, "redis_prefix": redis_prefix}
-    with TestClient(create_app(make_settings(**common))) as client:
-        off = client.post("/v1/kbs/web/ingest", json={"url": "http://127.0.0.1:9/"}, headers=admin)
-        assert off.status_code == 400 and "CITEWISE_WEB_ALLOWED_PREFIXES" in off.text
-    allowed = make_settings(**common, web_allowed_prefixes=["http://127.0.0.1:9/docs/"])
-    with TestClient(create_app(allowed)) as client:
-        for url in ["http://127.0.0.1:9/admin", "http://10.0.0.1/docs/", "file:///etc/passwd"]:
-            refused = client.post("/v1/kbs/web/ingest", json={"url": url}, headers=admin)
-            assert refused.status_code == 400, url
-        queued = client.post(
-            "/v1/kbs/web/ingest",
-            json={"url": "http://127.0.0.1:9/docs/guide/", "exclude": ["*/old/*"]},
-            headers=admin,
-        )
-        assert queued.status_code == 202, queued.text
-        assert queued.json()["state"] == "queued"
+    env = citewise_env(
+        tmp_path / "home",
+        cache_dir,
+        CITEWISE_REDIS_URL=redis_url,
+        CITEWISE_REDIS_PREFIX=redis_prefix,
+        CITEWISE_ADMIN_KEYS=key,
+        CITEWISE_WEB_DELAY_S="0",
+        CITEWISE_WEB_RETRIES="0",
+        CITEWISE_WEB_ALLOWED_PREFIXES=json.dumps([site.base + "/docs/"]),
+    )
+    base = {"home": tmp_path / "home", "cache_dir": cache_dir, "admin_keys": key}
+    queue = {"redis_url": redis_url, "redis_prefix": redis_prefix}
+    try:
+        with TestClient(create_app(Settings(**base, **queue))) as client:
+            off = client.post("/v1/kbs/web/ingest", json={"url": site.base}, headers=admin)
+            assert off.status_code == 400 and "CITEWISE_WEB_ALLOWED_PREFIXES" in off.text
+        allowed = Settings(**base, **queue, web_allowed_prefixes=[site.base + "/docs/"])
+        with TestClient(create_app(allowed)) as client:
+            for url in [f"{site.base}/admin", "http://10.0.0.1/docs/", "file:///etc/passwd"]:
+                refused = client.post("/v1/kbs/web/ingest", json={"url": url}, headers=admin)
+                assert refused.status_code == 400, url
+            queued = client.post(
+                "/v1/kbs/web/ingest",
+                json={"url": site.base + "/docs/", "include": ["/docs/billing"]},
+                headers=admin,
+            )
+            assert queued.status_code == 202, queued.text
+            done = subprocess.run(
+                command("worker", "--burst"), env=env, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            job = client.get(f"/v1/jobs/{queued.json()['job_id']}", headers=admin).json()
+            assert job["state"] == "finished", job
+            assert job["report"]["added"] == [f"{site.base}/docs/billing"]
+            assert job["report"]["web"]["mode"] == "sitemap"
+            hits = client.post("/v1/search", json={"query": "annual plan refund", "kb": "web"})
+            assert hits.json()["hits"][0]["url"] == f"{site.base}/docs/billing#refunds"
+    finally:
+        drop_jobs(redis_url, redis_prefix)

@@ -175,15 +175,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         site, path = self.site, self.path
-        if path == "/robots.txt" and site.robots is not None:
+        if path in site.failing:
+            self._send(503, b"down for maintenance", "text/plain", {"Retry-After": "0"})
+        elif path == "/robots.txt" and site.robots is not None:
             self._send(200, site.robots.format(base=site.base).encode(), "text/plain")
         elif path == "/sitemap.xml" and site.with_sitemap:
             self._send(200, site.sitemap().encode(), "application/xml")
         elif path in site.redirects:
             target = site.redirects[path]
             self._send(301, b"", "text/html", {"Location": target})
-        elif path in site.failing:
-            self._send(503, b"down for maintenance", "text/plain", {"Retry-After": "0"})
         elif path in site.pages:
             body = site.pages[path].encode()
             etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'

@@ -75,6 +75,7 @@ class Page:
     content_type: str = ""
     reason: str | None = None  # why failed or skipped; for unchanged, how it was known
     links: tuple[str, ...] = ()
+    final: str | None = None  # where redirects led, when they did
 
 
 @dataclass
@@ -107,13 +108,14 @@ class Crawler:
         delay: float,
         trust_lastmod: bool,
         fresh: bool,
+        on_start: Callable[[int], None] = lambda total: None,
         on_page: Callable[[str], None] = lambda url: None,
     ) -> None:
         self.site, self.scope, self.fetcher = site, site.scope, fetcher
         self.known, self.documents = known, documents
         self.spool, self.max_pages, self.concurrency = spool, max_pages, concurrency
         self.delay, self.trust_lastmod, self.fresh = delay, trust_lastmod, fresh
-        self.on_page = on_page
+        self.on_start, self.on_page = on_start, on_page
 
     def run(self) -> CrawlResult:
         result = CrawlResult()
@@ -138,8 +140,8 @@ class Crawler:
         answer = self.fetcher.get(f"{self.scope.origin}/robots.txt", page=False)
         if answer.status == 200 and answer.body is not None:
             return Robots.parse(answer.body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace"))
-        if 400 <= answer.status < 500:
-            return Robots.everything()
+        if 400 <= answer.status < 500 or answer.refused:
+            return Robots.everything()  # none, or redirected off the site: RFC 9309 says none
         result.complete = False
         result.error = (
             f"robots.txt could not be read ({answer.error or answer.status}): no page was "
@@ -205,12 +207,14 @@ class Crawler:
             else:
                 allowed.append((url, modified))
         result.over_limit = max(0, len(allowed) - self.max_pages)
+        self.on_start(min(len(allowed), self.max_pages))
         for page in pool.map(lambda e: self._visit(*e), allowed[: self.max_pages]):
             self.on_page(page.url)
             result.pages.append(page)
 
     def _from_links(self, pool: ThreadPoolExecutor, result: CrawlResult) -> None:
         start = normal(self.site.url) or self.scope.root
+        self.on_start(self.max_pages)  # at most; a crawl learns how many as it goes
         frontier, seen = deque([start]), {start}
         admitted = 0
         running: dict[Future[Page], str] = {}
@@ -230,6 +234,8 @@ class Crawler:
                 page = future.result()
                 self.on_page(page.url)
                 result.pages.append(page)
+                if page.final is not None:
+                    seen.add(page.final)  # a link to where a redirect led is the same page
                 for link in page.links:
                     if link in seen or not self._followable(link):
                         continue
@@ -270,6 +276,7 @@ class Crawler:
         if answer.error is not None or answer.body is None:
             reason = answer.error or f"HTTP {answer.status} with no page"
             return Page(url, FAILED, known.source if known else None, reason=reason)
+        final = answer.final if answer.final != url else None
         found = page_links(answer.body, answer.final)
         links = () if found.nofollow else tuple(found.links)
         key = answer.final
@@ -283,7 +290,8 @@ class Crawler:
                                modified, links)  # fmt: skip
         stored = self.documents.get(key)
         if not self.fresh and stored and stored.status == DONE and stored.file_hash == body_hash:
-            return Page(url, UNCHANGED, key, record, reason="same bytes", links=links)
+            return Page(url, UNCHANGED, key, record, reason="same bytes", links=links, final=final)
         body = self.spool / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".html")
         body.write_bytes(answer.body)
-        return Page(url, CHANGED, key, record, body, body_hash, answer.content_type, links=links)
+        return Page(url, CHANGED, key, record, body, body_hash, answer.content_type, links=links,
+                    final=final)  # fmt: skip

@@ -50,6 +50,7 @@ class Answer:
     last_modified: str | None = None
     content_type: str = ""
     error: str | None = None
+    refused: bool = False  # not requested (or a redirect not followed): off the site, robots
 
 
 class _Pacer:
@@ -126,7 +127,7 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             answer.final = target
             if reason := self._refusal(target, page):
-                answer.error = reason
+                answer.error, answer.refused = reason, True
                 return answer
             response = self._send(target, headers, answer)
             if response is None:
