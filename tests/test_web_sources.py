@@ -12,6 +12,7 @@ import ipaddress
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from citewise import __version__
 from citewise.errors import DocumentError, InvalidRequest
 from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
@@ -30,6 +32,7 @@ from ingest.report import IngestReport
 from ingest.web.address import Scope, under_prefix
 from ingest.web.crawl import Site
 from ingest.web.fetch import Fetcher, OffSite
+from ingest.web.robots import Robots
 from ingest.web.sitemaps import parse_sitemap
 from tests.cli import citewise_env, command
 from tests.redis_helpers import drop_jobs
@@ -110,6 +113,7 @@ def test_a_site_is_ingested_then_kept_in_step_paying_only_for_what_changed(
 ) -> None:
     docs = Site(site.base + "/docs/")
     first = ingest_site(docs)
+    assert site.agents == {f"Citewise/{__version__}"}
 
     assert sorted(first.added) == sorted(site.base + p for p in DOCS)
     assert first.web is not None and first.web["mode"] == "sitemap"
@@ -211,6 +215,53 @@ def test_a_site_that_cannot_say_what_it_allows_is_not_read_and_loses_nothing(
         assert report.deleted == [] and report.web is not None and report.web["missing"] == {}
     assert {path for path, _ in site.log} == {"/robots.txt"}
     assert len({m["source"] for _, m in chunks(web_settings)}) == 2
+
+
+def test_a_sitemap_index_named_as_the_start_url_and_pages_that_fail_in_every_way(
+    site: FixtureSite, ingest_site: Callable[..., IngestReport]
+) -> None:
+    index = (
+        '<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        f"<sitemap><loc>{site.base}/sitemap.xml</loc></sitemap></sitemapindex>"
+    )
+    site.files["/docs/index.xml"] = (index.encode(), "application/xml")
+    site.files["/docs/data.json"] = (b'{"a": 1}', "application/json")
+    site.pages["/docs/huge"] = site.pages["/docs/faq"].replace("<p>", "<p>" + "word " * 40_000)
+    site.slow["/docs/slow"] = 1.5
+    site.pages["/docs/slow"] = site.pages["/docs/faq"]
+    site.sitemapped[:0] = ["/docs/data.json", "/docs/huge", "/docs/slow"]
+    report = ingest_site(
+        Site(site.base + "/docs/index.xml", exclude=("/docs/retired",), max_pages=7),
+        max_file_mb=0.1,
+        web_timeout_s=0.5,
+        web_retries=0,
+    )
+    assert report.web is not None and report.web["sitemaps"] == [
+        f"{site.base}/docs/index.xml",
+        f"{site.base}/sitemap.xml",
+    ]
+    failures = {f.path.removeprefix(site.base): f.error for f in report.failures}
+    assert failures["/docs/data.json"] == "not an HTML page (content type application/json)"
+    assert "over the 0.1 MB limit (CITEWISE_MAX_FILE_MB)" in failures["/docs/huge"]
+    assert failures["/docs/slow"].startswith("timed out")
+    assert site.requested("/docs/retired") == []  # excluded
+    # 12 pages in the scope, not excluded nor disallowed (reported as skipped): 7 requested.
+    assert report.web["over_page_limit"] == 5 and report.files_seen == 7 + 1
+
+
+def test_requests_to_a_host_are_spaced_by_the_politeness_delay(
+    site: FixtureSite, web_settings: Settings
+) -> None:
+    settings = web_settings.replace(web_delay_s=0.2)
+    fetcher = Fetcher(Scope.of(site.base + "/docs/"), settings.ingest, 1 << 20)
+    try:
+        fetcher.obey(Robots.parse("User-agent: *\nCrawl-delay: 0.3\n"), 0.2)
+        started = time.monotonic()
+        statuses = [fetcher.get(site.base + "/docs/faq").status for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        assert time.monotonic() - started >= 0.6  # the site's Crawl-delay, longer than ours
+    finally:
+        fetcher.close()
 
 
 def test_answers_cite_the_page_url_and_the_section(

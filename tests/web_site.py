@@ -140,7 +140,10 @@ class Site:
     failing: set[str] = field(default_factory=lambda: set(FAILING))
     robots: str | None = ROBOTS
     with_sitemap: bool = True
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # path -> (body, type)
+    slow: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
     log: list[tuple[str, int]] = field(default_factory=list)  # (path, status), in order
+    agents: set[str] = field(default_factory=set)  # User-Agent headers seen
     base: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -175,7 +178,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         site, path = self.site, self.path
-        if path in site.failing:
+        with site._lock:
+            site.agents.add(self.headers.get("User-Agent", ""))
+        if path in site.slow:
+            threading.Event().wait(site.slow[path])
+        if path in site.files:
+            self._send(200, *site.files[path])
+        elif path in site.failing:
             self._send(503, b"down for maintenance", "text/plain", {"Retry-After": "0"})
         elif path == "/robots.txt" and site.robots is not None:
             self._send(200, site.robots.format(base=site.base).encode(), "text/plain")
@@ -212,13 +221,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up (a page over its size limit, a timeout) is no error here
+
+
 @contextmanager
 def serving(site: Site | None = None) -> Iterator[Site]:
     """Serve ``site`` (a fresh one by default) on a free port of 127.0.0.1."""
     site = site or Site()
     handler = type("Handler", (_Handler,), {"site": site})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), handler)
     site.base = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

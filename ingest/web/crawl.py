@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from citewise.errors import DocumentError
 from ingest.manifest import DONE, FileRecord, WebPageRecord
 from ingest.web.address import Scope, normal
-from ingest.web.fetch import Fetcher
+from ingest.web.fetch import Answer, Fetcher
 from ingest.web.links import page_links
 from ingest.web.robots import MAX_ROBOTS_BYTES, Robots
 from ingest.web.sitemaps import MAX_SITEMAPS, parse_sitemap
@@ -137,7 +137,7 @@ class Crawler:
     # --- what the site says about itself ------------------------------------------------
 
     def _robots(self, result: CrawlResult) -> Robots | None:
-        answer = self.fetcher.get(f"{self.scope.origin}/robots.txt", page=False)
+        answer = self._file(f"{self.scope.origin}/robots.txt")
         if answer.status == 200 and answer.body is not None:
             return Robots.parse(answer.body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace"))
         if 400 <= answer.status < 500 or answer.refused:
@@ -171,7 +171,7 @@ class Crawler:
             if url in read:
                 continue
             read.add(url)
-            answer = self.fetcher.get(url, page=False)
+            answer = self._file(url)
             try:
                 if answer.status != 200 or answer.body is None:
                     raise DocumentError(answer.error or f"HTTP {answer.status}")
@@ -194,6 +194,13 @@ class Crawler:
             if page is not None and self.scope.wanted(page):
                 wanted.append((page, modified))
         return wanted or None
+
+    def _file(self, url: str) -> Answer:
+        """robots.txt or a sitemap; an answer that breaks the client is no answer."""
+        try:
+            return self.fetcher.get(url, page=False)
+        except Exception as exc:
+            return Answer(url, url, error=f"{type(exc).__name__} while fetching")
 
     # --- the passes -------------------------------------------------------------------
 
@@ -251,7 +258,16 @@ class Crawler:
     # --- one page ---------------------------------------------------------------------
 
     def _visit(self, url: str, modified: str | None, start: bool = False) -> Page:
-        """Ask for one page as cheaply as what is known of it allows (the module says how)."""
+        """Ask for one page as cheaply as what is known of it allows (the module says how);
+        whatever goes wrong costs this page, never the run."""
+        try:
+            return self._ask(url, modified, start)
+        except Exception as exc:  # an odd answer the client or a parser chokes on
+            known = self.known.get(url)
+            source = known.source if known else None
+            return Page(url, FAILED, source, reason=f"{type(exc).__name__} while fetching")
+
+    def _ask(self, url: str, modified: str | None, start: bool) -> Page:
         known = self.known.get(url)
         stored = self.documents.get(known.source) if known is not None else None
         usable = known is not None and stored is not None and stored.status == DONE

@@ -221,9 +221,8 @@ class Fetcher:
 
     def _too_large(self, size: int) -> str:
         return (
-            f"over the {self.max_bytes / _MB:g} MB limit (CITEWISE_MAX_FILE_MB)"
-            if size > self.max_bytes
-            else ""
+            f"{size / _MB:.3g} MB or more, over the {self.max_bytes / _MB:.3g} MB limit "
+            "(CITEWISE_MAX_FILE_MB)"
         )
 
 
