@@ -26,11 +26,13 @@ from citewise.errors import DocumentError, InvalidRequest
 from citewise.search.embeddings import LocalEmbeddings
 from citewise.settings import Settings
 from citewise.wiring import build_store
+from ingest.guards import ParseLimits
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline
 from ingest.report import IngestReport
 from ingest.web.address import Scope, under_prefix
 from ingest.web.crawl import Site
+from ingest.web.extract import parse_page
 from ingest.web.fetch import Fetcher, OffSite
 from ingest.web.robots import Robots
 from ingest.web.sitemaps import parse_sitemap
@@ -311,6 +313,24 @@ def test_scope_holds_the_prefix_and_the_fetcher_never_leaves_the_origin(
         assert fetcher.requests == 0
     finally:
         fetcher.close()
+
+
+def test_main_content_keeps_the_anchors_that_documentation_generators_write() -> None:
+    sphinx = (
+        '<?xml version="1.0" encoding="iso-8859-1"?><html><head><meta charset="iso-8859-1">'
+        "<title>Caf\xe9</title></head><body><nav>Home</nav><div role='main'>"
+        "<section id='cafe-prices'><h1>Caf\xe9 prices"
+        "<a class='headerlink' href='#cafe-prices'>\xb6</a></h1>"
+        "<p>The caf\xe9 serves espresso, tea and pastries from seven in the morning.</p>"
+        "</section><h2><a name='hours'></a>Opening hours</h2><p>It closes at six in the "
+        "evening on weekdays and at noon on Saturdays.</p></div></body></html>"
+    ).encode("latin-1")
+    page = parse_page(sphinx, "https://docs.example.com/cafe", ParseLimits())
+    assert [(b.text, b.anchor) for b in page.blocks if b.is_heading] == [
+        ("Café prices", "cafe-prices"),
+        ("Opening hours", "hours"),
+    ]
+    assert page.title == "Café prices" and "Home" not in page.text().split()
 
 
 def test_hostile_sitemaps_are_refused() -> None:

@@ -24,18 +24,25 @@ from ingest.guards import ParseLimits, check_html_depth
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _PERMALINK = re.compile(r"[\s¶§#🔗]+$")
 _CHARSET = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")  # XHTML: lxml refuses it on decoded text
 
 
 def decode(body: bytes, content_type: str = "") -> str:
-    """The page's text: in the charset its Content-Type names, else UTF-8 (bytes that are not
-    are replaced, not fatal)."""
-    match = _CHARSET.search(content_type)
+    """The page's text: in the charset its Content-Type names, else the one its ``<meta>``
+    names, else UTF-8 (bytes that are not are replaced, not fatal)."""
+    match = _CHARSET.search(content_type) or _CHARSET.search(
+        body[:4096].decode("ascii", errors="replace")
+    )
     if match:
         try:
             return body.decode(match.group(1), errors="replace")
         except LookupError:
             pass
     return body.decode("utf-8-sig", errors="replace")
+
+
+def _text(body: bytes, content_type: str) -> str:
+    return _XML_DECLARATION.sub("", decode(body, content_type), count=1)
 
 
 def parse_page(
@@ -45,7 +52,7 @@ def parse_page(
     import trafilatura
     from lxml import etree, html
 
-    text = decode(body, content_type)
+    text = _text(body, content_type)
     if "\x00" in text[:8192]:
         raise DocumentError("binary content (NUL bytes) in an HTML page")
     check_html_depth(text, limits)
