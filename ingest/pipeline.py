@@ -41,19 +41,17 @@ from ingest.discovery import Discovery, SourceFile, discover, printable
 from ingest.document import ParsedDocument
 from ingest.guards import ParseLimits
 from ingest.locks import kb_lock
-from ingest.manifest import DONE, PENDING, FileRecord, Manifest, WebPageRecord
+from ingest.manifest import DONE, PENDING, FileRecord, Manifest
 from ingest.opening import hash_beneath
 from ingest.parallel import ChunkingConfig, Item, ParseBudget, Parsed, parse_all
 from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
 from ingest.sources import Placed, place, with_web_source
-from ingest.web.crawl import UNCHANGED, Crawler, CrawlResult, Site
-from ingest.web.fetch import Fetcher
-from ingest.web.settle import Settlement, settle
+from ingest.web.crawl import Site, read_site
+from ingest.web.settle import report_pages, settle
 
 # Bump when parsing or chunking changes output for the same settings: forces a re-chunk.
 PIPELINE_VERSION = "1"
-_MB = 1024 * 1024
 FLUSH_EVERY = 1024  # chunks to embed per write: big enough to length-sort well, memory flat
 
 
@@ -377,9 +375,12 @@ class IngestPipeline:
                 manifest.register(sources)
             stale = rebuild or manifest.fingerprint() != self.fingerprint()
             known = {} if rebuild else manifest.web_pages(root)
-            crawl = self._crawl(site, known, records, Path(spool), stale, progress, report)
+            crawl = read_site(
+                site, self.settings, known, records, Path(spool), stale, report,
+                progress.start, progress.advance,
+            )  # fmt: skip
             plan = settle(crawl, root, records, self.settings.ingest.web_misses)
-            _report_pages(report, crawl, plan, records)
+            report_pages(report, crawl, plan, records)
             todo = [_Todo(page, "", is_new=page.source not in records) for page in plan.todo]
             if not write:
                 self._plan_parsed(todo, existing, report, progress)
@@ -406,50 +407,6 @@ class IngestPipeline:
             manifest.note_failures(failed, plan.confirmed | (earlier if crawl.complete else set()))
             manifest.set_fingerprint(self.fingerprint())
         self._refresh_lexical(existing)
-
-    def _crawl(
-        self,
-        site: Site,
-        known: dict[str, WebPageRecord],
-        records: dict[str, FileRecord],
-        spool: Path,
-        fresh: bool,
-        progress: Progress,
-        report: IngestReport,
-    ) -> CrawlResult:
-        settings = self.settings.ingest
-        max_pages = site.max_pages or settings.web_max_pages
-        fetcher = Fetcher(site.scope, settings, int(self.settings.limits.max_file_mb * _MB))
-        started = time.perf_counter()
-        try:
-            crawl = Crawler(
-                site,
-                fetcher,
-                known,
-                records,
-                spool=spool,
-                max_pages=max_pages,
-                concurrency=settings.web_concurrency,
-                delay=settings.web_delay_s,
-                trust_lastmod=settings.web_trust_lastmod,
-                fresh=fresh,
-                on_start=progress.start,
-                on_page=progress.advance,
-            ).run()
-        finally:
-            fetcher.close()
-        report.web = {
-            "url": site.url,
-            "root": site.scope.root,
-            "mode": crawl.mode,
-            "sitemaps": crawl.sitemaps,
-            "requests": fetcher.requests,
-            "bytes_downloaded": fetcher.downloaded,
-            "seconds_fetching": round(time.perf_counter() - started, 3),
-        }
-        if crawl.error:
-            report.fail(site.url, crawl.error)
-        return crawl
 
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
         publish_lexical(self.store, self.lexical, knowledge_base)
@@ -621,31 +578,6 @@ def _deleted(placed: Placed, records: dict[str, FileRecord]) -> list[str]:
         for key, record in records.items()
         if key not in present and any(s.covers(record.root, key) for s in placed.scopes)
     )
-
-
-def _report_pages(
-    report: IngestReport, crawl: CrawlResult, plan: Settlement, records: dict[str, FileRecord]
-) -> None:
-    """Put a web pass in the report: pages seen, unchanged (and how that was known), missed,
-    skipped and failed, by URL."""
-    assert report.web is not None
-    report.files_seen = len(crawl.pages)
-    for source in plan.unchanged:
-        report.files_unchanged += 1
-        report.chunks_unchanged += records[source].chunk_count if source in records else 0
-    how = [p.reason for p in crawl.pages if p.kind == UNCHANGED]
-    report.web |= {
-        "not_modified": how.count("304"),
-        "unchanged_by_lastmod": how.count("sitemap lastmod"),
-        "unchanged_same_bytes": how.count("same bytes"),
-        "over_page_limit": crawl.over_limit,
-        "duplicates": plan.duplicates,
-        "missing": {source: n for source, n in sorted(plan.misses.items()) if n},
-    }
-    for url, reason in plan.skipped.items():
-        report.skip(url, reason)
-    for url, reason in plan.failed.items():
-        report.fail(url, reason)
 
 
 def _record(report: IngestReport) -> None:

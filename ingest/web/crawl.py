@@ -21,6 +21,7 @@ for each document (``IngestPipeline.run_web``).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,13 +30,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citewise.errors import DocumentError
+from citewise.settings import Settings
 from ingest.manifest import DONE, FileRecord, WebPageRecord
+from ingest.report import IngestReport
 from ingest.web.address import Scope, normal
 from ingest.web.fetch import Answer, Fetcher
 from ingest.web.links import page_links
 from ingest.web.robots import MAX_ROBOTS_BYTES, Robots
 from ingest.web.sitemaps import MAX_SITEMAPS, parse_sitemap
 
+_MB = 1024 * 1024
 CHANGED, UNCHANGED, GONE, FAILED, SKIPPED = "changed", "unchanged", "gone", "failed", "skipped"
 # Links to these are not pages: a crawl does not request them.
 _NOT_PAGES = (
@@ -311,3 +315,50 @@ class Crawler:
         body.write_bytes(answer.body)
         return Page(url, CHANGED, key, record, body, body_hash, answer.content_type, links=links,
                     final=final)  # fmt: skip
+
+
+def read_site(
+    site: Site,
+    settings: Settings,
+    known: dict[str, WebPageRecord],
+    documents: dict[str, FileRecord],
+    spool: Path,
+    fresh: bool,
+    report: IngestReport,
+    on_start: Callable[[int], None],
+    on_page: Callable[[str], None],
+) -> CrawlResult:
+    """One pass over ``site`` with the configured client and limits; what it cost goes in
+    ``report.web`` (and the run's failure, if the site could not be read, in its failures)."""
+    ingest = settings.ingest
+    fetcher = Fetcher(site.scope, ingest, int(settings.limits.max_file_mb * _MB))
+    started = time.perf_counter()
+    try:
+        crawl = Crawler(
+            site,
+            fetcher,
+            known,
+            documents,
+            spool=spool,
+            max_pages=site.max_pages or ingest.web_max_pages,
+            concurrency=ingest.web_concurrency,
+            delay=ingest.web_delay_s,
+            trust_lastmod=ingest.web_trust_lastmod,
+            fresh=fresh,
+            on_start=on_start,
+            on_page=on_page,
+        ).run()
+    finally:
+        fetcher.close()
+    report.web = {
+        "url": site.url,
+        "root": site.scope.root,
+        "mode": crawl.mode,
+        "sitemaps": crawl.sitemaps,
+        "requests": fetcher.requests,
+        "bytes_downloaded": fetcher.downloaded,
+        "seconds_fetching": round(time.perf_counter() - started, 3),
+    }
+    if crawl.error:
+        report.fail(site.url, crawl.error)
+    return crawl

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ingest.manifest import FileRecord, WebPageRecord
+from ingest.report import IngestReport
 from ingest.web.crawl import CHANGED, FAILED, GONE, SKIPPED, UNCHANGED, CrawlResult, Page
 from ingest.web.page import WebPage
 
@@ -88,3 +89,28 @@ def settle(
         if source in records and records[source].misses:
             out.misses[source] = 0
     return out
+
+
+def report_pages(
+    report: IngestReport, crawl: CrawlResult, plan: Settlement, records: dict[str, FileRecord]
+) -> None:
+    """Put a web pass in the report: pages seen, unchanged (and how that was known), missed,
+    skipped and failed, by URL."""
+    assert report.web is not None
+    report.files_seen = len(crawl.pages)
+    for source in plan.unchanged:
+        report.files_unchanged += 1
+        report.chunks_unchanged += records[source].chunk_count if source in records else 0
+    how = [p.reason for p in crawl.pages if p.kind == UNCHANGED]
+    report.web |= {
+        "not_modified": how.count("304"),
+        "unchanged_by_lastmod": how.count("sitemap lastmod"),
+        "unchanged_same_bytes": how.count("same bytes"),
+        "over_page_limit": crawl.over_limit,
+        "duplicates": plan.duplicates,
+        "missing": {source: n for source, n in sorted(plan.misses.items()) if n},
+    }
+    for url, reason in plan.skipped.items():
+        report.skip(url, reason)
+    for url, reason in plan.failed.items():
+        report.fail(url, reason)
