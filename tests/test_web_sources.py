@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ from ingest.web.extract import parse_page
 from ingest.web.fetch import Fetcher, OffSite
 from ingest.web.robots import Robots
 from ingest.web.sitemaps import parse_sitemap
-from tests.cli import citewise_env, command
+from tests.cli import citewise_env, command, run, watching
 from tests.redis_helpers import drop_jobs
 from tests.web_site import BOILERPLATE, serving
 from tests.web_site import Site as FixtureSite
@@ -249,6 +250,29 @@ def test_a_sitemap_index_named_as_the_start_url_and_pages_that_fail_in_every_way
     assert site.requested("/docs/retired") == []  # excluded
     # 12 pages in the scope, not excluded nor disallowed (reported as skipped): 7 requested.
     assert report.web["over_page_limit"] == 5 and report.files_seen == 7 + 1
+
+
+def test_the_command_watches_a_site_and_reports_when_a_page_changes(
+    site: FixtureSite, tmp_path: Path, cache_dir: Path
+) -> None:
+    env = citewise_env(
+        tmp_path / "home", cache_dir, CITEWISE_REDIS_URL="off", CITEWISE_WEB_DELAY_S="0"
+    )
+    refused = run("ingest", str(tmp_path), "--crawl", env=env)
+    assert refused.returncode == 2 and "--crawl and --interval" in refused.stderr
+    args = (site.base + "/docs/", "--kb", "web", "--include", "/docs/faq", "--interval", "1")
+    with watching(*args, env=env) as watcher:
+        try:
+            first = watcher.next_report(timeout=300)
+            assert first["added"] == [f"{site.base}/docs/faq"] and first["web"]["mode"] == "sitemap"
+            while "every 1 s" not in watcher.notes.get(timeout=60):
+                pass
+            site.pages["/docs/faq"] = site.pages["/docs/faq"].replace("iOS and Android", "iOS")
+            second = watcher.next_report(timeout=60)  # quiet runs print nothing in between
+            assert second["changed"] == [f"{site.base}/docs/faq"]
+            assert second["chunks_embedded"] == 1
+        except Empty:
+            pytest.fail("the watcher printed no report in time")
 
 
 def test_requests_to_a_host_are_spaced_by_the_politeness_delay(
