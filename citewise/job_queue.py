@@ -125,12 +125,14 @@ class JobQueue:
         rebuild: bool = False,
         job_id: str | None = None,
         prepare: Prepare | None = None,
+        web: dict[str, Any] | None = None,
     ) -> JobView:
         """Queue an ingest of ``paths`` into ``kb``; ``KnowledgeBaseBusy`` if one is live.
 
         ``prepare`` runs while the knowledge base is claimed and before the job is queued (so
         no job of that knowledge base runs meanwhile); if queueing fails, what it did is undone
-        and the claim released."""
+        and the claim released. ``web``: ``paths`` is one URL, a web source with these options
+        (``include``, ``exclude``, ``max_pages``, ``crawl``)."""
         job_id = job_id or new_job_id()
         key, pending = claim_key(self._prefix, kb), PENDING + job_id
         self._claim(kb, pending, ttl=PENDING_S)
@@ -140,7 +142,7 @@ class JobQueue:
                 undo = prepare()
             job = self.queue.enqueue_call(
                 JOB_FUNCTION,
-                args=(kb, paths, rebuild, self._prefix),
+                args=(kb, paths, rebuild, self._prefix, *([web] if web is not None else [])),
                 job_id=job_id,
                 timeout=self._timeout_s,
                 result_ttl=self._keep_s,

@@ -14,7 +14,7 @@
                    max_body_mb, max_upload_mb, max_upload_files (what a request body, an
                    upload or a document may be)
 ``ingest``         parse_workers, root, job_timeout_s, job_result_ttl_s, golden_dir,
-                   golden_k, golden_min_hit_rate, watch_debounce_ms
+                   golden_k, golden_min_hit_rate, watch_debounce_ms, web_* (web sources)
 ``answering``      provider, k, min_relevance, max_question_chars, max_history_turns,
                    kb_base_urls, sse_ping_s
 ``llm``            base_url, api_key, model, temperature, timeout_s, max_retries, fake_replies

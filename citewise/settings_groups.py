@@ -394,6 +394,76 @@ class IngestSettings(SettingsGroup):
         description="`citewise ingest --watch`: quiet time after the last change before "
         "re-ingesting.",
     )
+    web_max_pages: int = env(
+        "WEB_MAX_PAGES",
+        1000,
+        ge=1,
+        description="Most pages one ingest of a web source fetches (`citewise ingest URL "
+        "--max-pages` overrides it for one run).",
+    )
+    web_concurrency: int = env(
+        "WEB_CONCURRENCY", 4, ge=1, le=64, description="Requests a web source has in flight."
+    )
+    web_delay_s: float = env(
+        "WEB_DELAY_S",
+        0.25,
+        ge=0,
+        description="Least time between the starts of two requests to one host; a robots.txt "
+        "Crawl-delay that is longer wins.",
+    )
+    web_timeout_s: float = env(
+        "WEB_TIMEOUT_S", 20.0, gt=0, description="One request of a web source may take this long."
+    )
+    web_retries: int = env(
+        "WEB_RETRIES",
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a request that timed out or was answered 429 or 5xx, after "
+        "1, 2, 4... seconds (or the Retry-After the server gave, up to 30 s).",
+    )
+    web_misses: int = env(
+        "WEB_MISSES",
+        3,
+        ge=1,
+        description="Consecutive ingests a page of a web source must be missing from (404 or "
+        "410, or gone from the sitemap or the links) before its document is removed.",
+    )
+    web_trust_lastmod: bool = env(
+        "WEB_TRUST_LASTMOD",
+        True,
+        description="Take a page as unchanged, without a request, when the sitemap's lastmod "
+        "for it is no later than at its last fetch.",
+    )
+    web_watch_interval_s: float = env(
+        "WEB_WATCH_INTERVAL_S",
+        900.0,
+        ge=1,
+        description="`citewise ingest URL --watch`: time between two re-checks of the site.",
+    )
+    web_allowed_prefixes: list[str] = env(
+        "WEB_ALLOWED_PREFIXES",
+        [],
+        description="JSON list of URL prefixes (https://docs.example.com/) under which POST "
+        "/v1/kbs/{kb}/ingest may name a web source; empty: the API ingests no web source.",
+    )
+    web_proxy: str | None = env(
+        "WEB_PROXY",
+        None,
+        description="Proxy URL for web sources; the HTTP_PROXY-style variables are not read.",
+    )
+
+    @field_validator("web_allowed_prefixes")
+    @classmethod
+    def _web_prefixes(cls, prefixes: list[str]) -> list[str]:
+        for prefix in prefixes:
+            parts = urlsplit(prefix)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "CITEWISE_WEB_ALLOWED_PREFIXES: each entry must be an http:// or https:// "
+                    "URL with a host"
+                )
+        return prefixes
 
 
 class ObservabilitySettings(SettingsGroup):

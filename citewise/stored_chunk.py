@@ -12,6 +12,7 @@ TITLE = "title"
 HEADING = "heading"  # heading path, "Billing > Refunds"
 ANCHOR = "anchor"  # fragment id of the nearest heading, when the format has one
 PAGE = "page"  # 1-based page number, PDFs only
+URL = "url"  # the page's address, for documents of a web source (citations link it as is)
 START = "start"  # character offsets of the chunk in the document's parsed text
 END = "end"
 CHUNK_INDEX = "chunk_index"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,7 +54,13 @@ LISTED = 20  # documents named under an ingest report in a terminal
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PATH... | URL",
+            help="Files or folders to ingest, or the URL of a website (a web source).",
+        ),
+    ],
     kb: KbOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
@@ -65,27 +74,82 @@ def ingest(
             "--watch", help="Keep running: re-ingest whenever files change (Ctrl-C stops)."
         ),
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Web source: only pages whose path matches this glob."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Web source: no page whose path matches this glob."),
+    ] = None,
+    max_pages: Annotated[
+        int | None,
+        typer.Option("--max-pages", min=1, help="Web source: fetch at most this many pages."),
+    ] = None,
+    crawl: Annotated[
+        bool, typer.Option("--crawl", help="Web source: follow links; look for no sitemap.")
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", min=1, help="Web source with --watch: seconds between checks."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Parse, chunk, embed and store documents; re-runs pay only for what changed."""
     from ingest.setup import open_pipeline
+    from ingest.web.address import is_web
+    from ingest.web.crawl import Site
 
     settings = Settings()
     kb = kb or settings.core.default_kb
     if watch and dry_run:
         fail(InvalidRequest("--watch and --dry-run do not go together"), as_json)
+    urls = [t for t in targets if is_web(t)]
+    web_options = include or exclude or max_pages is not None or crawl or interval is not None
+    if urls and len(targets) > 1:
+        fail(InvalidRequest("a web source is ingested on its own: give one URL"), as_json)
+    if web_options and not urls:
+        fail(InvalidRequest("--include, --exclude, --max-pages, --crawl and --interval "
+                            "are for a web source (a URL)"), as_json)  # fmt: skip
+    site = None
+    if urls:
+        site = Site(urls[0], tuple(include or ()), tuple(exclude or ()), max_pages, crawl)
+    paths = [Path(t) for t in targets]
     try:
         with open_pipeline(settings, dry_run=dry_run) as pipeline:
+            run = (
+                partial(pipeline.run_web, site, kb)
+                if site is not None
+                else partial(pipeline.run, paths, kb)
+            )
             with progress_bar() as progress:
-                report = pipeline.run(
-                    paths, kb, dry_run=dry_run, rebuild=rebuild, progress=Bar(progress)
-                )
+                report = run(dry_run=dry_run, rebuild=rebuild, progress=Bar(progress))
             _show(report, as_json)
-            if watch:
+            if watch and site is not None:
+                _poll(run, site.url, interval or settings.ingest.web_watch_interval_s, as_json)
+            elif watch:
                 _watch(pipeline, paths, kb, settings.ingest.watch_debounce_ms, as_json)
     except CitewiseError as error:
         fail(error, as_json)
     raise typer.Exit(1 if report.files_failed else 0)
+
+
+def _poll(run: Callable[..., Any], url: str, every: float, as_json: bool) -> None:
+    """A web source's --watch: ingest again every ``every`` seconds until Ctrl-C, printing a
+    report when something changed or failed (a site cannot be watched for changes)."""
+    stderr.print(f"checking {url} every {every:g} s (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(every)
+            try:
+                report = run()
+            except CitewiseError as error:  # e.g. busy: say so, keep watching
+                stderr.print(f"error: {error}")
+                continue
+            if report.changed_anything or report.files_failed:
+                _show(report, as_json)
+    except KeyboardInterrupt:
+        pass
 
 
 def _show(report: Any, as_json: bool) -> None:
@@ -132,8 +196,9 @@ def _print_report(report: Any) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
+    web = report.web or {}
     for label, value in [
-        ("files seen", report.files_seen),
+        ("pages seen" if web else "files seen", report.files_seen),
         ("added", report.files_added),
         ("changed", report.files_changed),
         ("unchanged", report.files_unchanged),
@@ -146,8 +211,19 @@ def _print_report(report: Any) -> None:
         ("chunks embedded", report.chunks_embedded),
         ("chunks reusing a stored vector", report.chunks_reused),
         ("chunks from the embedding cache", report.embed_cache_hits),
+        *(
+            [
+                ("pages found in", "the sitemap" if web["mode"] == "sitemap" else "links"),
+                ("requests", web["requests"]),
+                ("answered 304 Not Modified", web["not_modified"]),
+                ("unchanged by sitemap lastmod", web["unchanged_by_lastmod"]),
+                ("missing, kept for now", len(web["missing"])),
+            ]
+            if web
+            else []
+        ),
         ("seconds", f"{report.seconds:.2f}"),
-    ]:
+    ]:  # fmt: skip
         table.add_row(label, str(value))
     stdout.print(table)
     lines = [
@@ -156,6 +232,10 @@ def _print_report(report: Any) -> None:
         *(("[magenta]deleted[/]", path) for path in report.deleted),
         *(("[dim]skipped[/]", f"{p}: {report.skip_reasons.get(p, '')}") for p in report.skipped),
         *(("[red]failed[/]", f"{f.path}: {f.error}") for f in report.failures),
+        *(
+            ("[cyan]missing[/]", f"{url}: not found {n} time(s) running (CITEWISE_WEB_MISSES)")
+            for url, n in web.get("missing", {}).items()
+        ),
     ]
     # Documents are named, a screenful at most; --json lists every one.
     for label, text in lines[:LISTED]:

@@ -35,6 +35,7 @@ from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline, Progress
 from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
+from ingest.web.crawl import Site
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,11 @@ def gated_ingest(
     rebuild: bool = False,
     progress: Progress | None = None,
     confine: Path | None = None,
+    site: Site | None = None,
 ) -> tuple[IngestReport, GateResult]:
     """Ingest into a staging copy of ``kb`` and promote it only if the golden questions pass
-    (``confine`` as for ``IngestPipeline.run``)."""
+    (``confine`` as for ``IngestPipeline.run``; ``site``: ingest that web source instead of
+    ``paths``)."""
     settings, store = pipeline.settings, pipeline.store
     staging = staging_of(kb)
     settings.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +140,12 @@ def gated_ingest(
         with Manifest.open(settings.manifest_path, kb) as manifest:
             manifest.copy_to(staging)
         try:
-            report = pipeline.run(paths, staging, progress=progress, internal=True, confine=confine)
+            if site is not None:
+                report = pipeline.run_web(site, staging, progress=progress, internal=True)
+            else:
+                report = pipeline.run(
+                    paths, staging, progress=progress, internal=True, confine=confine
+                )
             retriever = Retriever(settings.retrieval, store, pipeline.embeddings, pipeline.lexical)
             result = evaluate(retriever, staging, golden, settings.ingest.golden_k)
             result.threshold = settings.ingest.golden_min_hit_rate

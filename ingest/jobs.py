@@ -14,11 +14,13 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
-from citewise.errors import CitewiseError, QualityGateFailed
+from citewise.errors import CitewiseError, InvalidRequest, QualityGateFailed
 from citewise.job_queue import PROGRESS_EVERY_S, claim_key, release_claim
 from citewise.settings import Settings
 from ingest.gate import gated_ingest, load_golden
 from ingest.setup import open_pipeline
+from ingest.web.address import under_prefix
+from ingest.web.crawl import Site
 
 
 class _JobProgress:
@@ -31,6 +33,8 @@ class _JobProgress:
         self._saved_at = 0.0
 
     def start(self, total: int) -> None:
+        """A phase begins (a web source: fetching, then parsing), counted from 0."""
+        self._done = 0
         self._total = total
         self._save(None, force=True)
 
@@ -47,8 +51,11 @@ class _JobProgress:
         self._job.save_meta()  # type: ignore[no-untyped-call]
 
 
-def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dict[str, Any]:
-    """The job: runs in the worker's work horse, with the worker's settings."""
+def run_ingest_job(
+    kb: str, paths: list[str], rebuild: bool, prefix: str, web: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The job: runs in the worker's work horse, with the worker's settings. ``web``: ``paths``
+    is the URL of a web source, with these options."""
     job = get_current_job()
     assert job is not None, "run_ingest_job runs inside an RQ worker"
     # This job is a process's entry point: the work horse RQ forks for it is handed only the
@@ -56,15 +63,25 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
     # through Redis. So the job reads them here, once, from the worker's environment.
     settings = Settings()
     try:
+        site = None if web is None else _allowed_site(paths[0], web, settings)
         with open_pipeline(settings) as pipeline:
             folders, progress = [Path(p) for p in paths], _JobProgress(job)
             confine = _ingest_root_holding(folders, settings.ingest.root)
             golden = load_golden(settings, kb)
+            if golden is None and site is not None:
+                return pipeline.run_web(site, kb, rebuild=rebuild, progress=progress).to_json()
             if golden is None:
                 run = pipeline.run(folders, kb, rebuild=rebuild, progress=progress, confine=confine)
                 return run.to_json()
             report, gate = gated_ingest(
-                pipeline, folders, kb, golden, rebuild=rebuild, progress=progress, confine=confine
+                pipeline,
+                folders,
+                kb,
+                golden,
+                rebuild=rebuild,
+                progress=progress,
+                confine=confine,
+                site=site,
             )
         job.meta["gate"] = gate.to_json()
         job.save_meta()  # type: ignore[no-untyped-call]
@@ -80,6 +97,20 @@ def run_ingest_job(kb: str, paths: list[str], rebuild: bool, prefix: str) -> dic
         raise
     finally:
         release_claim(job.connection, claim_key(prefix, kb), job.id)
+
+
+def _allowed_site(url: str, web: dict[str, Any], settings: Settings) -> Site:
+    """The web source a job names, if this worker's CITEWISE_WEB_ALLOWED_PREFIXES allow it:
+    the API checked its own, but the worker's settings are the ones that fetch."""
+    if not under_prefix(url, settings.ingest.web_allowed_prefixes):
+        raise InvalidRequest("the URL is not under CITEWISE_WEB_ALLOWED_PREFIXES of the worker")
+    return Site(
+        url,
+        tuple(web.get("include", ())),
+        tuple(web.get("exclude", ())),
+        web.get("max_pages"),
+        bool(web.get("crawl", False)),
+    )
 
 
 def _ingest_root_holding(folders: list[Path], root: Path | None) -> Path | None:

@@ -17,6 +17,7 @@ cleared when the file is read again or is gone).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -63,15 +64,27 @@ CREATE TABLE IF NOT EXISTS failures (
     failed_at REAL NOT NULL,
     PRIMARY KEY (kb, source)
 );
+CREATE TABLE IF NOT EXISTS web_pages (
+    kb TEXT NOT NULL,
+    url TEXT NOT NULL,
+    root TEXT NOT NULL,
+    source TEXT NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    lastmod TEXT,
+    links TEXT,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (kb, url)
+);
 CREATE TABLE IF NOT EXISTS deletions (
     kb TEXT PRIMARY KEY,
     started_at REAL NOT NULL
 );
 """
 # Columns added after the first release: added to older manifests when they are opened.
-_ADDED = {"kbs": {"ingested_at": "REAL"}, "files": {"bytes": "INTEGER"}}
+_ADDED = {"kbs": {"ingested_at": "REAL"}, "files": {"bytes": "INTEGER", "misses": "INTEGER"}}
 # Every table with rows of one knowledge base; ``deletions`` only ends with a delete.
-_TABLES = ("files", "kbs", "sources", "failures")
+_TABLES = ("files", "kbs", "sources", "failures", "web_pages")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,21 @@ class FileRecord:
     chunk_count: int
     updated_at: float = 0.0
     bytes: int | None = None
+    misses: int = 0  # web pages: consecutive ingests that did not find it (``ingest.web``)
+
+
+@dataclass(frozen=True)
+class WebPageRecord:
+    """What the last fetch of one URL of a web source said: the document it became and the
+    validators for the next, conditional, request (``ingest.web.crawl``)."""
+
+    url: str  # as requested (a sitemap entry, a link)
+    root: str  # the web source's
+    source: str  # the document's key
+    etag: str | None = None
+    last_modified: str | None = None
+    lastmod: str | None = None  # the sitemap's, at that fetch
+    links: tuple[str, ...] | None = None  # the page's links, for a crawl answered 304
 
 
 @dataclass(frozen=True)
@@ -164,8 +192,8 @@ class Manifest:
 
     def records(self) -> dict[str, FileRecord]:
         rows = self._db.execute(
-            "SELECT source, root, file_hash, status, chunk_count, updated_at, bytes"
-            " FROM files WHERE kb = ?",
+            "SELECT source, root, file_hash, status, chunk_count, updated_at, bytes,"
+            " coalesce(misses, 0) FROM files WHERE kb = ?",
             (self.kb,),
         )
         return {r[0]: FileRecord(*r) for r in rows}
@@ -205,10 +233,50 @@ class Manifest:
             )
 
     def forget(self, source: str) -> None:
-        """Drop a document's row and its failure, in one transaction."""
+        """Drop a document's row, its failure and what fetching it said, in one transaction."""
         with self._db:
-            self._db.execute("DELETE FROM files WHERE kb = ? AND source = ?", (self.kb, source))
-            self._db.execute("DELETE FROM failures WHERE kb = ? AND source = ?", (self.kb, source))
+            for table in ("files", "failures", "web_pages"):
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE kb = ? AND source = ?", (self.kb, source)
+                )
+
+    # --- web sources -------------------------------------------------------------------
+
+    def set_misses(self, source: str, misses: int) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE files SET misses = ? WHERE kb = ? AND source = ?",
+                (misses, self.kb, source),
+            )
+
+    def web_pages(self, root: str) -> dict[str, WebPageRecord]:
+        """The web source ``root``'s fetches, by URL requested."""
+        rows = self._db.execute(
+            "SELECT url, root, source, etag, last_modified, lastmod, links FROM web_pages"
+            " WHERE kb = ? AND root = ?",
+            (self.kb, root),
+        )
+        found = {}
+        for url, source_root, source, etag, modified, lastmod, links in rows:
+            kept = None if links is None else tuple(json.loads(links))
+            found[url] = WebPageRecord(url, source_root, source, etag, modified, lastmod, kept)
+        return found
+
+    def save_web_pages(self, pages: list[WebPageRecord], gone: set[str]) -> None:
+        """Record ``pages`` and forget the fetches of the URLs ``gone``, in one transaction."""
+        now = time.time()
+        with self._db:
+            for url in gone:
+                self._db.execute("DELETE FROM web_pages WHERE kb = ? AND url = ?", (self.kb, url))
+            for p in pages:
+                links = None if p.links is None else json.dumps(list(p.links))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO web_pages (kb, url, root, source, etag,"
+                    " last_modified, lastmod, links, fetched_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.kb, p.url, p.root, p.source, p.etag, p.last_modified, p.lastmod,
+                     links, now),
+                )  # fmt: skip
 
     def failures(self) -> dict[str, FailureRecord]:
         """The last failure of each document whose file could not be stored when last read."""
@@ -289,9 +357,15 @@ class Manifest:
                 self._db.execute(f"DELETE FROM {table} WHERE kb = ?", (target,))
             self._db.execute(
                 "INSERT INTO files"
-                " (kb, source, root, file_hash, status, chunk_count, updated_at, bytes)"
-                " SELECT ?, source, root, file_hash, status, chunk_count, updated_at, bytes"
-                " FROM files WHERE kb = ?",
+                " (kb, source, root, file_hash, status, chunk_count, updated_at, bytes, misses)"
+                " SELECT ?, source, root, file_hash, status, chunk_count, updated_at, bytes,"
+                " misses FROM files WHERE kb = ?",
+                (target, self.kb),
+            )
+            self._db.execute(
+                "INSERT INTO web_pages (kb, url, root, source, etag, last_modified, lastmod,"
+                " links, fetched_at) SELECT ?, url, root, source, etag, last_modified, lastmod,"
+                " links, fetched_at FROM web_pages WHERE kb = ?",
                 (target, self.kb),
             )
             self._db.execute(
@@ -318,6 +392,7 @@ class Manifest:
             self._db.execute("DELETE FROM files WHERE kb = ?", (self.kb,))
             self._db.execute("DELETE FROM kbs WHERE kb = ?", (self.kb,))
             self._db.execute("DELETE FROM failures WHERE kb = ?", (self.kb,))
+            self._db.execute("DELETE FROM web_pages WHERE kb = ?", (self.kb,))
 
 
 def _add_columns(db: sqlite3.Connection) -> None:

@@ -34,6 +34,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from citewise import stored_chunk
 from citewise.errors import DocumentError, EmptyDocument
 from citewise.offline import prepare_offline
 from citewise.settings import LimitSettings
@@ -43,6 +44,11 @@ from ingest.discovery import SourceFile
 from ingest.guards import ParseLimits
 from ingest.loaders import parse_bytes
 from ingest.opening import read_beneath
+from ingest.web.extract import parse_page
+from ingest.web.page import WebPage
+
+# What a parse worker reads: a file, or a page a web source fetched (spooled to disk).
+Item = SourceFile | WebPage
 
 _MB = 1024 * 1024
 _POLL_S = 0.05  # how often a busy worker's clock and memory are looked at
@@ -73,7 +79,7 @@ class ParseBudget:
 
 @dataclass(frozen=True)
 class Parsed:
-    file: SourceFile
+    file: Item
     chunks: list[Chunk] | None
     error: str | None
     empty: bool = False  # parsed, but no text to index: skipped, not failed
@@ -88,16 +94,21 @@ def _chunker(config: ChunkingConfig) -> Chunker:
 
 
 def parse_and_chunk(
-    file: SourceFile, config: ChunkingConfig, limits: ParseLimits | None = None
+    file: Item, config: ChunkingConfig, limits: ParseLimits | None = None
 ) -> Parsed:
     """Read the file once (beneath its folder), parse and chunk those bytes, or say in one line
-    why it cannot be."""
+    why it cannot be. A web page's main content is read, and its chunks carry its URL."""
     limits = limits or ParseLimits()
     try:
         data = read_beneath(file.anchor, file.path, limits.max_file_bytes)
         file_hash = hashlib.sha256(data).hexdigest()
-        document = parse_bytes(data, file.path.name, limits)
-        chunks = _chunker(config).chunk(document, file.source)
+        if isinstance(file, WebPage):
+            document = parse_page(data, file.source, limits, file.content_type)
+            extra = {stored_chunk.URL: file.source}
+            chunks = _chunker(config).chunk(document, file.source, extra)
+        else:
+            document = parse_bytes(data, file.path.name, limits)
+            chunks = _chunker(config).chunk(document, file.source)
         return Parsed(file, chunks, None, file_hash=file_hash, size=len(data))
     except DocumentError as exc:
         return Parsed(file, None, str(exc), empty=isinstance(exc, EmptyDocument))
@@ -108,7 +119,7 @@ def parse_and_chunk(
 
 
 def parse_all(
-    files: list[SourceFile],
+    files: list[Item],
     config: ChunkingConfig,
     workers: int,
     limits: ParseLimits | None = None,
@@ -132,7 +143,7 @@ class _Run:
 
     def __init__(
         self,
-        files: list[SourceFile],
+        files: list[Item],
         config: ChunkingConfig,
         limits: ParseLimits,
         budget: ParseBudget,
@@ -220,14 +231,12 @@ class _Worker:
         )
         self.process.start()
         their_end.close()
-        self.task: tuple[int, SourceFile] = (-1, SourceFile(Path("/"), Path("/"), ""))
+        self.task: tuple[int, Item] = (-1, SourceFile(Path("/"), Path("/"), ""))
         self.idle = True
         self._started = 0.0
         self._ready = False
 
-    def start(
-        self, index: int, file: SourceFile, config: ChunkingConfig, limits: ParseLimits
-    ) -> None:
+    def start(self, index: int, file: Item, config: ChunkingConfig, limits: ParseLimits) -> None:
         self._await_ready()
         self.connection.send((file, config, limits))
         self.task, self.idle, self._started = (index, file), False, time.monotonic()
@@ -340,6 +349,7 @@ def _warm_up(config: ChunkingConfig) -> None:
         "unstructured.partition.md",
         "unstructured.partition.html",
         "unstructured.partition.docx",
+        "trafilatura",
     ):
         importlib.import_module(module)
     _chunker(config)

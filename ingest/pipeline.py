@@ -18,6 +18,7 @@ cannot skip a file before parsing it, plan a dry run, or reuse vectors across a 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +43,12 @@ from ingest.guards import ParseLimits
 from ingest.locks import kb_lock
 from ingest.manifest import DONE, PENDING, FileRecord, Manifest
 from ingest.opening import hash_beneath
-from ingest.parallel import ChunkingConfig, ParseBudget, Parsed, parse_all
+from ingest.parallel import ChunkingConfig, Item, ParseBudget, Parsed, parse_all
 from ingest.removal import finish_interrupted
 from ingest.report import IngestReport
-from ingest.sources import Placed, place
+from ingest.sources import Placed, place, with_web_source
+from ingest.web.crawl import Site, read_site
+from ingest.web.settle import report_pages, settle
 
 # Bump when parsing or chunking changes output for the same settings: forces a re-chunk.
 PIPELINE_VERSION = "1"
@@ -69,14 +72,14 @@ class _Silent:
 
 @dataclass(frozen=True)
 class _Todo:
-    file: SourceFile
+    file: Item
     file_hash: str
     is_new: bool
 
 
 @dataclass
 class _FileWork:
-    file: SourceFile
+    file: Item
     file_hash: str  # of the bytes that were parsed
     size: int | None
     chunks: list[Chunk]
@@ -162,6 +165,39 @@ class IngestPipeline:
             _record(report)
         return report
 
+    def run_web(
+        self,
+        site: Site,
+        kb: str,
+        *,
+        dry_run: bool = False,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+        internal: bool = False,
+    ) -> IngestReport:
+        """Bring knowledge base ``kb`` in line with the web source ``site``: fetch what changed
+        (``ingest.web.crawl``), store it like files, and remove pages gone long enough
+        (``ingest.web.settle``)."""
+        validate_kb(kb, internal=internal)
+        site.scope  # noqa: B018 - an address that is no URL is refused before anything runs
+        started = time.perf_counter()
+        report = IngestReport(kb=kb, dry_run=dry_run)
+        self._emptied = []
+        if dry_run:
+            self._web(site, kb, rebuild, report, progress or _Silent(), write=False)
+        else:
+            busy = (
+                f"another ingest or delete of knowledge base {kb!r} is running; "
+                "try again when it has finished"
+            )
+            with kb_lock(self.settings, kb, busy):
+                finish_interrupted(self.settings, self.store, self.lexical, kb)
+                self._web(site, kb, rebuild, report, progress or _Silent(), write=True)
+        report.seconds = time.perf_counter() - started
+        if not dry_run:
+            _record(report)
+        return report
+
     def add_documents(
         self,
         kb: str,
@@ -223,23 +259,33 @@ class IngestPipeline:
             placed = _placed(found, manifest, records, report)
             stale = rebuild or manifest.fingerprint() != self.fingerprint()
             todo = self._classify(placed.files, records, stale, report)
-            progress.start(len(todo))
-            for parsed in self._parsed(todo, report, progress):
-                work = _diff(parsed, existing)
-                hashes = {c.hash for c in work.to_add}
-                reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
-                texts = {c.hash: c.embed_text for c in work.to_add if c.hash not in reusable}
-                cached = 0
-                if isinstance(self.embeddings, CachedEmbeddings):
-                    cached = self.embeddings.cached_count(list(texts.values()))
-                _count(report, work, embedded=len(texts) - cached)
-                report.embed_cache_hits += cached
-                report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
+            self._plan_parsed(todo, existing, report, progress)
             for source in _deleted(placed, records):
                 report.delete(source)
                 report.chunks_deleted += records[source].chunk_count
             for source in self._emptied:
                 report.chunks_deleted += records[source].chunk_count
+
+    def _plan_parsed(
+        self,
+        todo: list[_Todo],
+        existing: KnowledgeBase | None,
+        report: IngestReport,
+        progress: Progress,
+    ) -> None:
+        """Count what storing ``todo`` would do, writing nothing."""
+        progress.start(len(todo))
+        for parsed in self._parsed(todo, report, progress):
+            work = _diff(parsed, existing)
+            hashes = {c.hash for c in work.to_add}
+            reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
+            texts = {c.hash: c.embed_text for c in work.to_add if c.hash not in reusable}
+            cached = 0
+            if isinstance(self.embeddings, CachedEmbeddings):
+                cached = self.embeddings.cached_count(list(texts.values()))
+            _count(report, work, embedded=len(texts) - cached)
+            report.embed_cache_hits += cached
+            report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
 
     def _apply(
         self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
@@ -257,18 +303,7 @@ class IngestPipeline:
             manifest.register(manifest.sources() + placed.new_sources)
             stale = manifest.fingerprint() != self.fingerprint()
             todo = self._classify(placed.files, records, stale, report)
-            progress.start(len(todo))
-            batch = _Batch()
-            for parsed in self._parsed(todo, report, progress):
-                work = _diff(parsed, knowledge_base)
-                # Recorded before Chroma changes: a crash from here on is redone next run.
-                manifest.mark(work.file.source, str(work.file.root), work.file_hash, PENDING)
-                batch.work.append(work)
-                batch.pending_embeddings += len(work.to_add)
-                if batch.pending_embeddings >= FLUSH_EVERY:
-                    self._flush(batch, knowledge_base, manifest, report)
-                    batch = _Batch()
-            self._flush(batch, knowledge_base, manifest, report)
+            self._store_parsed(todo, knowledge_base, manifest, report, progress)
             for source in _deleted(placed, records):
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 report.delete(source)
@@ -280,6 +315,98 @@ class IngestPipeline:
             manifest.set_fingerprint(self.fingerprint())
         # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
         self._refresh_lexical(knowledge_base)
+
+    def _store_parsed(
+        self,
+        todo: list[_Todo],
+        knowledge_base: KnowledgeBase,
+        manifest: Manifest,
+        report: IngestReport,
+        progress: Progress,
+    ) -> set[str]:
+        """Parse, diff, embed and store ``todo``; the documents stored (``done``) by this."""
+        progress.start(len(todo))
+        stored: set[str] = set()
+        batch = _Batch()
+        for parsed in self._parsed(todo, report, progress):
+            work = _diff(parsed, knowledge_base)
+            # Recorded before Chroma changes: a crash from here on is redone next run.
+            manifest.mark(work.file.source, str(work.file.root), work.file_hash, PENDING)
+            batch.work.append(work)
+            batch.pending_embeddings += len(work.to_add)
+            stored.add(work.file.source)
+            if batch.pending_embeddings >= FLUSH_EVERY:
+                self._flush(batch, knowledge_base, manifest, report)
+                batch = _Batch()
+        self._flush(batch, knowledge_base, manifest, report)
+        return stored
+
+    def _web(
+        self,
+        site: Site,
+        kb: str,
+        rebuild: bool,
+        report: IngestReport,
+        progress: Progress,
+        *,
+        write: bool,
+    ) -> None:
+        """One ingest of a web source, or (``write=False``) its plan: the requests are made
+        either way, as only the site can say what changed."""
+        self.store.follow(kb, self.lexical.current_generation(kb))
+        if write and rebuild:
+            self.store.drop(kb)
+        existing = None
+        if write:
+            existing = self.store.knowledge_base(kb, create=True)
+        elif not rebuild and self.store.exists(kb):
+            existing = self.store.knowledge_base(kb)
+        root = site.scope.root
+        with (
+            Manifest.open(self.settings.manifest_path, kb, read_only=not write) as manifest,
+            tempfile.TemporaryDirectory(prefix="citewise-web-") as spool,
+        ):
+            if write and rebuild:
+                manifest.forget_all()
+            rebuild = rebuild or (not write and manifest.deleting())
+            records = {} if rebuild else manifest.records()
+            sources = with_web_source(manifest.sources(), root, set(records))  # or refused
+            if write:
+                manifest.register(sources)
+            stale = rebuild or manifest.fingerprint() != self.fingerprint()
+            known = {} if rebuild else manifest.web_pages(root)
+            crawl = read_site(
+                site, self.settings, known, records, Path(spool), stale, report,
+                progress.start, progress.advance,
+            )  # fmt: skip
+            plan = settle(crawl, root, records, self.settings.ingest.web_misses)
+            report_pages(report, crawl, plan, records)
+            todo = [_Todo(page, "", is_new=page.source not in records) for page in plan.todo]
+            if not write:
+                self._plan_parsed(todo, existing, report, progress)
+                for source in plan.removed:
+                    report.delete(source)
+                for source in [*plan.removed, *self._emptied]:
+                    report.chunks_deleted += records[source].chunk_count
+                return
+            assert existing is not None
+            stored = self._store_parsed(todo, existing, manifest, report, progress)
+            for source in plan.removed:
+                report.chunks_deleted += existing.delete_source(source)
+                report.delete(source)
+                manifest.forget(source)
+            for source in self._emptied:
+                report.chunks_deleted += existing.delete_source(source)
+                manifest.forget(source)
+            for source, misses in plan.misses.items():
+                manifest.set_misses(source, misses)
+            fetched = [record for source in sorted(stored) for record in plan.records[source]]
+            manifest.save_web_pages(plan.kept + fetched, plan.gone_urls)
+            failed = {f.path: (root, f.error) for f in report.failures}
+            earlier = {k for k, f in manifest.failures().items() if f.root == root}
+            manifest.note_failures(failed, plan.confirmed | (earlier if crawl.complete else set()))
+            manifest.set_fingerprint(self.fingerprint())
+        self._refresh_lexical(existing)
 
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
         publish_lexical(self.store, self.lexical, knowledge_base)

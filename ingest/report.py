@@ -39,6 +39,8 @@ class IngestReport:
     chunks_reused: int = 0  # added with a vector already stored under the same content hash
     embed_cache_hits: int = 0  # vectors taken from the Redis embedding cache, not the model
     seconds: float = 0.0
+    # A web source's pass: mode, requests, 304s, pages missed... (``ingest.web``); None for files.
+    web: dict[str, Any] | None = None
 
     def fail(self, path: str, error: str) -> None:
         self.failures.append(Failure(path, error))

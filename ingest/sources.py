@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from citewise.errors import InvalidRequest
 from ingest.discovery import Discovery, SourceFile, printable
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9_-]+")
@@ -41,7 +42,14 @@ class Source:
     root: str  # resolved absolute path, as recorded on each of its documents' manifest rows
     prefix: str  # "" for the first source, "<name>/" for later ones
 
+    @property
+    def is_web(self) -> bool:
+        """A web source: its root is a URL prefix and its documents' keys are their URLs."""
+        return self.root.startswith(("http://", "https://"))
+
     def holds(self, path: Path) -> bool:
+        if self.is_web:
+            return False
         return path == Path(self.root) or path.is_relative_to(self.root)
 
     def key(self, path: Path) -> str:
@@ -120,7 +128,30 @@ def _deepest(path: Path, sources: list[Source]) -> Source | None:
 
 def _new_source(root: Path, known: list[Source], reserved: set[str]) -> Source:
     name = _unique_name(root, known, reserved)
-    return Source(name, str(root), "" if not known else f"{name}/")
+    # A web source's keys are URLs, which no path can be: only folders need telling apart.
+    first = not any(not s.is_web for s in known)
+    return Source(name, str(root), "" if first else f"{name}/")
+
+
+def with_web_source(known: list[Source], root: str, keys: set[str]) -> list[Source]:
+    """``known``, and the web source whose prefix is ``root`` if it is not registered yet:
+    named after its host and path (``docs-example-com-guide``), keys are the pages' URLs."""
+    if any(s.root == root for s in known):
+        return known
+    for other in known:
+        if other.is_web and (root.startswith(other.root) or other.root.startswith(root)):
+            # Two sources holding one URL would each take its document from the other.
+            raise InvalidRequest(
+                f"{root} overlaps the web source {other.name} ({other.root}) of this "
+                "knowledge base: ingest that one (with --include to narrow it), or use "
+                "another knowledge base"
+            )
+    address = root.split("://", 1)[1]
+    reserved = {key.split("/", 1)[0] for key in keys if "/" in key}
+    return [
+        *known,
+        Source(_unique_name(Path(address.replace("/", "-")), known, reserved), root, ""),
+    ]
 
 
 def _unique_name(

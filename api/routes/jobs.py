@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.bodies import TextRoute
 from api.deps import ServicesDep
@@ -23,6 +24,7 @@ from citewise.knowledge_base import validate_kb
 from citewise.redis_client import RedisUnavailable
 from citewise.threads import run_blocking
 from citewise.wiring import Services
+from ingest.web.address import normal, under_prefix
 
 router = APIRouter(route_class=TextRoute, tags=["ingest jobs"])
 T = TypeVar("T")
@@ -36,9 +38,17 @@ _JSON_BODY = {
                     "type": "string",
                     "description": "Folder or file under CITEWISE_INGEST_ROOT.",
                 },
+                "url": {
+                    "type": "string",
+                    "description": "Or a website (a web source) under "
+                    "CITEWISE_WEB_ALLOWED_PREFIXES.",
+                },
+                "include": {"type": "array", "items": {"type": "string"}},
+                "exclude": {"type": "array", "items": {"type": "string"}},
+                "max_pages": {"type": "integer", "minimum": 1},
+                "crawl": {"type": "boolean", "default": False},
                 "rebuild": {"type": "boolean", "default": False},
             },
-            "required": ["path"],
         }
     },
     "multipart/form-data": {
@@ -59,6 +69,20 @@ class PathIngest(BaseModel):
     rebuild: bool = False
 
 
+class WebIngest(BaseModel):
+    """A web source: a URL under CITEWISE_WEB_ALLOWED_PREFIXES, with the options of
+    ``citewise ingest URL``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    include: list[str] = Field(default_factory=list, max_length=100)
+    exclude: list[str] = Field(default_factory=list, max_length=100)
+    max_pages: int | None = Field(default=None, ge=1)
+    crawl: bool = False
+    rebuild: bool = False
+
+
 @router.post(
     "/v1/kbs/{kb}/ingest",
     status_code=202,
@@ -67,7 +91,9 @@ class PathIngest(BaseModel):
 async def submit_ingest(
     kb: str, request: Request, services: ServicesDep, _: AdminCaller
 ) -> dict[str, Any]:
-    """Queue an ingest into ``kb``: JSON ``{path}`` under the ingest root, or uploaded files.
+    """Queue an ingest into ``kb``: JSON ``{path}`` under the ingest root, JSON ``{url}`` of a
+    website under CITEWISE_WEB_ALLOWED_PREFIXES (with ``include``, ``exclude``, ``max_pages``,
+    ``crawl``), or uploaded files.
 
     One job per knowledge base at a time (409 while one is queued or running). Follow it with
     ``GET /v1/jobs/{job_id}``; ``citewise worker`` runs the jobs.
@@ -79,11 +105,15 @@ async def submit_ingest(
     jobs = _jobs(services)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
+        raw = await request.body()
+        if _names_url(raw):
+            return await _submit_site(kb, raw, services, jobs)
         try:
-            body = PathIngest.model_validate_json(await request.body())
+            body = PathIngest.model_validate_json(raw)
         except ValidationError as exc:
             raise InvalidRequest(
-                'send JSON {"path": "...", "rebuild": false} or multipart files'
+                'send JSON {"path": "...", "rebuild": false}, {"url": "https://..."} '
+                "or multipart files"
             ) from exc
         path = _under_root(body.path, services.settings.ingest.root)
         job = await _queue_call(partial(jobs.submit, kb, [str(path)], rebuild=body.rebuild))
@@ -102,6 +132,41 @@ async def submit_ingest(
     finally:
         staged.discard()  # promoted files are gone from it; refused ones go with it
     return asdict(job)
+
+
+def _names_url(raw: bytes) -> bool:
+    """Whether a JSON body names a web source (``url``) rather than a path."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "url" in body
+
+
+async def _submit_site(kb: str, raw: bytes, services: Services, jobs: JobQueue) -> dict[str, Any]:
+    """Queue a web source, if its URL lies under an allowed prefix (docs/security.md: an API
+    caller must not steer the server's requests anywhere the operator did not name)."""
+    try:
+        body = WebIngest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            'send JSON {"url": "https://...", "include": [...], "exclude": [...], '
+            '"max_pages": 100, "crawl": false, "rebuild": false}'
+        ) from exc
+    settings = services.settings.ingest
+    if not settings.web_allowed_prefixes:
+        raise InvalidRequest(
+            "web sources are disabled over the API: set CITEWISE_WEB_ALLOWED_PREFIXES"
+        )
+    if not under_prefix(body.url, settings.web_allowed_prefixes):
+        raise InvalidRequest("the URL is not under CITEWISE_WEB_ALLOWED_PREFIXES")
+    if body.max_pages is not None and body.max_pages > settings.web_max_pages:
+        raise InvalidRequest(f"max_pages is over CITEWISE_WEB_MAX_PAGES ({settings.web_max_pages})")
+    url = normal(body.url)
+    assert url is not None  # under_prefix accepted it
+    web = body.model_dump(include={"include", "exclude", "max_pages", "crawl"})
+    submit = partial(jobs.submit, kb, [url], rebuild=body.rebuild, web=web)
+    return asdict(await _queue_call(submit))
 
 
 async def _queue_call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -209,9 +209,11 @@ def make_citation(n: int, hit: Hit, span: Span, base_url: str) -> Citation:
 
 
 def deep_link(metadata: Mapping[str, Any], quote: str, base_url: str) -> str:
-    """Where a reader sees the passage: the PDF page, the heading anchor, or a text fragment."""
+    """Where a reader sees the passage: the PDF page, the heading anchor, or a text fragment;
+    on the page's own URL for a web source's document, else under ``base_url``."""
     source = str(metadata.get(stored_chunk.SOURCE, ""))
-    target = _join(base_url, source)
+    page_url = metadata.get(stored_chunk.URL)
+    target = str(page_url) if page_url else _join(base_url, source)
     page = metadata.get(stored_chunk.PAGE)
     if page is not None:
         return f"{target}#page={int(page)}"
