@@ -104,6 +104,7 @@ class Coordinator:
         self._settings = settings
         self._token = token
         self._queue_helper = queue_helper
+        self._before: dict[str, FileRecord] = {}  # the manifest's rows before this job
 
     def store(
         self, todo: list[Todo], target: KnowledgeBase, manifest: Manifest, report: IngestReport
@@ -113,6 +114,7 @@ class Coordinator:
         shards = split(todo, settings.shard_files, int(settings.shard_mb * _MB))
         if len(shards) < 2:
             return False
+        self._before = manifest.records()
         rows = [FileRecord(t.file.source, str(t.file.root), t.file_hash, PENDING, 0) for t in todo]
         manifest.mark_many(rows)
         board = self._board
@@ -124,7 +126,7 @@ class Coordinator:
                 more_hands(board, self._queue_helper, force=True)
                 while len(parts) < len(shards):
                     while (number := board.pop_completed()) is not None:
-                        parts[number] = self._absorb(number, manifest)
+                        parts[number] = self._absorb(number, shards[number], manifest)
                     if len(parts) == len(shards):
                         break
                     self._hand_on(shards)
@@ -135,7 +137,7 @@ class Coordinator:
                         continue
                     number = board.next_completed(min(WAIT_S, settings.shard_lease_s / 3))
                     if number is not None:
-                        parts[number] = self._absorb(number, manifest)
+                        parts[number] = self._absorb(number, shards[number], manifest)
         finally:
             board.close()
         for number in sorted(parts):  # in file order, as one worker would have reported them
@@ -143,13 +145,24 @@ class Coordinator:
             pipeline.emptied.extend(parts[number]["emptied"])
         return True
 
-    def _absorb(self, number: int, manifest: Manifest) -> dict[str, Any]:
-        """A finished shard's files, written ``done`` (the coordinator is the one writer)."""
+    def _absorb(self, number: int, shard: list[Todo], manifest: Manifest) -> dict[str, Any]:
+        """A finished shard's stored files, written ``done`` (the coordinator is the one
+        writer). Its files that failed or had no text were never written to Chroma: their rows
+        go back to what they were, as if never marked, when this was the shard's only attempt
+        (after a worker died mid-shard, one may have been half written: it stays pending, for
+        the next ingest to re-derive). Emptied documents are forgotten by the pipeline."""
         result = self._board.result(number)
-        manifest.mark_many(
-            [FileRecord(source, root, file_hash, DONE, chunks, bytes=size)
-             for source, root, file_hash, chunks, size in result["stored"]]
-        )  # fmt: skip
+        stored = {source for source, *_ in result["stored"]}
+        rows = [FileRecord(source, root, file_hash, DONE, chunks, bytes=size)
+                for source, root, file_hash, chunks, size in result["stored"]]  # fmt: skip
+        untouched = [t.file.source for t in shard if t.file.source not in stored]
+        untouched = [source for source in untouched if source not in result["emptied"]]
+        if self._board.attempts(number) == 1:
+            rows += [self._before[s] for s in untouched if s in self._before]
+            for source in untouched:
+                if source not in self._before:
+                    manifest.forget(source)
+        manifest.mark_many(rows)
         return result
 
     def _hand_on(self, shards: list[list[Todo]]) -> None:

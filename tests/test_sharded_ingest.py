@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from citewise.job_queue import JobQueue
 from citewise.job_shards import ShardBoard
 from citewise.redis_client import connect
+from citewise.search.store import KnowledgeBase
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from cli.main import app
@@ -31,29 +33,48 @@ from ingest.pipeline import Todo
 from ingest.sharding import decode, encode, split
 from tests.chroma_helpers import ChromaServer
 from tests.cli import citewise_env, command, eventually
-from tests.conftest import SAMPLE, snapshot
+from tests.conftest import SAMPLE
 from tests.redis_helpers import drop_jobs
 
-SHARD_FILES = 3  # the 27 sample files: 9 shards
+# The first twelve sample files (every format) and a PDF that cannot be parsed, two a shard:
+# seven shards. The session's sample home, ingested by one process without a queue, holds the
+# same documents under the same keys.
+FILES = sorted(p.relative_to(SAMPLE).as_posix() for p in SAMPLE.rglob("*") if p.is_file())[:12]
+BROKEN = "account/broken.pdf"  # in the first shard, beside two good files
+SHARD_FILES = 2
 LEASE_S = 3.0
 
 
 def manifest_rows(settings: Settings, kb: str) -> dict[str, Any]:
-    """What a manifest says of ``kb``, less the times it was written at."""
+    """What a manifest says of ``kb``'s documents among FILES, less when and from which folder
+    they were written."""
     with sqlite3.connect(settings.manifest_path) as db:
         files = db.execute(
-            "SELECT source, root, file_hash, status, chunk_count, bytes FROM files WHERE kb = ?",
-            (kb,),
-        ).fetchall()
-        sources = db.execute("SELECT name, root, prefix FROM sources WHERE kb = ?", (kb,))
+            "SELECT source, file_hash, status, chunk_count, bytes FROM files WHERE kb = ?", (kb,)
+        )
         failures = db.execute("SELECT source, error FROM failures WHERE kb = ?", (kb,))
         fingerprint = db.execute("SELECT fingerprint FROM kbs WHERE kb = ?", (kb,))
         return {
-            "files": sorted(files),
-            "sources": sorted(sources.fetchall()),
-            "failures": sorted(failures.fetchall()),
+            "files": sorted(row for row in files.fetchall() if row[0] in FILES),
+            "failures": sorted(row for row in failures.fetchall() if row[0] in FILES),
             "fingerprint": fingerprint.fetchall(),
         }
+
+
+def chunks(knowledge_base: KnowledgeBase) -> dict[str, dict[str, Any]]:
+    """id -> metadata (content hash, offsets, headings...) of the chunks of FILES."""
+    ids, metadatas = knowledge_base.ids_and_metadatas()
+    return {i: m for i, m in zip(ids, metadatas, strict=True) if m["source"] in FILES}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    for name in FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / name, folder / name)
+    (folder / BROKEN).write_bytes(b"%PDF-1.7\nnot really a PDF\n")
+    return folder
 
 
 @pytest.fixture
@@ -94,9 +115,9 @@ def workers(
 
 def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
     workers: tuple[dict[str, str], list[subprocess.Popen[bytes]]],
+    corpus: Path,
     home: Path,
     cache_dir: Path,
-    tmp_path: Path,
 ) -> None:
     env, processes = workers
     settings = Settings(
@@ -112,7 +133,7 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
     registered = eventually(lambda: len(Worker.all(queue=jobs.queue)) == 2, timeout=120)
     assert registered, "the two workers did not register"
 
-    job_id = jobs.submit("sharded", [str(SAMPLE)]).job_id
+    job_id = jobs.submit("sharded", [str(corpus)]).job_id
     board = ShardBoard(handle.sync, handle.prefix, job_id)
     coordinator = eventually(lambda: Job.fetch(job_id, connection=handle.sync).worker_name, 120)
     pids = {w.name: w.pid for w in Worker.all(queue=jobs.queue)}
@@ -143,25 +164,34 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
         assert store.knowledge_base("sharded").count() > 0
         assert store.recorded_generation("sharded") is None
         mid = jobs.get(job_id)
-        assert mid.state == "started" and mid.progress["shards_total"] == 9
-        assert mid.progress["total"] == 27 and 0 < mid.progress["shards_done"] < 9
+        assert mid.state == "started" and mid.progress["shards_total"] == 7
+        assert mid.progress["total"] == 13 and 0 < mid.progress["shards_done"] < 7
 
         ended = eventually(lambda: jobs.get(job_id).state in ("finished", "failed"), 300)
         final = jobs.get(job_id)
         assert ended and final.state == "finished", final
-        assert final.progress["shards_done"] == final.progress["shards_total"] == 9
-        assert final.progress["done"] == final.progress["total"] == 27
+        assert final.progress["shards_done"] == final.progress["shards_total"] == 7
+        assert final.progress["done"] == final.progress["total"] == 13
         assert final.progress["shards_retried"] >= 1  # the killed worker's shard
-        assert final.report is not None and final.report["files_added"] == 27
-        assert final.report["failures"] == []
+        assert final.report is not None and final.report["files_added"] == 12
+        assert [f["path"] for f in final.report["failures"]] == [BROKEN]
         shown = CliRunner().invoke(app, ["job", job_id, "--json"], env=env)
         assert shown.exit_code == 0, shown.output
         assert json.loads(shown.stdout)["progress"] == final.progress
 
         # The same end state as one process ingesting the same files without a queue.
         single = Settings(home=home, cache_dir=cache_dir)
-        assert store.knowledge_base("sharded").snapshot() == snapshot(single)
-        assert manifest_rows(settings, "sharded") == manifest_rows(single, "default")
+        reference = build_store(single)
+        sharded = chunks(store.knowledge_base("sharded"))
+        assert sharded == chunks(reference.knowledge_base("default")) and len(sharded) > 40
+        reference.close()
+        rows = manifest_rows(settings, "sharded")
+        assert rows == manifest_rows(single, "default") and len(rows["files"]) == 12
+        # The file that failed has no row, as after a single worker's ingest, and its failure.
+        with sqlite3.connect(settings.manifest_path) as db:
+            files = db.execute("SELECT source FROM files WHERE kb = 'sharded'").fetchall()
+            failed = db.execute("SELECT source FROM failures WHERE kb = 'sharded'").fetchall()
+        assert len(files) == 12 and failed == [(BROKEN,)]
         # The BM25 index was published once, over everything, and recorded for replicas.
         generation = store.recorded_generation("sharded")
         assert generation is not None
