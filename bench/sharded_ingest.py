@@ -196,20 +196,29 @@ def run(corpus: Path, workers: int, work: Path, args: argparse.Namespace) -> dic
         return result
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a warm shutdown still waiting on a job
-                for child in psutil.Process(process.pid).children(recursive=True):
-                    child.kill()
-                process.kill()
-                process.wait(timeout=30)
+            _stop(process)
         for log in logs:
             log.close()
         for server in (chroma, redis_server):
             server.terminate()
             server.wait(timeout=60)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM; after 30 s of a warm shutdown still waiting on a job, SIGKILL to the worker
+    and everything it started."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        doomed = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+        _, alive = psutil.wait_procs([*map(_killed, doomed)], timeout=30)
+        assert not alive, "a worker outlived SIGKILL"
+
+
+def _killed(process: psutil.Process) -> psutil.Process:
+    process.kill()
+    return process
 
 
 def _cpu_s(process: psutil.Process) -> float:
