@@ -22,7 +22,7 @@
     │   └── QualityGateFailed      a gated ingest was not promoted: golden questions failed
     ├── RateLimited                429 over a rate limit (carries retry_after)
     ├── Unavailable                503 a service Citewise depends on cannot be used now
-    │   ├── StoreUnavailable, QueueUnavailable, CacheUnavailable,
+    │   ├── StoreUnavailable, QueueUnavailable, CacheUnavailable, ShardAbandoned,
     │   └── RateLimiterUnavailable limits cannot be checked and the policy is fail-closed
     ├── UpstreamFailed             502 the language model failed
     │   └── UpstreamTimeout        504 ... or did not answer in time
@@ -270,3 +270,10 @@ class QualityGateFailed(Conflict):
     their documents; the live knowledge base is left as it was."""
 
     code = "quality_gate_failed"
+
+
+class ShardAbandoned(Unavailable):
+    """Raised (as a job's error) when the workers given one shard of a sharded ingest all
+    died before finishing it: the job stops, and the next ingest redoes what it left."""
+
+    code = "shard_abandoned"

@@ -33,6 +33,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from citewise.errors import JobNotFound, KnowledgeBaseBusy
+from citewise.job_shards import ShardBoard
 from citewise.redis_client import RedisHandle
 from citewise.settings import IngestSettings
 
@@ -49,6 +50,9 @@ PROGRESS_EVERY_S = 0.5  # how often a running job writes its progress to Redis
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # The job's body lives with the ingest face; RQ imports it by name in the worker.
 JOB_FUNCTION = "ingest.jobs.run_ingest_job"
+# A job that helps a sharded ingest (``ingest.sharding``): any worker may run it.
+HELPER_FUNCTION = "ingest.jobs.run_shard_helper"
+HELPER_RESULT_TTL_S = 600
 PENDING = "pending:"  # a claim whose job is being prepared and queued
 PENDING_S = 120  # how long a pending claim lasts if its submitter never finishes
 _CONFIRM = """
@@ -184,7 +188,7 @@ class JobQueue:
             raise JobNotFound(f"no ingest job {job_id!r} (finished jobs are kept a week)") from exc
         if job.func_name != JOB_FUNCTION:
             raise JobNotFound(f"no ingest job {job_id!r}")
-        return view(job)
+        return view(job, ShardBoard(self._redis, self._prefix, job.id))
 
     def depth(self) -> int:
         """Jobs waiting to start."""
@@ -214,6 +218,20 @@ class JobQueue:
                     continue  # someone else claimed or released meanwhile: look again
 
 
+def queue_helper(
+    connection: redis.Redis, prefix: str, job_id: str, kb: str, settings: IngestSettings
+) -> None:
+    """Queue a job that takes shards of job ``job_id``'s ingest into ``kb``."""
+    Queue(queue_name(prefix), connection=connection).enqueue_call(
+        HELPER_FUNCTION,
+        args=(job_id, kb, prefix),
+        timeout=settings.job_timeout_s,
+        result_ttl=HELPER_RESULT_TTL_S,
+        failure_ttl=settings.job_result_ttl_s,
+        description=f"help ingest {job_id} into {kb}",
+    )
+
+
 def release_claim(connection: redis.Redis, key: str, value: str) -> None:
     """Drop the claim ``key`` if it still holds ``value`` (a job's id, or its pending claim)."""
     connection.eval(_RELEASE, 1, key, value)
@@ -236,8 +254,20 @@ def _live(holder: str, connection: redis.Redis) -> bool:
         return False
 
 
-def view(job: Job) -> JobView:
+def view(job: Job, board: ShardBoard | None = None) -> JobView:
+    """A job's state; with ``board``, a sharded ingest's progress counts every worker's files
+    and the shards done (``shards_done``, ``shards_total``, ``shards_retried``)."""
     meta = job.meta or {}
+    progress = dict(meta.get("progress") or {})
+    shards = board.progress() if board is not None else None
+    if shards and shards["shards_total"]:
+        progress |= {
+            "done": shards["files_done"],
+            "total": shards["files_total"],
+            "shards_done": shards["shards_done"],
+            "shards_total": shards["shards_total"],
+            "shards_retried": shards["retried"],
+        }
     status = job.get_status(refresh=False)
     report = job.return_value() if status == JobStatus.FINISHED else None
     error = meta.get("error")
@@ -247,7 +277,7 @@ def view(job: Job) -> JobView:
         job_id=job.id,
         kb=str(meta.get("kb", "")),
         state=str(status.value if status is not None else "unknown"),
-        progress=dict(meta.get("progress") or {}),
+        progress=progress,
         enqueued_at=_epoch(job.enqueued_at),
         started_at=_epoch(job.started_at),
         ended_at=_epoch(job.ended_at),

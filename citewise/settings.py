@@ -6,18 +6,20 @@
 =================  ===========================================================================
 ``core``           home, cache_dir, default_kb, env_file
 ``chroma``         url, token, timeout_s, bm25_sync_s (a Chroma server, when there is one)
-``embedding``      model, batch_size, threads, max_tokens
+``embedding``      model, batch_size, threads, max_tokens, device
 ``chunking``       encoding, tokens, overlap
 ``retrieval``      mode, candidates, fusion, rrf_k, bm25_k1, bm25_b, dense_weight, bm25_weight,
                    dedup_similarity, passage_cache_size
 ``limits``         max_file_mb, max_uncompressed_mb, max_compression_ratio, max_nesting_depth,
                    max_body_mb, max_upload_mb, max_upload_files (what a request body, an
                    upload or a document may be)
-``ingest``         parse_workers, root, job_timeout_s, job_result_ttl_s, golden_dir,
-                   golden_k, golden_min_hit_rate, watch_debounce_ms, web_* (web sources)
+``ingest``         parse_workers, root, job_timeout_s, job_result_ttl_s, shard_files,
+                   shard_mb, shard_lease_s, golden_dir, golden_k, golden_min_hit_rate,
+                   watch_debounce_ms, web_* (web sources)
 ``answering``      provider, k, min_relevance, max_question_chars, max_history_turns,
                    kb_base_urls, sse_ping_s
-``llm``            base_url, api_key, model, temperature, timeout_s, max_retries, fake_replies
+``llm``            base_url, api_key, model, temperature, timeout_s, max_retries, max_tokens,
+                   fake_replies
 ``redis``          url, prefix, max_connections, timeout_s, retry_s, embedding_cache,
                    embedding_cache_ttl_s, answer_cache, answer_cache_ttl_s, answer_wait_s,
                    conversation_ttl_s

@@ -42,6 +42,7 @@ def build_embeddings(settings: Settings, *, for_queries: bool = False) -> LocalE
         threads=settings.embedding.threads,
         max_tokens=settings.embedding.max_tokens,
         spin=for_queries,
+        device=settings.embedding.device,
     )
 
 

@@ -33,6 +33,7 @@ from cli.console import (
     stdout,
 )
 from cli.eval import app as eval_app
+from cli.job import job
 from cli.manage import docs_app, kb_app
 from cli.mcp_stdio import mcp
 from cli.missing_docs import report
@@ -47,6 +48,7 @@ app.command()(search)
 app.command()(ask)
 app.command()(report)
 app.command()(worker)
+app.command()(job)
 app.command()(mcp)
 
 LISTED = 20  # documents named under an ingest report in a terminal

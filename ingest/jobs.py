@@ -7,7 +7,10 @@ the ingest face.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,13 @@ from rq import get_current_job
 from rq.job import Job
 
 from citewise.errors import CitewiseError, InvalidRequest, QualityGateFailed
-from citewise.job_queue import PROGRESS_EVERY_S, claim_key, release_claim
+from citewise.job_queue import PROGRESS_EVERY_S, claim_key, queue_helper, release_claim
+from citewise.job_shards import ShardBoard
 from citewise.settings import Settings
 from ingest.gate import gated_ingest, load_golden
+from ingest.pipeline import IngestPipeline
 from ingest.setup import open_pipeline
+from ingest.sharding import Coordinator, help_out
 from ingest.web.address import under_prefix
 from ingest.web.crawl import Site
 
@@ -71,7 +77,15 @@ def run_ingest_job(
             if golden is None and site is not None:
                 return pipeline.run_web(site, kb, rebuild=rebuild, progress=progress).to_json()
             if golden is None:
-                run = pipeline.run(folders, kb, rebuild=rebuild, progress=progress, confine=confine)
+                sharder = _coordinator(job, settings, pipeline, kb, prefix)
+                run = pipeline.run(
+                    folders,
+                    kb,
+                    rebuild=rebuild,
+                    progress=progress,
+                    confine=confine,
+                    sharder=sharder,
+                )
                 return run.to_json()
             report, gate = gated_ingest(
                 pipeline,
@@ -111,6 +125,36 @@ def _allowed_site(url: str, web: dict[str, Any], settings: Settings) -> Site:
         web.get("max_pages"),
         bool(web.get("crawl", False)),
     )
+
+
+def run_shard_helper(job_id: str, kb: str, prefix: str) -> dict[str, Any]:
+    """A helper job: takes shards of job ``job_id``'s ingest while any wait."""
+    job = get_current_job()
+    assert job is not None, "run_shard_helper runs inside an RQ worker"
+    settings = Settings()  # read here, as for the job itself
+    board = ShardBoard(job.connection, prefix, job_id)
+    helper = partial(queue_helper, job.connection, prefix, job_id, kb, settings.ingest)
+    with open_pipeline(settings) as pipeline:
+        done = help_out(pipeline, board, kb, settings.ingest, _token(job), helper)
+    return {"shards": done}
+
+
+def _coordinator(
+    job: Job, settings: Settings, pipeline: IngestPipeline, kb: str, prefix: str
+) -> Coordinator | None:
+    """Shards need a store every worker writes to: a Chroma server (an embedded store is one
+    process's files). Gated ingests build a staging copy and stay on one worker."""
+    if not settings.chroma.server:
+        return None
+    board = ShardBoard(job.connection, prefix, job.id)
+    helper = partial(queue_helper, job.connection, prefix, job.id, kb, settings.ingest)
+    return Coordinator(pipeline, board, settings.ingest, _token(job), helper)
+
+
+def _token(job: Job) -> str:
+    """Who holds a lease: the RQ worker's name (as its registration shows it), the work
+    horse's process id, and a nonce."""
+    return f"{job.worker_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _ingest_root_holding(folders: list[Path], root: Path | None) -> Path | None:

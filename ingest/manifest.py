@@ -209,20 +209,26 @@ class Manifest:
     ) -> None:
         """Write a file's row; ``size`` (bytes) is kept from the last mark that gave one. A
         document stored in full (``done``) has no failure any more."""
+        self.mark_many([FileRecord(source, root, file_hash, status, chunks, bytes=size)])
+
+    def mark_many(self, records: list[FileRecord]) -> None:
+        """``mark`` each of ``records`` (``updated_at`` is now), in one transaction."""
+        now = time.time()
         with self._db:
-            self._db.execute(
-                "INSERT INTO files"
-                " (kb, source, root, file_hash, status, chunk_count, updated_at, bytes)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(kb, source) DO UPDATE SET"
-                " root = excluded.root, file_hash = excluded.file_hash,"
-                " status = excluded.status, chunk_count = excluded.chunk_count,"
-                " updated_at = excluded.updated_at, bytes = coalesce(excluded.bytes, bytes)",
-                (self.kb, source, root, file_hash, status, chunks, time.time(), size),
-            )
-            if status == DONE:
+            for r in records:
                 self._db.execute(
-                    "DELETE FROM failures WHERE kb = ? AND source = ?", (self.kb, source)
+                    "INSERT INTO files"
+                    " (kb, source, root, file_hash, status, chunk_count, updated_at, bytes)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(kb, source) DO UPDATE SET"
+                    " root = excluded.root, file_hash = excluded.file_hash,"
+                    " status = excluded.status, chunk_count = excluded.chunk_count,"
+                    " updated_at = excluded.updated_at, bytes = coalesce(excluded.bytes, bytes)",
+                    (self.kb, r.source, r.root, r.file_hash, r.status, r.chunk_count, now, r.bytes),
                 )
+                if r.status == DONE:
+                    self._db.execute(
+                        "DELETE FROM failures WHERE kb = ? AND source = ?", (self.kb, r.source)
+                    )
 
     def set_status(self, source: str, status: str) -> None:
         """Change only a row's status (``deleting``: a delete of the document has begun)."""

@@ -71,14 +71,46 @@ class _Silent:
 
 
 @dataclass(frozen=True)
-class _Todo:
+class Todo:
+    """A file or web page to parse: its hash and size when classified, and whether it is new."""
+
     file: Item
     file_hash: str
     is_new: bool
+    size: int = 0
+
+
+class Ledger(Protocol):
+    """Where a file's state is recorded around its changes in Chroma: the manifest, or, for
+    a shard, the shard's result that the job's coordinator writes there (``ingest.sharding``)."""
+
+    def pending(self, todo: Todo, file_hash: str) -> None: ...
+    def done(self, todo: Todo, file_hash: str, chunks: int, size: int | None) -> None: ...
+
+
+class _ManifestLedger:
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+
+    def pending(self, todo: Todo, file_hash: str) -> None:
+        self._manifest.mark(todo.file.source, str(todo.file.root), file_hash, PENDING)
+
+    def done(self, todo: Todo, file_hash: str, chunks: int, size: int | None) -> None:
+        self._manifest.mark(todo.file.source, str(todo.file.root), file_hash, DONE, chunks, size)
+
+
+class Sharder(Protocol):
+    """Stores a job's files across workers (``ingest.sharding``); False when there are too
+    few of them to share, and this process stores them as it always has."""
+
+    def store(
+        self, todo: list[Todo], target: KnowledgeBase, manifest: Manifest, report: IngestReport
+    ) -> bool: ...
 
 
 @dataclass
 class _FileWork:
+    todo: Todo
     file: Item
     file_hash: str  # of the bytes that were parsed
     size: int | None
@@ -112,6 +144,7 @@ class IngestPipeline:
         self.store = store
         self.embeddings = embeddings
         self.lexical = lexical or build_lexical(settings)
+        self.emptied: list[str] = []  # of the last run: documents that had text, have none
         self._chunking = ChunkingConfig(
             settings.chunking.tokens,
             settings.chunking.overlap,
@@ -136,10 +169,12 @@ class IngestPipeline:
         progress: Progress | None = None,
         internal: bool = False,
         confine: Path | None = None,
+        sharder: Sharder | None = None,
     ) -> IngestReport:
         """Bring knowledge base ``kb`` in line with the files under ``paths`` (``internal``:
         ``kb`` may be a staging name, see ``ingest.gate``; ``confine``: a folder no read may
-        leave, see ``ingest.opening``)."""
+        leave, see ``ingest.opening``; ``sharder``: may share the files out to other workers,
+        see ``ingest.sharding``)."""
         validate_kb(kb, internal=internal)
         started = time.perf_counter()
         found = discover(list(paths), confine)
@@ -147,7 +182,7 @@ class IngestPipeline:
         report.files_seen = len(found.files) + len(found.skipped) + len(found.refused)
         for path in found.skipped:
             report.skip(path, f"not a supported type ({Path(path).suffix or 'no suffix'})")
-        self._emptied: list[str] = []  # documents that had text and now have none
+        self.emptied = []
         if dry_run:
             self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
@@ -159,7 +194,7 @@ class IngestPipeline:
                 # A delete of this knowledge base (or of documents of it) cut short is
                 # finished first: nothing of what was being deleted is taken as stored.
                 finish_interrupted(self.settings, self.store, self.lexical, kb, keep=paths)
-                self._apply(found, kb, rebuild, report, progress or _Silent())
+                self._apply(found, kb, rebuild, report, progress or _Silent(), sharder)
         report.seconds = time.perf_counter() - started
         if not dry_run:
             _record(report)
@@ -182,7 +217,7 @@ class IngestPipeline:
         site.scope  # noqa: B018 - an address that is no URL is refused before anything runs
         started = time.perf_counter()
         report = IngestReport(kb=kb, dry_run=dry_run)
-        self._emptied = []
+        self.emptied = []
         if dry_run:
             self._web(site, kb, rebuild, report, progress or _Silent(), write=False)
         else:
@@ -263,20 +298,20 @@ class IngestPipeline:
             for source in _deleted(placed, records):
                 report.delete(source)
                 report.chunks_deleted += records[source].chunk_count
-            for source in self._emptied:
+            for source in self.emptied:
                 report.chunks_deleted += records[source].chunk_count
 
     def _plan_parsed(
         self,
-        todo: list[_Todo],
+        todo: list[Todo],
         existing: KnowledgeBase | None,
         report: IngestReport,
         progress: Progress,
     ) -> None:
         """Count what storing ``todo`` would do, writing nothing."""
         progress.start(len(todo))
-        for parsed in self._parsed(todo, report, progress):
-            work = _diff(parsed, existing)
+        for item, parsed in self._parsed(todo, report, progress, self.emptied):
+            work = _diff(parsed, existing, item)
             hashes = {c.hash for c in work.to_add}
             reusable = set(existing.vectors_by_hash(list(hashes))) if existing else set()
             texts = {c.hash: c.embed_text for c in work.to_add if c.hash not in reusable}
@@ -288,7 +323,13 @@ class IngestPipeline:
             report.chunks_reused += sum(1 for c in work.to_add if c.hash in reusable)
 
     def _apply(
-        self, found: Discovery, kb: str, rebuild: bool, report: IngestReport, progress: Progress
+        self,
+        found: Discovery,
+        kb: str,
+        rebuild: bool,
+        report: IngestReport,
+        progress: Progress,
+        sharder: Sharder | None,
     ) -> None:
         # A long-lived pipeline (--watch, a worker) reads what other processes wrote meanwhile.
         self.store.follow(kb, self.lexical.current_generation(kb))
@@ -303,43 +344,21 @@ class IngestPipeline:
             manifest.register(manifest.sources() + placed.new_sources)
             stale = manifest.fingerprint() != self.fingerprint()
             todo = self._classify(placed.files, records, stale, report)
-            self._store_parsed(todo, knowledge_base, manifest, report, progress)
+            progress.start(len(todo))
+            if sharder is None or not sharder.store(todo, knowledge_base, manifest, report):
+                ledger = _ManifestLedger(manifest)
+                self.store_files(todo, knowledge_base, ledger, report, progress, self.emptied)
             for source in _deleted(placed, records):
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 report.delete(source)
                 manifest.forget(source)
-            for source in self._emptied:  # skipped now, so its old text must not answer
+            for source in self.emptied:  # skipped now, so its old text must not answer
                 report.chunks_deleted += knowledge_base.delete_source(source)
                 manifest.forget(source)
             _note_failures(manifest, placed, report)
             manifest.set_fingerprint(self.fingerprint())
         # Last, so a crash before it leaves a stale index that the next run notices and rebuilds.
         self._refresh_lexical(knowledge_base)
-
-    def _store_parsed(
-        self,
-        todo: list[_Todo],
-        knowledge_base: KnowledgeBase,
-        manifest: Manifest,
-        report: IngestReport,
-        progress: Progress,
-    ) -> set[str]:
-        """Parse, diff, embed and store ``todo``; the documents stored (``done``) by this."""
-        progress.start(len(todo))
-        stored: set[str] = set()
-        batch = _Batch()
-        for parsed in self._parsed(todo, report, progress):
-            work = _diff(parsed, knowledge_base)
-            # Recorded before Chroma changes: a crash from here on is redone next run.
-            manifest.mark(work.file.source, str(work.file.root), work.file_hash, PENDING)
-            batch.work.append(work)
-            batch.pending_embeddings += len(work.to_add)
-            stored.add(work.file.source)
-            if batch.pending_embeddings >= FLUSH_EVERY:
-                self._flush(batch, knowledge_base, manifest, report)
-                batch = _Batch()
-        self._flush(batch, knowledge_base, manifest, report)
-        return stored
 
     def _web(
         self,
@@ -381,21 +400,23 @@ class IngestPipeline:
             )  # fmt: skip
             plan = settle(crawl, root, records, self.settings.ingest.web_misses)
             report_pages(report, crawl, plan, records)
-            todo = [_Todo(page, "", is_new=page.source not in records) for page in plan.todo]
+            todo = [Todo(page, "", is_new=page.source not in records) for page in plan.todo]
             if not write:
                 self._plan_parsed(todo, existing, report, progress)
                 for source in plan.removed:
                     report.delete(source)
-                for source in [*plan.removed, *self._emptied]:
+                for source in [*plan.removed, *self.emptied]:
                     report.chunks_deleted += records[source].chunk_count
                 return
             assert existing is not None
-            stored = self._store_parsed(todo, existing, manifest, report, progress)
+            progress.start(len(todo))
+            ledger = _ManifestLedger(manifest)
+            stored = self.store_files(todo, existing, ledger, report, progress, self.emptied)
             for source in plan.removed:
                 report.chunks_deleted += existing.delete_source(source)
                 report.delete(source)
                 manifest.forget(source)
-            for source in self._emptied:
+            for source in self.emptied:
                 report.chunks_deleted += existing.delete_source(source)
                 manifest.forget(source)
             for source, misses in plan.misses.items():
@@ -408,15 +429,42 @@ class IngestPipeline:
             manifest.set_fingerprint(self.fingerprint())
         self._refresh_lexical(existing)
 
+    def store_files(
+        self,
+        todo: list[Todo],
+        knowledge_base: KnowledgeBase,
+        ledger: Ledger,
+        report: IngestReport,
+        progress: Progress,
+        emptied: list[str],
+    ) -> set[str]:
+        """Parse, diff, embed and store these files (their deletions and the BM25 index are
+        the caller's); ``emptied`` gets the documents that have no text any more. Returns the
+        documents stored."""
+        stored: set[str] = set()
+        batch = _Batch()
+        for item, parsed in self._parsed(todo, report, progress, emptied):
+            work = _diff(parsed, knowledge_base, item)
+            # Recorded before Chroma changes: a crash from here on is redone next run.
+            ledger.pending(work.todo, work.file_hash)
+            batch.work.append(work)
+            batch.pending_embeddings += len(work.to_add)
+            stored.add(work.file.source)
+            if batch.pending_embeddings >= FLUSH_EVERY:
+                self._flush(batch, knowledge_base, ledger, report)
+                batch = _Batch()
+        self._flush(batch, knowledge_base, ledger, report)
+        return stored
+
     def _refresh_lexical(self, knowledge_base: KnowledgeBase) -> None:
         publish_lexical(self.store, self.lexical, knowledge_base)
 
     def _classify(
         self, files: list[SourceFile], records: dict[str, Any], stale: bool, report: IngestReport
-    ) -> list[_Todo]:
+    ) -> list[Todo]:
         """Hash every file; return those that need parsing, counting the unchanged."""
         limit = int(self.settings.limits.max_file_mb * 1024 * 1024)
-        todo: list[_Todo] = []
+        todo: list[Todo] = []
         claimed: set[str] = set()
         for file in files:
             if file.source in claimed:
@@ -450,12 +498,12 @@ class IngestPipeline:
                 report.files_unchanged += 1
                 report.chunks_unchanged += record.chunk_count
                 continue
-            todo.append(_Todo(file, file_hash, is_new=record is None))
+            todo.append(Todo(file, file_hash, is_new=record is None, size=size))
         return todo
 
     def _parsed(
-        self, todo: list[_Todo], report: IngestReport, progress: Progress
-    ) -> Iterator[Parsed]:
+        self, todo: list[Todo], report: IngestReport, progress: Progress, emptied: list[str]
+    ) -> Iterator[tuple[Todo, Parsed]]:
         """Parsed files that succeeded, counted as added or changed; failures reported.
 
         Each is read once, in its parse worker, and its hash is that of the bytes parsed: if
@@ -473,7 +521,7 @@ class IngestPipeline:
             if parsed.empty:
                 report.skip(parsed.file.source, parsed.error or "no text to index")
                 if not item.is_new:
-                    self._emptied.append(parsed.file.source)
+                    emptied.append(parsed.file.source)
                 continue
             if parsed.chunks is None:
                 report.fail(parsed.file.source, parsed.error or "could not be parsed")
@@ -484,10 +532,10 @@ class IngestPipeline:
             else:
                 report.files_changed += 1
                 report.changed.append(parsed.file.source)
-            yield parsed
+            yield item, parsed
 
     def _flush(
-        self, batch: _Batch, kb: KnowledgeBase, manifest: Manifest, report: IngestReport
+        self, batch: _Batch, kb: KnowledgeBase, ledger: Ledger, report: IngestReport
     ) -> None:
         needed = [c for w in batch.work for c in w.to_add]
         vectors = kb.vectors_by_hash([c.hash for c in needed]) if needed else {}
@@ -501,14 +549,7 @@ class IngestPipeline:
             kb.upsert(work.to_add, [vectors[c.hash] for c in work.to_add])
             kb.update_metadata(work.to_refresh)
             kb.delete(work.to_delete)
-            manifest.mark(
-                work.file.source,
-                str(work.file.root),
-                work.file_hash,
-                DONE,
-                len(work.chunks),
-                size=work.size,
-            )
+            ledger.done(work.todo, work.file_hash, len(work.chunks), work.size)
             _count(report, work, embedded=0)
         report.chunks_embedded += len(missing) - cache_hits
         report.embed_cache_hits += cache_hits
@@ -531,7 +572,7 @@ def publish_lexical(store: ChunkStore, lexical: LexicalStore, knowledge_base: Kn
     return generation
 
 
-def _diff(parsed: Parsed, kb: KnowledgeBase | None) -> _FileWork:
+def _diff(parsed: Parsed, kb: KnowledgeBase | None, todo: Todo) -> _FileWork:
     file, chunks = parsed.file, parsed.chunks or []
     assert parsed.file_hash is not None  # set on every file that parsed
     stored = kb.chunks_of_source(file.source) if kb is not None else {}
@@ -539,7 +580,9 @@ def _diff(parsed: Parsed, kb: KnowledgeBase | None) -> _FileWork:
     to_add = [c for c in chunks if c.id not in stored]
     to_refresh = [c for c in chunks if c.id in stored and stored[c.id] != c.metadata]
     to_delete = [i for i in stored if i not in wanted]
-    return _FileWork(file, parsed.file_hash, parsed.size, chunks, to_add, to_refresh, to_delete)
+    return _FileWork(
+        todo, file, parsed.file_hash, parsed.size, chunks, to_add, to_refresh, to_delete
+    )
 
 
 def _count(report: IngestReport, work: _FileWork, *, embedded: int) -> None:

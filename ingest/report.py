@@ -55,6 +55,22 @@ class IngestReport:
         self.skip_reasons[path] = reason
         self.files_skipped += 1
 
+    def absorb(self, part: IngestReport) -> None:
+        """Add what one shard of this ingest stored (``ingest.sharding``): the files it
+        parsed and their chunks. Seen, unchanged and deleted files are counted by the job."""
+        for name in _SHARD_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.failures += part.failures
+        self.skipped += part.skipped
+        self.added += part.added
+        self.changed += part.changed
+        self.skip_reasons |= part.skip_reasons
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IngestReport:
+        failures = [Failure(**f) for f in data.get("failures", [])]
+        return cls(**(data | {"failures": failures}))
+
     @property
     def changed_anything(self) -> bool:
         return bool(self.chunks_added or self.chunks_deleted or self.files_deleted)
@@ -63,3 +79,9 @@ class IngestReport:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
         return data
+
+
+_SHARD_COUNTS = (
+    "files_added", "files_changed", "files_skipped", "files_failed", "chunks_added",
+    "chunks_deleted", "chunks_unchanged", "chunks_embedded", "chunks_reused", "embed_cache_hits",
+)  # fmt: skip

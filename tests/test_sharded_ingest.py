@@ -1,0 +1,240 @@
+"""Sharded ingest for real: two `citewise worker` processes share one job's shards over the
+test Redis and a `chroma run` server; one is SIGKILLed mid-shard, its shard is handed on, and
+the end state is the single-worker ingest's. Plus the board's leases and the shard size rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+import pytest
+import redis
+from rq import Worker
+from rq.job import Job
+from typer.testing import CliRunner
+
+from citewise.job_queue import JobQueue
+from citewise.job_shards import ShardBoard
+from citewise.redis_client import connect
+from citewise.search.store import KnowledgeBase
+from citewise.settings import Settings
+from citewise.wiring import build_store
+from cli.main import app
+from ingest.discovery import SourceFile
+from ingest.pipeline import Todo
+from ingest.sharding import decode, encode, split
+from tests.chroma_helpers import ChromaServer
+from tests.cli import citewise_env, command, eventually
+from tests.conftest import SAMPLE
+from tests.redis_helpers import drop_jobs
+
+# The first twelve sample files (every format) and a PDF that cannot be parsed, two a shard:
+# seven shards. The session's sample home, ingested by one process without a queue, holds the
+# same documents under the same keys.
+FILES = sorted(p.relative_to(SAMPLE).as_posix() for p in SAMPLE.rglob("*") if p.is_file())[:12]
+BROKEN = "account/broken.pdf"  # in the first shard, beside two good files
+SHARD_FILES = 2
+LEASE_S = 3.0
+
+
+def manifest_rows(settings: Settings, kb: str) -> dict[str, Any]:
+    """What a manifest says of ``kb``'s documents among FILES, less when and from which folder
+    they were written."""
+    with sqlite3.connect(settings.manifest_path) as db:
+        files = db.execute(
+            "SELECT source, file_hash, status, chunk_count, bytes FROM files WHERE kb = ?", (kb,)
+        )
+        failures = db.execute("SELECT source, error FROM failures WHERE kb = ?", (kb,))
+        fingerprint = db.execute("SELECT fingerprint FROM kbs WHERE kb = ?", (kb,))
+        return {
+            "files": sorted(row for row in files.fetchall() if row[0] in FILES),
+            "failures": sorted(row for row in failures.fetchall() if row[0] in FILES),
+            "fingerprint": fingerprint.fetchall(),
+        }
+
+
+def chunks(knowledge_base: KnowledgeBase) -> dict[str, dict[str, Any]]:
+    """id -> metadata (content hash, offsets, headings...) of the chunks of FILES."""
+    ids, metadatas = knowledge_base.ids_and_metadatas()
+    return {i: m for i, m in zip(ids, metadatas, strict=True) if m["source"] in FILES}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    for name in FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLE / name, folder / name)
+    (folder / BROKEN).write_bytes(b"%PDF-1.7\nnot really a PDF\n")
+    return folder
+
+
+@pytest.fixture
+def workers(
+    tmp_path: Path, cache_dir: Path, redis_url: str, redis_prefix: str, chroma_server: ChromaServer
+) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
+    """Two `citewise worker` processes sharing a home, the test Redis and the Chroma server."""
+    env = citewise_env(
+        tmp_path / "home",
+        cache_dir,
+        CITEWISE_REDIS_URL=redis_url,
+        CITEWISE_REDIS_PREFIX=redis_prefix,
+        CITEWISE_CHROMA_URL=chroma_server.url,
+        CITEWISE_INGEST_SHARD_FILES=str(SHARD_FILES),
+        CITEWISE_INGEST_SHARD_LEASE_S=str(LEASE_S),
+        NO_PROXY="127.0.0.1",  # the Chroma server; anything else still fails at once
+    )
+    logs: list[IO[bytes]] = []
+    processes = []
+    for n in range(2):
+        logs.append((tmp_path / f"worker-{n}.log").open("wb"))
+        processes.append(
+            subprocess.Popen(command("worker"), env=env, stdout=logs[-1], stderr=subprocess.STDOUT)
+        )
+    try:
+        yield env, processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+                process.kill()
+            process.wait(timeout=60)
+        for log in logs:
+            log.close()
+        drop_jobs(redis_url, redis_prefix)
+
+
+def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
+    workers: tuple[dict[str, str], list[subprocess.Popen[bytes]]],
+    corpus: Path,
+    home: Path,
+    cache_dir: Path,
+) -> None:
+    env, processes = workers
+    settings = Settings(
+        home=Path(env["CITEWISE_HOME"]),
+        cache_dir=cache_dir,
+        redis_url=env["CITEWISE_REDIS_URL"],
+        redis_prefix=env["CITEWISE_REDIS_PREFIX"],
+        chroma_url=env["CITEWISE_CHROMA_URL"],
+    )
+    handle = connect(settings.redis, settings.redis_path)
+    assert handle is not None
+    jobs = JobQueue(handle, settings.ingest)
+    registered = eventually(lambda: len(Worker.all(queue=jobs.queue)) == 2, timeout=120)
+    assert registered, "the two workers did not register"
+
+    job_id = jobs.submit("sharded", [str(corpus)]).job_id
+    board = ShardBoard(handle.sync, handle.prefix, job_id)
+    coordinator = eventually(lambda: Job.fetch(job_id, connection=handle.sync).worker_name, 120)
+    pids = {w.name: w.pid for w in Worker.all(queue=jobs.queue)}
+
+    def helper_mid_shard() -> str | None:
+        """The helper's worker, once it has parsed a file of a shard it holds and another
+        shard is in; None before."""
+        assert jobs.get(job_id).state in ("queued", "started"), jobs.get(job_id)
+        if board.progress()["shards_done"] < 1:
+            return None
+        for number, token in board.leased().items():
+            name = token.split(":")[0]
+            if name != coordinator and board.files_of(number) >= 1:
+                return name
+        return None
+
+    victim = eventually(helper_mid_shard, timeout=300, every=0.02)
+    assert victim, f"no helper was seen mid-shard: {board.progress()}"
+    process = next(p for p in processes if p.pid == pids[victim])
+    doomed = [process.pid] + [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+    for pid in doomed:  # the machine dies: worker, work horse, parse workers
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+    store = build_store(settings)
+    try:
+        # Chunks are in the store, but no BM25 index or corpus version is published yet.
+        assert store.knowledge_base("sharded").count() > 0
+        assert store.recorded_generation("sharded") is None
+        mid = jobs.get(job_id)
+        assert mid.state == "started" and mid.progress["shards_total"] == 7
+        assert mid.progress["total"] == 13 and 0 < mid.progress["shards_done"] < 7
+
+        ended = eventually(lambda: jobs.get(job_id).state in ("finished", "failed"), 300)
+        final = jobs.get(job_id)
+        assert ended and final.state == "finished", final
+        assert final.progress["shards_done"] == final.progress["shards_total"] == 7
+        assert final.progress["done"] == final.progress["total"] == 13
+        assert final.progress["shards_retried"] >= 1  # the killed worker's shard
+        assert final.report is not None and final.report["files_added"] == 12
+        assert [f["path"] for f in final.report["failures"]] == [BROKEN]
+        shown = CliRunner().invoke(app, ["job", job_id, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["progress"] == final.progress
+
+        # The same end state as one process ingesting the same files without a queue.
+        single = Settings(home=home, cache_dir=cache_dir)
+        reference = build_store(single)
+        sharded = chunks(store.knowledge_base("sharded"))
+        assert sharded == chunks(reference.knowledge_base("default")) and len(sharded) > 40
+        reference.close()
+        rows = manifest_rows(settings, "sharded")
+        assert rows == manifest_rows(single, "default") and len(rows["files"]) == 12
+        # The file that failed has no row, as after a single worker's ingest, and its failure.
+        with sqlite3.connect(settings.manifest_path) as db:
+            files = db.execute("SELECT source FROM files WHERE kb = 'sharded'").fetchall()
+            failed = db.execute("SELECT source FROM failures WHERE kb = 'sharded'").fetchall()
+        assert len(files) == 12 and failed == [(BROKEN,)]
+        # The BM25 index was published once, over everything, and recorded for replicas.
+        generation = store.recorded_generation("sharded")
+        assert generation is not None
+        lexical = settings.lexical_path / "sharded" / "CURRENT"
+        assert lexical.read_text(encoding="utf-8").strip() == generation
+    finally:
+        store.close()
+        handle.close()
+    assert processes[0].poll() is None or processes[1].poll() is None  # the other one lives
+
+
+def todo(name: str, size: int) -> Todo:
+    return Todo(SourceFile(Path("/docs"), Path("/docs") / name, name), "h" + name, True, size)
+
+
+def test_shards_close_at_a_file_count_or_a_size() -> None:
+    files = [todo(f"{n}.md", 10) for n in range(5)] + [todo("big.pdf", 500), todo("z.md", 10)]
+    shards = split(files, 2, 100)
+    assert [[t.file.source for t in s] for s in shards] == [
+        ["0.md", "1.md"], ["2.md", "3.md"], ["4.md"], ["big.pdf"], ["z.md"]
+    ]  # fmt: skip
+    assert decode(encode(shards[0])) == shards[0]
+
+
+def test_a_lease_not_renewed_is_handed_on_and_its_late_holder_is_refused(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    board = ShardBoard(client, redis_prefix, "job")
+    board.publish(["first", "second"], files=4)
+    first = board.take("worker-a", lease_s=0.2)
+    assert first is not None and (first.number, first.description) == (0, "first")
+    assert board.renew(first, lease_s=0.2)
+    assert eventually(lambda: board.reclaim() == [0], timeout=10, every=0.05)
+    assert not board.renew(first, 0.2) and not board.complete(first, {"late": True})
+    second = board.take("worker-b", lease_s=60)
+    again = board.take("worker-b", lease_s=60)
+    assert second is not None and again is not None
+    assert (second.number, again.number) == (1, 0) and board.attempts(0) == 2
+    assert board.take("worker-c", lease_s=60) is None
+    assert board.complete(again, {"stored": []}) and board.pop_completed() == 0
+    assert board.result(0) == {"stored": []}
+    assert board.progress() == {
+        "files_total": 4, "shards_done": 1, "shards_total": 2, "retried": 1, "files_done": 0
+    }  # fmt: skip
+    client.close()
