@@ -26,10 +26,11 @@ For each size (``--sizes 10k,100k,1M``) and store (``--stores embedded,server``)
 
 Run:  .venv/bin/python bench/scale.py --redis-url URL [--sizes 10k,100k] [--stores ...]
       [--work DIR [--build-only]]   Writes bench/results/scale.json.
-10k and 100k take about 15 minutes on 2 cores (the 10k ingest embeds for about 8 minutes the
-first time; its vectors stay in Redis under ``citewise-bench-latency`` and later runs embed
-nothing). 1M takes about an hour to build: build it first, niced, with ``--work DIR
---build-only``, then measure with the same ``--work DIR``.
+10k and 100k take about 45 minutes on 2 cores the first time: the real ingest embeds for about
+8 minutes (its vectors then stay in Redis under ``citewise-bench-latency`` and later runs embed
+nothing), writing the 100k stores takes about 10, measuring the five knowledge bases about 25.
+1M takes about an hour more to build: build it first, niced, with ``--work DIR --build-only``,
+then measure with the same ``--work DIR``.
 """
 
 from __future__ import annotations
