@@ -136,7 +136,9 @@ def serve(env: dict[str, str], settings: Any, kb: str, chroma: Any) -> dict[str,
         first_search = ready + first["ms"] / 1000
         out["start_s"] = {"ready": round(ready, 2), "first_search": round(first_search, 2)}
         rss["after_first_search"] = rss_mb(server.pid)
-        neighbours = Neighbours([server.pid, os.getpid()])
+        # The Chroma server's work is the search's own, not a neighbour's.
+        ours = [server.pid, os.getpid()] + ([chroma.pid] if chroma is not None else [])
+        neighbours = Neighbours(ours)
         one_by_one("/v1/search", searches.take(WARM_UP))
         done = 1 + WARM_UP
         search: dict[str, Any] = {}
