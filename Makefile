@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install demo test lint docs docs-serve bench bench-serve bench-latency bench-llm clean
+.PHONY: install demo test lint docs docs-serve bench bench-serve bench-latency bench-scale bench-llm clean
 
 NODE_STAMP := tests/node/node_modules/.installed-stamp
 
@@ -56,6 +56,12 @@ bench-serve: install
 # A Redis server keeps the ingest's vectors between runs (scripts/ensure-redis finds or starts one).
 bench-latency: install
 	$(BIN)/python bench/answer_latency.py --redis-url "$$(scripts/ensure-redis)"
+
+# 10k and 100k chunks, embedded and on a Chroma server: about 45 minutes the first time.
+# SIZES=10k,100k,1M adds the million (about an hour more to build): see docs/benchmarks.md.
+SIZES ?= 10k,100k
+bench-scale: install
+	$(BIN)/python bench/scale.py --redis-url "$$(scripts/ensure-redis)" --sizes $(SIZES)
 
 bench-llm: install
 	@echo "Installing the local-llm extra: llama-cpp-python compiles from source, 5 to 10 minutes"
