@@ -8,7 +8,7 @@ the network, and so the one place that keeps it to what the operator asked for.
 - Requests start at least CITEWISE_WEB_DELAY_S apart (or the site's Crawl-delay), and at most
   CITEWISE_WEB_CONCURRENCY are in flight (the caller's thread pool).
 - A timeout, a refused connection, 429 or 5xx is retried CITEWISE_WEB_RETRIES times after
-  1, 2, 4... seconds, or after the Retry-After the server gave (30 s at most).
+  1, 2, 4... seconds, or after the Retry-After the server gave (30 s at most), by tenacity.
 - A body is read up to CITEWISE_MAX_FILE_MB, decompressed bytes counted: a larger page (or a
   gzip bomb) is refused once it passes the limit, not after.
 - Environment proxies are not used (``trust_env=False``); CITEWISE_WEB_PROXY names one.
@@ -18,9 +18,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+)
 
 from citewise.settings import IngestSettings
 from ingest.web.address import Scope, resolve
@@ -158,34 +166,45 @@ class Fetcher:
         return None
 
     def _send(self, url: str, headers: dict[str, str], answer: Answer) -> httpx.Response | None:
-        """The response (open, streaming), after retries; None with ``answer.error`` set."""
+        """The response (open, streaming), after retries (tenacity); None with
+        ``answer.error`` set."""
         if not self.scope.same_origin(url):
             raise OffSite(url)
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            self._pacer.wait()
-            with self._count:
-                self.requests += 1
-            try:
-                request = self._client.build_request("GET", url, headers=headers)
-                response = self._client.send(request, stream=True)
-            except httpx.TimeoutException:
-                answer.error = f"timed out (CITEWISE_WEB_TIMEOUT_S) (tried {attempt + 1} times)"
-                wait = 2.0**attempt
-            except httpx.TransportError as exc:
-                answer.error = f"no answer ({type(exc).__name__}) (tried {attempt + 1} times)"
-                wait = 2.0**attempt
-            else:
-                if response.status_code != 429 and response.status_code < 500:
-                    answer.error = None
-                    return response
-                answer.status = response.status_code
-                answer.error = f"HTTP {response.status_code} (tried {attempt + 1} times)"
-                wait = _retry_after(response.headers.get("retry-after"), 2.0**attempt)
-                response.close()
-            if not last:
-                time.sleep(wait)
-        return None
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_pause,
+            retry=retry_if_exception_type(httpx.TransportError) | retry_if_result(_overloaded),
+            retry_error_callback=lambda _: None,  # answer.error says what the last try met
+        )
+        tries = iter(range(1, self.retries + 2))
+        response: httpx.Response | None = retrying(self._try, url, headers, answer, tries)
+        return response
+
+    def _try(
+        self, url: str, headers: dict[str, str], answer: Answer, tries: Iterator[int]
+    ) -> httpx.Response:
+        """One request; a timeout, a connection that fails, 429 or 5xx is noted on ``answer``
+        (a 429 or 5xx comes back closed, for its Retry-After)."""
+        tried = next(tries)
+        self._pacer.wait()
+        with self._count:
+            self.requests += 1
+        try:
+            request = self._client.build_request("GET", url, headers=headers)
+            response = self._client.send(request, stream=True)
+        except httpx.TimeoutException:
+            answer.error = f"timed out (CITEWISE_WEB_TIMEOUT_S) (tried {tried} times)"
+            raise
+        except httpx.TransportError as exc:
+            answer.error = f"no answer ({type(exc).__name__}) (tried {tried} times)"
+            raise
+        if _overloaded(response):
+            answer.status = response.status_code
+            answer.error = f"HTTP {response.status_code} (tried {tried} times)"
+            response.close()
+        else:
+            answer.error = None
+        return response
 
     def _read(self, response: httpx.Response, answer: Answer, page: bool) -> None:
         answer.status = response.status_code
@@ -224,6 +243,19 @@ class Fetcher:
             f"{size / _MB:.3g} MB or more, over the {self.max_bytes / _MB:.3g} MB limit "
             "(CITEWISE_MAX_FILE_MB)"
         )
+
+
+def _overloaded(response: httpx.Response) -> bool:
+    return response.status_code == 429 or response.status_code >= 500
+
+
+def _pause(state: RetryCallState) -> float:
+    """1, 2, 4... seconds between tries, or the Retry-After a 429 or 5xx gave."""
+    backoff = 2.0 ** (state.attempt_number - 1)
+    outcome = state.outcome
+    if outcome is not None and not outcome.failed:
+        return _retry_after(outcome.result().headers.get("retry-after"), backoff)
+    return backoff
 
 
 def _retry_after(value: str | None, default: float) -> float:
