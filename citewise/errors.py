@@ -273,7 +273,7 @@ class QualityGateFailed(Conflict):
 
 
 class ShardAbandoned(Unavailable):
-    """Raised (as a job's error) when the workers given one shard of a sharded ingest all
-    died before finishing it: the job stops, and the next ingest redoes what it left."""
+    """Raised when the workers given one shard of a sharded ingest all died before finishing
+    it (as the job's error): the job stops, and the next ingest redoes what it left."""
 
     code = "shard_abandoned"

@@ -112,14 +112,17 @@ def _open(anchor: Path, path: Path, *, follow_once: bool) -> int:
     # The file is a symlink: read it only if it resolves inside the anchor, and only once.
     if not follow_once:
         raise DocumentError("a symbolic link that changed while it was read (not followed)")
-    target = Path(os.path.realpath(path))
+    try:
+        target = Path(os.path.realpath(path))
+    except OSError as exc:  # swapped again between realpath's look and its readlink (EINVAL)
+        raise DocumentError(_why(exc, "the file")) from None
     if not target.is_relative_to(anchor):
         raise DocumentError(OUTSIDE)
     return _open(anchor, target, follow_once=False)
 
 
 def _why(exc: OSError, what: str) -> str:
-    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EINVAL):  # EINVAL: readlink of a file
         return f"{what} became a symbolic link or a file while it was read (not followed)"
     if exc.errno == errno.ENOENT:
         return f"{what} disappeared while it was read"
