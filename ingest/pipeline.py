@@ -21,6 +21,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -186,14 +187,7 @@ class IngestPipeline:
         if dry_run:
             self._plan(found, kb, rebuild, report, progress or _Silent())
         else:
-            busy = (
-                f"another ingest or delete of knowledge base {kb!r} is running; "
-                "try again when it has finished"
-            )
-            with kb_lock(self.settings, kb, busy):
-                # A delete of this knowledge base (or of documents of it) cut short is
-                # finished first: nothing of what was being deleted is taken as stored.
-                finish_interrupted(self.settings, self.store, self.lexical, kb, keep=paths)
+            with self._writing(kb, keep=paths):
                 self._apply(found, kb, rebuild, report, progress or _Silent(), sharder)
         report.seconds = time.perf_counter() - started
         if not dry_run:
@@ -221,17 +215,25 @@ class IngestPipeline:
         if dry_run:
             self._web(site, kb, rebuild, report, progress or _Silent(), write=False)
         else:
-            busy = (
-                f"another ingest or delete of knowledge base {kb!r} is running; "
-                "try again when it has finished"
-            )
-            with kb_lock(self.settings, kb, busy):
-                finish_interrupted(self.settings, self.store, self.lexical, kb)
+            with self._writing(kb):
                 self._web(site, kb, rebuild, report, progress or _Silent(), write=True)
         report.seconds = time.perf_counter() - started
         if not dry_run:
             _record(report)
         return report
+
+    @contextmanager
+    def _writing(self, kb: str, keep: Sequence[Path] = ()) -> Iterator[None]:
+        """Hold knowledge base ``kb``'s lock for an ingest. A delete of it (or of documents of
+        it) cut short is finished first: nothing of what was being deleted is taken as stored
+        (``keep``: the paths this ingest brings back)."""
+        busy = (
+            f"another ingest or delete of knowledge base {kb!r} is running; "
+            "try again when it has finished"
+        )
+        with kb_lock(self.settings, kb, busy):
+            finish_interrupted(self.settings, self.store, self.lexical, kb, keep=keep)
+            yield
 
     def add_documents(
         self,
