@@ -6,7 +6,10 @@ Measures, in one run on one machine:
 2. the same corpus through a naive LangChain pipeline (load, RecursiveCharacterTextSplitter,
    Chroma.from_documents, same model), as a ratio of wall-clock times;
 3. a no-op re-ingest as a fraction of the full ingest;
-4. a re-ingest after editing one file: chunks embedded.
+4. a re-ingest after editing one file: chunks embedded;
+5. the full ingest as shipped with the offline answerer: embeddings cached in Redis (an
+   embedded one, fresh) and the answer units embedded too (``CITEWISE_INGEST_ANSWER_UNITS``),
+   against the same raw model over the chunks and the units.
 
 Run:  make bench   (or .venv/bin/python bench/ingest.py [--corpus DIR])
 Writes bench/results/ingest.json.
@@ -29,12 +32,16 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 
+from citewise.answer.generators.extractive import comparable_units
 from citewise.settings import Settings
+from citewise.stored_chunk import Chunk
 from citewise.wiring import build_embeddings, build_store
 from ingest.discovery import discover
 from ingest.parallel import ChunkingConfig, parse_all
 from ingest.pipeline import IngestPipeline
+from ingest.setup import open_pipeline
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "eval" / "fastapi_docs" / "docs"
@@ -64,6 +71,18 @@ def main() -> None:
         raw_seconds = time.perf_counter() - started
         print(f"raw embedding: {len(texts)} chunks in {raw_seconds:.1f}s")
 
+        with open_pipeline(Settings(home=work / "with-units")) as shipped:
+            with_units = shipped.run([corpus], "bench")
+        units = _unit_texts(corpus, settings)
+        started = time.perf_counter()
+        embeddings.embed_documents(units)
+        raw_units_seconds = time.perf_counter() - started
+        print(
+            f"with answer units: {with_units.chunks_embedded} chunks and "
+            f"{with_units.answer_units_embedded} units in {with_units.seconds:.1f}s "
+            f"(raw model on the units: {raw_units_seconds:.1f}s)"
+        )
+
         noop = pipeline.run([corpus], "bench")
         edited = _edit_one_file(corpus)
         after_edit = pipeline.run([corpus], "bench")
@@ -91,6 +110,16 @@ def main() -> None:
             "edit_chunks_embedded": after_edit.chunks_embedded,
             "edit_chunks_unchanged": after_edit.chunks_unchanged,
             "edit_seconds": round(after_edit.seconds, 2),
+            "with_answer_units": {
+                "seconds": round(with_units.seconds, 2),
+                "chunks_embedded": with_units.chunks_embedded,
+                "answer_units_embedded": with_units.answer_units_embedded,
+                "seconds_vs_without": round(with_units.seconds / full.seconds, 3),
+                "raw_units_seconds": round(raw_units_seconds, 2),
+                "ingest_vs_raw_embedding": round(
+                    (raw_seconds + raw_units_seconds) / with_units.seconds, 3
+                ),
+            },
             "settings": {
                 "chunk_tokens": settings.chunking.tokens,
                 "chunk_overlap": settings.chunking.overlap,
@@ -106,19 +135,27 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _embed_texts(corpus: Path, settings: Settings) -> list[str]:
-    """The exact texts the ingest embedded, produced again by the same parser and chunker."""
+def _chunks(corpus: Path, settings: Settings) -> Iterator[Chunk]:
+    """The chunks the ingest stored, produced again by the same parser and chunker."""
     config = ChunkingConfig(
         settings.chunking.tokens,
         settings.chunking.overlap,
         settings.chunking.encoding,
         settings.core.cache_dir,
     )
-    unique: dict[str, str] = {}
     for parsed in parse_all(discover([corpus]).files, config, settings.ingest.parse_workers):
-        for chunk in parsed.chunks or []:
-            unique.setdefault(chunk.hash, chunk.embed_text)
-    return list(unique.values())
+        yield from parsed.chunks or []
+
+
+def _embed_texts(corpus: Path, settings: Settings) -> list[str]:
+    """The exact texts the ingest embedded, distinct."""
+    return list({c.hash: c.embed_text for c in _chunks(corpus, settings)}.values())
+
+
+def _unit_texts(corpus: Path, settings: Settings) -> list[str]:
+    """The answer units the shipped ingest embeds beside the chunks, distinct."""
+    chunks = _chunks(corpus, settings)
+    return list(dict.fromkeys(unit for c in chunks for unit in comparable_units(c.text)))
 
 
 def _edit_one_file(corpus: Path) -> str:

@@ -76,7 +76,10 @@ def retrieval(
     try:
         with _throwaway_home(settings) as throwaway, progress_bar() as progress:
             services = build_services(throwaway)
-            pipeline = IngestPipeline(throwaway, services.store, services.embeddings)
+            # Retrieval is scored, no answer written: the answerer's units are not embedded.
+            pipeline = IngestPipeline(
+                throwaway.replace(ingest_answer_units=False), services.store, services.embeddings
+            )
             evaluation.ingest_beir(pipeline, EVAL_KB, corpus, Bar(progress))
             by_mode: dict[str, dict[str, Any]] = {}
             for mode in modes or [settings.retrieval.mode]:

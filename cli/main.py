@@ -213,6 +213,7 @@ def _print_report(report: Any) -> None:
         ("chunks embedded", report.chunks_embedded),
         ("chunks reusing a stored vector", report.chunks_reused),
         ("chunks from the embedding cache", report.embed_cache_hits),
+        ("answer units embedded", report.answer_units_embedded),
         *(
             [
                 ("pages found in", "the sitemap" if web["mode"] == "sitemap" else "links"),

@@ -37,6 +37,7 @@ from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
 from citewise.stored_chunk import Chunk
 from citewise.wiring import build_lexical
+from ingest.answer_units import answer_unit_cache, embed_answer_units
 from ingest.chunking import Chunker
 from ingest.discovery import Discovery, SourceFile, discover, printable
 from ingest.document import ParsedDocument
@@ -145,6 +146,7 @@ class IngestPipeline:
         self.store = store
         self.embeddings = embeddings
         self.lexical = lexical or build_lexical(settings)
+        self._answer_unit_cache = answer_unit_cache(settings, embeddings)
         self.emptied: list[str] = []  # of the last run: documents that had text, have none
         self._chunking = ChunkingConfig(
             settings.chunking.tokens,
@@ -272,6 +274,8 @@ class IngestPipeline:
     def _store_new(self, knowledge_base: KnowledgeBase, chunks: list[Chunk]) -> int:
         if chunks:
             vectors, _ = self._embed([c.embed_text for c in chunks])
+            if self._answer_unit_cache is not None:
+                embed_answer_units(self._answer_unit_cache, (c.text for c in chunks))
             knowledge_base.upsert(chunks, vectors)
         return len(chunks)
 
@@ -547,6 +551,10 @@ class IngestPipeline:
         if missing:
             computed, cache_hits = self._embed(list(missing.values()))
             vectors.update(zip(missing, computed, strict=True))
+        if needed and self._answer_unit_cache is not None:
+            report.answer_units_embedded += embed_answer_units(
+                self._answer_unit_cache, {c.hash: c.text for c in needed}.values()
+            )
         for work in batch.work:
             kb.upsert(work.to_add, [vectors[c.hash] for c in work.to_add])
             kb.update_metadata(work.to_refresh)

@@ -38,6 +38,9 @@ class IngestReport:
     chunks_embedded: int = 0
     chunks_reused: int = 0  # added with a vector already stored under the same content hash
     embed_cache_hits: int = 0  # vectors taken from the Redis embedding cache, not the model
+    # Sentences, list items and code blocks of the new chunks embedded ahead for the offline
+    # answerer (``ingest.answer_units``); those already in the embedding cache are not counted.
+    answer_units_embedded: int = 0
     seconds: float = 0.0
     # A web source's pass: mode, requests, 304s, pages missed... (``ingest.web``); None for files.
     web: dict[str, Any] | None = None
@@ -84,4 +87,5 @@ class IngestReport:
 _SHARD_COUNTS = (
     "files_added", "files_changed", "files_skipped", "files_failed", "chunks_added",
     "chunks_deleted", "chunks_unchanged", "chunks_embedded", "chunks_reused", "embed_cache_hits",
+    "answer_units_embedded",
 )  # fmt: skip

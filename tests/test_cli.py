@@ -25,6 +25,7 @@ REPORT_KEYS = {
     "chunks_unchanged",
     "chunks_embedded",
     "embed_cache_hits",
+    "answer_units_embedded",
     "seconds",
 }
 

@@ -4,15 +4,20 @@ nothing twice, queries are cached too, and the vectors are exactly the model's."
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
+from citewise.answer.generators.base import REFUSAL
+from citewise.answer.generators.extractive import ExtractiveGenerator
 from citewise.redis_client import RedisHandle, connect
 from citewise.search.embedding_cache import CachedEmbeddings
 from citewise.search.embeddings import LocalEmbeddings
+from citewise.search.store import Hit
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from ingest.pipeline import IngestPipeline
@@ -36,8 +41,9 @@ def ingest(
     corpus: Path,
     kb: str = "default",
     dry_run: bool = False,
+    **changes: Any,
 ) -> IngestReport:
-    settings = Settings(home=home, cache_dir=cache_dir, redis_url="off")
+    settings = Settings(home=home, cache_dir=cache_dir, redis_url="off", **changes)
     pipeline = IngestPipeline(settings, build_store(settings, create=not dry_run), embeddings)
     report = pipeline.run([corpus], kb, dry_run=dry_run)
     assert report.failures == []
@@ -75,6 +81,48 @@ def test_a_fresh_store_and_another_knowledge_base_embed_nothing_twice(
     stored_one, stored_two = one.fetch(ids), two.fetch(ids)
     for chunk_id in ids:
         assert np.array_equal(stored_one[chunk_id][2], stored_two[chunk_id][2])
+
+
+class _CountingModel:
+    """The model, noting every text it is asked to embed."""
+
+    def __init__(self, model: LocalEmbeddings) -> None:
+        self._model = model
+        self.texts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def embed_array(self, texts: Sequence[str]) -> Any:
+        self.texts.extend(texts)
+        return self._model.embed_array(texts)
+
+
+def test_an_ingest_embeds_answer_units_so_offline_answers_do_not_wait_for_the_model(
+    tmp_path: Path, cache_dir: Path, corpus: Path, embeddings: LocalEmbeddings, handle: RedisHandle
+) -> None:
+    model = _CountingModel(embeddings)
+    cached = CachedEmbeddings(model, handle, ttl_s=600)  # type: ignore[arg-type]
+    # Not asked to, or answers written by a language model (which reads no units): none.
+    for n, changes in enumerate(({"ingest_answer_units": False}, {"answer_provider": "openai"})):
+        skipped = ingest(tmp_path / f"other-{n}", cache_dir, cached, corpus, **changes)
+        assert skipped.chunks_added > 0 and skipped.answer_units_embedded == 0
+
+    report = ingest(tmp_path / "home", cache_dir, cached, corpus)
+    assert report.answer_units_embedded > 0
+    assert report.to_json()["answer_units_embedded"] == report.answer_units_embedded
+    again = ingest(tmp_path / "again", cache_dir, cached, corpus)
+    assert again.answer_units_embedded == 0  # all cached by the ingest before
+
+    store = build_store(Settings(home=tmp_path / "home", cache_dir=cache_dir))
+    ids, texts, metadatas = store.knowledge_base("default").all_chunks()
+    hits = [Hit(i, t, m, 0.5, 0.5) for i, t, m in zip(ids, texts, metadatas, strict=True)]
+    questions = ["How do I request a refund?", "What is a reviewer?", "How long do refunds take?"]
+    model.texts.clear()
+    generator = ExtractiveGenerator(cached)
+    answers = [generator.compose(q, hits[:5]) for q in questions]
+    assert all(a != REFUSAL for a in answers), answers
+    assert set(model.texts) <= set(questions)  # the questions themselves, not one unit
 
 
 def test_queries_are_cached_and_read_back(

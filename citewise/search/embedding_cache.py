@@ -119,6 +119,25 @@ class CachedEmbeddings(Embeddings):
             vectors.update(fresh)
         return [vectors[k].tolist() for k in keys], hits
 
+    def warm_documents(self, texts: Sequence[str]) -> int:
+        """Cache the vectors of ``texts`` that are not cached yet, without returning any (an
+        ingest warming what questions will ask for: holding them all as lists would cost
+        ~30x their bytes); returns how many the model computed."""
+        keys = list(dict.fromkeys(self._key(self._documents.prefix, t) for t in texts))
+        if not keys:
+            return 0
+        text_of = {self._key(self._documents.prefix, t): t for t in texts}
+        found = self._read(keys)
+        missing = [
+            k
+            for k, raw in zip(keys, found, strict=True)
+            if raw is None or len(raw) != 4 * self.model.dimension
+        ]
+        if missing:
+            computed = self.model.embed_array([text_of[k] for k in missing])
+            self._write(dict(zip(missing, computed, strict=True)))
+        return len(missing)
+
     def cached_count(self, texts: Sequence[str]) -> int:
         """How many of these texts are cached (dry runs plan with it); 0 if Redis is away."""
         keys = list(dict.fromkeys(self._key(self._documents.prefix, t) for t in texts))

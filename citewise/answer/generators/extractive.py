@@ -207,6 +207,15 @@ class ExtractiveGenerator:
         )
 
 
+def comparable_units(passage: str) -> list[str]:
+    """The words of every unit of ``passage`` that some question may compare with itself
+    through the model (``_with_similarity``): those that may answer a how-to, the widest
+    kind. An ingest embeds them ahead into the embedding cache
+    (``CITEWISE_INGEST_ANSWER_UNITS``), so that no question waits for the model to read them.
+    """
+    return [u.words for u in units(passage) if asked.may_answer(u, asked.Kind.PROCEDURE, MIN_WORDS)]
+
+
 def _passages_read(
     question: str, kind: asked.Kind, sources: Sequence[Hit], passages: int
 ) -> set[int]:
