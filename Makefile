@@ -58,7 +58,7 @@ bench-latency: install
 	$(BIN)/python bench/answer_latency.py --redis-url "$$(scripts/ensure-redis)"
 
 # 10k and 100k chunks, embedded and on a Chroma server: about 45 minutes the first time.
-# SIZES=10k,100k,1M adds the million (about an hour more to build): see docs/benchmarks.md.
+# SIZES=10k,100k,1M adds the million (about 70 minutes more to build per store): see docs/benchmarks.md.
 SIZES ?= 10k,100k
 bench-scale: install
 	$(BIN)/python bench/scale.py --redis-url "$$(scripts/ensure-redis)" --sizes $(SIZES)
