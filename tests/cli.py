@@ -35,6 +35,8 @@ def citewise_env(home: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
             "CITEWISE_HOME": str(home),
             "CITEWISE_CACHE_DIR": str(cache_dir),
             "CITEWISE_ENV_FILE": "off",
+            # Off unless a test says (tests/conftest.py says why).
+            "CITEWISE_INGEST_ANSWER_UNITS": os.environ["CITEWISE_INGEST_ANSWER_UNITS"],
             **extra,
         }
     )

@@ -23,10 +23,16 @@ from ingest.report import IngestReport
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
+ANSWER_UNITS = "CITEWISE_INGEST_ANSWER_UNITS"
 
 # Tests build their settings explicitly: a developer's .env in the repository (docker compose
 # reads one there) must not reach them. Tests of the .env file itself set this back.
 os.environ["CITEWISE_ENV_FILE"] = "off"
+# An ingest with a Redis also embeds every passage's answer units for the offline answerer,
+# which only moves work it would do at question time earlier (the same vectors, the same
+# answers) and costs a sample ingest about 1,100 embeddings. Tests switch it off; the tests of
+# that warm-up (tests/test_embedding_cache.py, the sharded ingest's workers) switch it on.
+os.environ[ANSWER_UNITS] = "false"
 
 if TYPE_CHECKING:
     from tests.chroma_helpers import ChromaServer

@@ -104,14 +104,17 @@ def test_an_ingest_embeds_answer_units_so_offline_answers_do_not_wait_for_the_mo
     model = _CountingModel(embeddings)
     cached = CachedEmbeddings(model, handle, ttl_s=600)  # type: ignore[arg-type]
     # Not asked to, or answers written by a language model (which reads no units): none.
-    for n, changes in enumerate(({"ingest_answer_units": False}, {"answer_provider": "openai"})):
+    # (The test environment switches the warm-up off, tests/conftest.py: on here, as shipped.)
+    on = {"ingest_answer_units": True}
+    off = {"ingest_answer_units": False}
+    for n, changes in enumerate((off, on | {"answer_provider": "openai"})):
         skipped = ingest(tmp_path / f"other-{n}", cache_dir, cached, corpus, **changes)
         assert skipped.chunks_added > 0 and skipped.answer_units_embedded == 0
 
-    report = ingest(tmp_path / "home", cache_dir, cached, corpus)
+    report = ingest(tmp_path / "home", cache_dir, cached, corpus, **on)
     assert report.answer_units_embedded > 0
     assert report.to_json()["answer_units_embedded"] == report.answer_units_embedded
-    again = ingest(tmp_path / "again", cache_dir, cached, corpus)
+    again = ingest(tmp_path / "again", cache_dir, cached, corpus, **on)
     assert again.answer_units_embedded == 0  # all cached by the ingest before
 
     store = build_store(Settings(home=tmp_path / "home", cache_dir=cache_dir))

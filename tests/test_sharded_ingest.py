@@ -90,6 +90,7 @@ def workers(
         CITEWISE_CHROMA_URL=chroma_server.url,
         CITEWISE_INGEST_SHARD_FILES=str(SHARD_FILES),
         CITEWISE_INGEST_SHARD_LEASE_S=str(LEASE_S),
+        CITEWISE_INGEST_ANSWER_UNITS="true",  # as shipped: each shard warms its answer units
         NO_PROXY="127.0.0.1",  # the Chroma server; anything else still fails at once
     )
     logs: list[IO[bytes]] = []
@@ -174,6 +175,7 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
         assert final.progress["done"] == final.progress["total"] == 13
         assert final.progress["shards_retried"] >= 1  # the killed worker's shard
         assert final.report is not None and final.report["files_added"] == 12
+        assert final.report["answer_units_embedded"] > 0  # counted from every shard
         assert [f["path"] for f in final.report["failures"]] == [BROKEN]
         shown = CliRunner().invoke(app, ["job", job_id, "--json"], env=env)
         assert shown.exit_code == 0, shown.output
