@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -391,3 +393,24 @@ def test_the_passages_around_a_hit_are_its_neighbours_in_its_document(
     assert len({h.chunk_id for h in around}) == len(around)
     assert all(h.retrieved for h in hits)
     assert retriever.around("default", [], "anything") == []
+
+
+def test_the_lexical_index_does_not_load_numba_and_leaves_it_importable() -> None:
+    """bm25s would load numba (about 78 MB in every serving process) for a backend the index
+    never calls; the service hides it while bm25s loads, and only then."""
+    script = (
+        "import sys\n"
+        "from citewise.search import lexical\n"
+        "assert 'numba' not in sys.modules, 'numba was loaded'\n"
+        "scores = lexical.bm25s.BM25(k1=0.7, b=0.6)\n"
+        "scores.index([['parrot', 'seed'], ['seed']], show_progress=False)\n"
+        "assert scores.get_scores(['parrot'])[0] > 0\n"
+        "assert 'numba' not in sys.modules, 'indexing loaded numba'\n"
+        "import numba\n"
+        "print(numba.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "numba"

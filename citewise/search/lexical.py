@@ -15,21 +15,45 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import bm25s
 import numpy as np
 import Stemmer
 from filelock import FileLock
 
 from citewise import stored_chunk
+
+
+def _import_bm25s_without_numba() -> ModuleType:
+    """bm25s imports numba when it is installed (unstructured depends on it) for a retrieval
+    backend Citewise does not call: ``get_scores`` and ``index`` are numpy and scipy either way,
+    with the same scores. Loading numba and LLVM costs every process that searches or publishes
+    about 78 MB resident (measured: 116 against 38 MB after the import), so it is hidden while
+    bm25s is imported, and only then: a later ``import numba`` elsewhere still works."""
+    hidden = "numba" not in sys.modules
+    if hidden:
+        sys.modules["numba"] = None  # type: ignore[assignment]  # makes ``import numba`` fail
+    try:
+        return importlib.import_module("bm25s")
+    finally:
+        if hidden:
+            del sys.modules["numba"]
+
+
+if TYPE_CHECKING:
+    import bm25s
+else:
+    bm25s = _import_bm25s_without_numba()
 
 _POINTER = "CURRENT"
 _STEMMER = Stemmer.Stemmer("english")
