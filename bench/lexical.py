@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from citewise import stored_chunk
-from citewise.search.lexical import LexicalStore
+from citewise.search.lexical import LexicalStore, texts_in_hand
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
@@ -66,7 +66,7 @@ def timings(ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -
     try:
         store = LexicalStore(work)
         started = time.perf_counter()
-        store.rebuild("bench", ids, texts, metadatas)
+        store.rebuild("bench", ids, metadatas, texts_in_hand(ids, texts))
         cold = time.perf_counter() - started
 
         changed = len(texts) // 100
@@ -76,7 +76,7 @@ def timings(ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -
             hash_ = str(metadatas[i].get(stored_chunk.CHUNK_HASH) or i)
             metadatas[i] = {**metadatas[i], stored_chunk.CHUNK_HASH: f"{hash_}-edited"}
         started = time.perf_counter()
-        store.rebuild("bench", ids, texts, metadatas)
+        store.rebuild("bench", ids, metadatas, texts_in_hand(ids, texts))
         warm = time.perf_counter() - started
 
         started = time.perf_counter()

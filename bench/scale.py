@@ -265,6 +265,8 @@ def main() -> None:
         f"{platform.python_version()}",
     }
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if report["worker_ingest_peak_rss_mb"] is None:  # the real base was not ingested this run
+        report["worker_ingest_peak_rss_mb"] = previous.get("worker_ingest_peak_rss_mb")
     keep = [r for r in previous.get("results", []) if r["name"] not in {r["name"] for r in results}]
     report["results"] = keep + results
     report["targets"] = verdicts(report["results"])

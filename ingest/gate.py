@@ -163,8 +163,9 @@ def _promote(pipeline: IngestPipeline, staging: str, kb: str) -> None:
     pipeline.store.promote(staging, kb)
     with Manifest.open(pipeline.settings.manifest_path, staging) as manifest:
         manifest.copy_to(kb, move=True)
-    ids, texts, metadatas = pipeline.store.knowledge_base(kb).all_chunks()
-    pipeline.lexical.rebuild(kb, ids, texts, metadatas)
+    promoted = pipeline.store.knowledge_base(kb)
+    ids, metadatas = promoted.ids_and_metadatas()
+    pipeline.lexical.rebuild(kb, ids, metadatas, promoted.texts_of)
 
 
 def _discard(pipeline: IngestPipeline, staging: str) -> None:

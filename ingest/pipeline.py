@@ -572,8 +572,7 @@ def publish_lexical(store: ChunkStore, lexical: LexicalStore, knowledge_base: Kn
     ids, metadatas = knowledge_base.ids_and_metadatas()
     generation = lexical.generation_of(ids, metadatas)
     if lexical.current_generation(knowledge_base.kb) != generation:
-        ids, texts, metadatas = knowledge_base.all_chunks()
-        lexical.rebuild(knowledge_base.kb, ids, texts, metadatas)
+        lexical.rebuild(knowledge_base.kb, ids, metadatas, knowledge_base.texts_of)
     # Then in Chroma, for serving processes that cannot read this CITEWISE_HOME (replicas
     # of a Chroma server): they rebuild their copies when it changes. Recorded even when
     # the local index was already right, so a crash between the two steps heals.

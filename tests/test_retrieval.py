@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from citewise.errors import InvalidKnowledgeBaseName, InvalidRequest, KnowledgeBaseNotFound
 from citewise.search.embeddings import LocalEmbeddings
-from citewise.search.lexical import LexicalStore, tokenize
+from citewise.search.lexical import LexicalStore, texts_in_hand, tokenize
 from citewise.search.retrieval import MAX_K, Retriever, zscore_fusion
 from citewise.search.store import Hit
 from citewise.settings import Settings
@@ -414,3 +414,58 @@ def test_the_lexical_index_does_not_load_numba_and_leaves_it_importable() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "numba"
+
+
+def test_a_rebuild_reads_back_only_the_texts_it_has_no_tokens_for(tmp_path: Path) -> None:
+    texts = {
+        "a": "Parrots eat seeds and fruit.",
+        "b": "Refunds take five working days.",
+        "c": "Reviewers approve the release notes.",
+    }
+    asked: list[list[str]] = []
+
+    def reader(wanted: Sequence[str]) -> Mapping[str, str]:
+        asked.append(list(wanted))
+        return {i: texts[i] for i in wanted if i in texts}
+
+    def metadata(chunk_id: str) -> dict[str, Any]:
+        return {"chunk_hash": f"hash-{chunk_id}", "source": f"{chunk_id}.md", "chunk_index": 0}
+
+    store = LexicalStore(tmp_path / "lexical")
+    assert store.rebuild("kb", ["a", "b", "c"], [metadata(i) for i in "abc"], reader)
+    assert asked == [["a", "b", "c"]]
+
+    texts["d"] = "Reviewers approve refunds over fifty euros."  # c removed, d added
+    asked.clear()
+    assert store.rebuild("kb", ["a", "b", "d"], [metadata(i) for i in "abd"], reader)
+    assert asked == [["d"]]  # a and b kept their tokens from the first build
+
+    cold = LexicalStore(tmp_path / "cold")
+    cold.rebuild(
+        "kb",
+        ["a", "b", "d"],
+        [metadata(i) for i in "abd"],
+        texts_in_hand(["a", "b", "d"], [texts["a"], texts["b"], texts["d"]]),
+    )
+    for query in ("reviewers approve refunds", "parrots seeds", "release notes"):
+        warm_hits = store.load("kb").search(query, k=3)
+        assert warm_hits == cold.load("kb").search(query, k=3), query
+    assert {h.position for h in store.load("kb").search("refunds", k=3)} == {1, 2}  # b and d
+
+
+def test_whole_knowledge_base_reads_cross_page_boundaries(
+    ingest: Ingest, corpus: Path, make_settings: Callable[..., Settings], monkeypatch: Any
+) -> None:
+    ingest(corpus)
+    everything = build_store(make_settings()).knowledge_base("default")
+    ids, texts, metadatas = everything.all_chunks()
+    assert len(ids) == len(set(ids)) > 7 and all(texts)
+    monkeypatch.setattr("citewise.search.store._PAGE", 2)  # many pages, by offset and by id
+    paged_ids, paged_texts, paged_metadatas = everything.all_chunks()
+    assert dict(
+        zip(paged_ids, zip(paged_texts, paged_metadatas, strict=True), strict=True)
+    ) == dict(zip(ids, zip(texts, metadatas, strict=True), strict=True))
+    assert everything.texts_of([ids[0], "no-such-chunk", ids[-1]]) == {
+        ids[0]: texts[0],
+        ids[-1]: texts[-1],
+    }

@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -74,6 +74,16 @@ def index_text(text: str, metadata: Mapping[str, Any]) -> str:
     title = str(metadata.get(stored_chunk.TITLE) or "")
     heading = str(metadata.get(stored_chunk.HEADING) or "")
     return "\n".join(part for part in (title, heading, text) if part)
+
+
+# Reads the texts of chunks by id (``KnowledgeBase.texts_of``); ids it cannot read are left out.
+TextReader = Callable[[Sequence[str]], Mapping[str, str]]
+
+
+def texts_in_hand(ids: Sequence[str], texts: Sequence[str]) -> TextReader:
+    """A ``TextReader`` over texts already read, for callers that have them all."""
+    by_id = dict(zip(ids, texts, strict=True))
+    return lambda wanted: {i: by_id[i] for i in wanted if i in by_id}
 
 
 @dataclass(frozen=True)
@@ -196,12 +206,15 @@ class LexicalStore:
         self,
         kb: str,
         ids: Sequence[str],
-        texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any]],
+        read_texts: TextReader,
     ) -> bool:
         """Publish an index over these chunks unless the current one already covers them.
 
-        Returns whether a new index was written.
+        ``read_texts`` is asked only for the chunks whose tokens no earlier build kept (all of
+        them the first time; after a 1% change, that 1%): reading a million passages back from
+        the store is the slow part of publishing, not indexing them. Returns whether a new
+        index was written.
         """
         generation = self.generation_of(ids, metadatas)
         if self.current_generation(kb) == generation:
@@ -212,7 +225,7 @@ class LexicalStore:
         with FileLock(str(self.root / f".{kb}.lock")):
             if self.current_generation(kb) == generation:  # another process just built it
                 return False
-            self._build(kb, generation, ids, texts, metadatas)
+            self._build(kb, generation, ids, metadatas, read_texts)
         return True
 
     def _build(
@@ -220,8 +233,8 @@ class LexicalStore:
         kb: str,
         generation: str,
         ids: Sequence[str],
-        texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any]],
+        read_texts: TextReader,
     ) -> None:
         folder = self._folder(kb)
         cache = _TokenCache(folder / "tokens.json")
@@ -229,9 +242,15 @@ class LexicalStore:
             str(m.get(stored_chunk.CHUNK_HASH) or chunk_id)
             for chunk_id, m in zip(ids, metadatas, strict=True)
         ]
-        tokens = cache.tokens_for(
-            hashes, [index_text(t, m) for t, m in zip(texts, metadatas, strict=True)]
+        unknown = [i for i, h in enumerate(hashes) if not cache.has(h)]
+        texts = read_texts([ids[i] for i in unknown])
+        cache.add(
+            [hashes[i] for i in unknown if ids[i] in texts],
+            [index_text(texts[ids[i]], metadatas[i]) for i in unknown if ids[i] in texts],
         )
+        # A chunk deleted from the store since ``ids`` were listed has no text: it is indexed
+        # with no words (no query finds it) and the next build, which will not list it, drops it.
+        tokens = [cache.tokens(h) for h in hashes]
 
         staging = folder / f".{generation}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -269,11 +288,15 @@ class _TokenCache:
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
             self._tokens = json.loads(path.read_text(encoding="utf-8"))
 
-    def tokens_for(self, hashes: Sequence[str], texts: Sequence[str]) -> list[list[str]]:
-        missing = [i for i, h in enumerate(hashes) if h not in self._tokens]
-        for i, tokens in zip(missing, tokenize([texts[i] for i in missing]), strict=True):
-            self._tokens[hashes[i]] = tokens
-        return [self._tokens[h] for h in hashes]
+    def has(self, chunk_hash: str) -> bool:
+        return chunk_hash in self._tokens
+
+    def add(self, hashes: Sequence[str], texts: Sequence[str]) -> None:
+        for chunk_hash, tokens in zip(hashes, tokenize(texts), strict=True):
+            self._tokens[chunk_hash] = tokens
+
+    def tokens(self, chunk_hash: str) -> list[str]:
+        return self._tokens.get(chunk_hash, [])
 
     def keep(self, hashes: Iterable[str]) -> None:
         wanted = set(hashes)

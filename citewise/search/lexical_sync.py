@@ -137,8 +137,9 @@ class LexicalSync:
             if self._followed_already(kb, local, recorded):  # another caller just built it
                 return
             started = time.perf_counter()
-            ids, texts, metadatas = self._store.knowledge_base(kb).all_chunks()
-            self._lexical.rebuild(kb, ids, texts, metadatas)
+            stored = self._store.knowledge_base(kb)
+            ids, metadatas = stored.ids_and_metadatas()
+            self._lexical.rebuild(kb, ids, metadatas, stored.texts_of)
             with self._lock:
                 self._followed[kb] = recorded
             built = self._lexical.current_generation(kb)

@@ -520,6 +520,45 @@ class KnowledgeBase:
         self.delete(ids)
         return len(ids)
 
+    def _read(
+        self, ids: Sequence[str], include: list[Any]
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """id -> (text, metadata) of these chunks, a page at a time (bounded responses); a
+        chunk deleted meanwhile is left out."""
+        everything: dict[str, tuple[str, dict[str, Any]]] = {}
+        for page in _batches(list(ids), _PAGE):
+            try:
+                with self._reach.guard():
+                    found = self._collection.get(ids=page, include=include)
+            except NotFoundError as exc:
+                raise StaleKnowledgeBase(self.kb) from exc
+            except ChromaError:  # an id beyond this process's view of the store: see fetch
+                for chunk_id in page:
+                    everything.update(self._read_one(chunk_id, include))
+                continue
+            everything.update(self._rows(found))
+        return everything
+
+    def _read_one(self, chunk_id: str, include: list[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+        try:
+            with self._reach.guard():
+                found = self._collection.get(ids=[chunk_id], include=include)
+        except NotFoundError as exc:
+            raise StaleKnowledgeBase(self.kb) from exc
+        except ChromaError:
+            self.view_is_stale = True
+            return {}
+        return self._rows(found)
+
+    @staticmethod
+    def _rows(found: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        documents = found["documents"] or [""] * len(found["ids"])
+        metadatas = found["metadatas"] or [{}] * len(found["ids"])
+        return {
+            i: (d or "", dict(m or {}))
+            for i, d, m in zip(found["ids"], documents, metadatas, strict=True)
+        }
+
     def _everything(self, include: list[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id -> (text, metadata) of every chunk, read a page at a time so that no response
         grows with the knowledge base (the server sends JSON). Keyed by id: a chunk that
@@ -529,14 +568,14 @@ class KnowledgeBase:
         while True:
             with self._reach.guard():
                 found = self._collection.get(include=include, limit=_PAGE, offset=offset)
-            ids = found["ids"]
-            documents = found["documents"] or [""] * len(ids)
-            metadatas = found["metadatas"] or [{}] * len(ids)
-            for i, d, m in zip(ids, documents, metadatas, strict=True):
-                everything[i] = (d or "", dict(m or {}))
-            if len(ids) < _PAGE:
+            everything.update(self._rows(found))
+            if len(found["ids"]) < _PAGE:
                 return everything
-            offset += len(ids)
+            offset += len(found["ids"])
+
+    def texts_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> text of these chunks (those still stored)."""
+        return {i: text for i, (text, _) in self._read(ids, ["documents"]).items()}
 
     def snapshot(self) -> dict[str, str]:
         """id -> chunk hash of everything stored: what tests compare after a crash."""
