@@ -30,7 +30,7 @@ from typing import Any
 import redis
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, Retry
 
 from citewise.errors import JobNotFound, KnowledgeBaseBusy
 from citewise.job_shards import ShardBoard
@@ -119,6 +119,10 @@ class JobQueue:
         self._prefix = handle.prefix
         self._timeout_s = settings.job_timeout_s
         self._keep_s = settings.job_result_ttl_s
+        # RQ runs a job again when its worker died mid-job (noticed by another worker's
+        # registry maintenance); the job itself makes sure it is never run again after it
+        # failed by itself (ingest.jobs). Helper jobs need none: their shards' leases hand on.
+        self._handover = Retry(max=settings.job_handovers) if settings.job_handovers else None
         self.queue = Queue(queue_name(handle.prefix), connection=self._redis)
 
     def submit(
@@ -151,6 +155,7 @@ class JobQueue:
                 timeout=self._timeout_s,
                 result_ttl=self._keep_s,
                 failure_ttl=self._keep_s,
+                retry=self._handover,
                 meta={"kb": kb, "progress": {"done": 0, "total": None, "current": None}},
                 description=f"ingest into {kb}",
             )
@@ -197,7 +202,7 @@ class JobQueue:
     def health(self) -> QueueHealth:
         """Waiting jobs and live workers. RQ keeps each worker's registration under a key its
         heartbeat renews: one that stopped is unregistered, one that was killed expires after
-        the worker TTL (7 minutes) without heartbeats."""
+        its TTL without heartbeats (CITEWISE_WORKER_CHECK_S + 15 s idle, 90 s busy)."""
         return QueueHealth(self.depth(), len(Worker.all(queue=self.queue)))
 
     def _claim(self, kb: str, value: str, *, ttl: int) -> None:
@@ -268,6 +273,9 @@ def view(job: Job, board: ShardBoard | None = None) -> JobView:
             "shards_total": shards["shards_total"],
             "shards_retried": shards["retried"],
         }
+    runs = int(meta.get("runs") or 1)
+    if runs > 1:  # run again after its worker died (``job_handovers``)
+        progress["handovers"] = runs - 1
     status = job.get_status(refresh=False)
     report = job.return_value() if status == JobStatus.FINISHED else None
     error = meta.get("error")

@@ -389,6 +389,24 @@ class IngestSettings(SettingsGroup):
         ge=60,
         description="How long a finished job's state can be read.",
     )
+    job_handovers: int = env(
+        "JOB_HANDOVERS",
+        1,
+        ge=0,
+        le=5,
+        description="How many times an ingest job whose worker died (killed, its machine "
+        "lost) is run again by another worker, from what the dead one stored; a job that "
+        "fails by itself (a bad path, a failed gate) is never run again.",
+    )
+    worker_check_s: int = env(
+        "WORKER_CHECK_S",
+        60,
+        ge=1,
+        le=600,
+        description="How often an idle `citewise worker` looks for jobs whose worker died, "
+        "to run them again; such a job is noticed about 90 s after its worker's last sign "
+        "of life, plus up to twice this.",
+    )
     shard_files: int = env(
         "INGEST_SHARD_FILES",
         200,

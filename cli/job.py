@@ -80,6 +80,8 @@ def _show(state: JobView) -> None:
             f", shards {progress['shards_done']}/{progress['shards_total']}"
             f" ({progress.get('shards_retried', 0)} handed on after a worker stopped)"
         )
+    if progress.get("handovers"):
+        files += f"; run again {progress['handovers']}× after its worker died"
     stdout.print(files)
     if state.report is not None:
         r = state.report

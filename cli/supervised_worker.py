@@ -4,8 +4,9 @@
 ordinary RQ worker with three changes, all about dying with the server:
 
 - SIGTERM (the server stopping) stops it at once, not after the running job: the work horse is
-  killed, RQ marks that job failed (so it does not hold its knowledge base), and the worker
-  unregisters. A server shutdown must not wait for a minutes-long ingest.
+  killed, RQ marks that job failed (so it does not hold its knowledge base; it is not handed
+  to another worker either, as a job whose worker died is), and the worker unregisters. A
+  server shutdown must not wait for a minutes-long ingest.
 - It watches the server: if its parent process changes (the server was killed, or crashed
   without stopping it), it stops the same way; on Linux the kernel also sends it SIGTERM then
   (``PR_SET_PDEATHSIG``).
@@ -83,6 +84,11 @@ class SupervisedWorker(Worker):
             sleep_time=1, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
+    def handle_work_horse_killed(self, job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
+        if self._stop_requested:  # killed by _stop_now: failed, and not run again elsewhere
+            job.retries_left = 0
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+
     def main_work_horse(self, job: Any, queue: Any) -> None:
         die_with_parent(signal.SIGKILL)
         if os.getppid() != self._worker_pid:  # the worker died before the line above
@@ -105,7 +111,7 @@ def watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_supervised(queue: Queue, parent: int, level: str) -> None:
-    """Work ``queue`` until SIGTERM or until ``parent`` is gone."""
+def run_supervised(queue: Queue, parent: int, level: str, options: dict[str, Any]) -> None:
+    """Work ``queue`` until SIGTERM or until ``parent`` is gone (``options``: the worker's)."""
     watch_parent(parent)
-    SupervisedWorker([queue], connection=queue.connection).work(logging_level=level)
+    SupervisedWorker([queue], connection=queue.connection, **options).work(logging_level=level)

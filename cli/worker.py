@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from citewise.settings import Settings
+from citewise.settings import IngestSettings, Settings
 from cli.console import fail
+
+
+def worker_options(settings: IngestSettings) -> dict[str, Any]:
+    """RQ notices a job whose worker died (and runs it again: CITEWISE_JOB_HANDOVERS) in the
+    registry maintenance a worker runs between its waits for a job. An idle worker waits
+    ``worker_ttl`` - 15 s at a time, so both follow CITEWISE_WORKER_CHECK_S (RQ's defaults,
+    10 minutes and 405 s, would leave such a job waiting up to a quarter of an hour); a killed
+    worker's registration then also expires 15 s after its next wait would have ended."""
+    every = settings.worker_check_s
+    return {"maintenance_interval": every, "worker_ttl": every + 15}
 
 
 def worker(
@@ -39,8 +49,11 @@ def worker(
         fail(QueueUnavailable("the job queue needs Redis, which is switched off"), False)
     try:
         queue = JobQueue(redis, settings.ingest).queue
+        options = worker_options(settings.ingest)
         if supervised_by is None:
-            Worker([queue], connection=redis.sync).work(burst=burst, logging_level="INFO")
+            Worker([queue], connection=redis.sync, **options).work(
+                burst=burst, logging_level="INFO"
+            )
         else:
             from citewise.logs import configure_logging
             from cli.supervised_worker import run_supervised
@@ -48,6 +61,6 @@ def worker(
             configure_logging(
                 settings.observability.log_format, settings.observability.log_level
             )  # the server's log
-            run_supervised(queue, supervised_by, settings.observability.log_level)
+            run_supervised(queue, supervised_by, settings.observability.log_level, options)
     finally:
         redis.close()

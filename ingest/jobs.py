@@ -7,6 +7,7 @@ the ingest face.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -27,6 +28,8 @@ from ingest.setup import open_pipeline
 from ingest.sharding import Coordinator, help_out
 from ingest.web.address import under_prefix
 from ingest.web.crawl import Site
+
+log = logging.getLogger("citewise.ingest.jobs")
 
 
 class _JobProgress:
@@ -68,6 +71,7 @@ def run_ingest_job(
     # arguments the API queued, and settings (keys and secrets among them) must not travel
     # through Redis. So the job reads them here, once, from the worker's environment.
     settings = Settings()
+    _count_run(job)
     try:
         site = None if web is None else _allowed_site(paths[0], web, settings)
         with open_pipeline(settings) as pipeline:
@@ -105,12 +109,32 @@ def run_ingest_job(
                 f"document (at least {gate.threshold:.0%} needed); {kb!r} is unchanged"
             )
         return report.to_json()
-    except CitewiseError as error:  # safe to show; anything else stays in the worker log
-        job.meta["error"] = {"code": error.code, "message": str(error)}
-        job.save_meta()  # type: ignore[no-untyped-call]
+    except BaseException as error:
+        # Only a job whose worker died is run again (JobQueue's handovers): one that failed
+        # here would fail the same way. RQ reads this off the same Job object as it fails it.
+        job.retries_left = 0
+        if isinstance(error, CitewiseError):  # safe to show; anything else stays in the log
+            job.meta["error"] = {"code": error.code, "message": str(error)}
+            job.save_meta()  # type: ignore[no-untyped-call]
         raise
     finally:
         release_claim(job.connection, claim_key(prefix, kb), job.id)
+
+
+def _count_run(job: Job) -> None:
+    """Count this run in the job's meta (``handovers`` in its progress from the second on).
+    A run after the first is a handover: the worker of the run before died mid-job, and this
+    one starts over from what that one stored (a sharded ingest's board is published anew)."""
+    runs = int(job.meta.get("runs") or 0) + 1
+    job.meta["runs"] = runs
+    job.save_meta()  # type: ignore[no-untyped-call]
+    if runs > 1:
+        log.warning(
+            "ingest job %s: its worker died mid-job; running it again here (run %d), "
+            "from what was stored",
+            job.id,
+            runs,
+        )
 
 
 def _allowed_site(url: str, web: dict[str, Any], settings: Settings) -> Site:

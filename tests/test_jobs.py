@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from rq.job import Job, JobStatus
 
 from api.main import create_app
 from api.routes.health import NO_WORKER
@@ -115,6 +116,7 @@ def test_a_failing_job_says_why_without_internals(
     state = client.get(f"/v1/jobs/{submitted.json()['job_id']}", headers=ADMIN).json()
     assert state["state"] == "failed"
     assert state["error"]["code"] == "invalid_request"
+    assert "handovers" not in state["progress"]  # it failed by itself: never run again
     assert "Traceback" not in json.dumps(state)
     retry = client.post("/v1/kbs/gone/ingest", json={"path": "billing"}, headers=ADMIN)
     assert retry.status_code == 202  # a failed job does not hold the knowledge base
@@ -389,6 +391,25 @@ def test_serve_runs_jobs_itself_restarts_its_worker_and_takes_it_down(
         assert server.process.wait(timeout=120) in (0, -signal.SIGTERM)
         # The server waited for it: gone by the time the server is, not some time later.
         assert not alive(second) and not alive(first)
+
+
+def test_stopping_the_server_fails_its_running_job_rather_than_handing_it_over(
+    serve_env: dict[str, str], root: Path, redis_url: str
+) -> None:
+    shutil.copytree(SAMPLE, root / "everything")  # long enough to be caught running
+    with serving(serve_env) as server:
+        server.wait_for(r"embedded ingest worker started")
+        job = submit(server.url, "everything", "everything")
+        running = eventually(lambda: job_state(server.url, job)["state"] == "started", 120, 0.02)
+        assert running, job_state(server.url, job)
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"the running job is stopped and failed")
+        assert server.process.wait(timeout=120) in (0, -signal.SIGTERM)
+    # A job whose worker died is queued again for another worker (CITEWISE_JOB_HANDOVERS);
+    # one stopped with the server is failed, so it does not hold its knowledge base.
+    with redis.Redis.from_url(redis_url) as connection:
+        stored = Job.fetch(job, connection=connection)
+        assert stored.get_status() == JobStatus.FAILED and stored.retries_left == 0
 
 
 def test_the_embedded_worker_stops_when_the_server_is_killed(serve_env: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,8 +24,8 @@ from typer.testing import CliRunner
 
 from citewise.job_queue import JobQueue
 from citewise.job_shards import ShardBoard
-from citewise.redis_client import connect
-from citewise.search.store import KnowledgeBase
+from citewise.redis_client import RedisHandle, connect
+from citewise.search.store import ChunkStore, KnowledgeBase
 from citewise.settings import Settings
 from citewise.wiring import build_store
 from cli.main import app
@@ -91,6 +92,7 @@ def workers(
         CITEWISE_INGEST_SHARD_FILES=str(SHARD_FILES),
         CITEWISE_INGEST_SHARD_LEASE_S=str(LEASE_S),
         CITEWISE_INGEST_ANSWER_UNITS="true",  # as shipped: each shard warms its answer units
+        CITEWISE_WORKER_CHECK_S="1",  # a dead coordinator's job is noticed within seconds
         NO_PROXY="127.0.0.1",  # the Chroma server; anything else still fails at once
     )
     logs: list[IO[bytes]] = []
@@ -114,13 +116,20 @@ def workers(
         drop_jobs(redis_url, redis_prefix)
 
 
-def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
-    workers: tuple[dict[str, str], list[subprocess.Popen[bytes]]],
-    corpus: Path,
-    home: Path,
-    cache_dir: Path,
-) -> None:
-    env, processes = workers
+@dataclass
+class Run:
+    """A job submitted to the two workers, once one of them (its coordinator) took it."""
+
+    settings: Settings
+    handle: RedisHandle
+    jobs: JobQueue
+    job_id: str
+    board: ShardBoard
+    coordinator: str  # the RQ worker's name
+    pids: dict[str, int]  # worker name -> process id
+
+
+def submit(env: dict[str, str], cache_dir: Path, kb: str, corpus: Path) -> Run:
     settings = Settings(
         home=Path(env["CITEWISE_HOME"]),
         cache_dir=cache_dir,
@@ -133,11 +142,54 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
     jobs = JobQueue(handle, settings.ingest)
     registered = eventually(lambda: len(Worker.all(queue=jobs.queue)) == 2, timeout=120)
     assert registered, "the two workers did not register"
-
-    job_id = jobs.submit("sharded", [str(corpus)]).job_id
+    job_id = jobs.submit(kb, [str(corpus)]).job_id
     board = ShardBoard(handle.sync, handle.prefix, job_id)
     coordinator = eventually(lambda: Job.fetch(job_id, connection=handle.sync).worker_name, 120)
-    pids = {w.name: w.pid for w in Worker.all(queue=jobs.queue)}
+    pids = {w.name: w.pid for w in Worker.all(queue=jobs.queue) if w.pid is not None}
+    return Run(settings, handle, jobs, job_id, board, coordinator, pids)
+
+
+def kill_machine(processes: list[subprocess.Popen[bytes]], pid: int) -> None:
+    """A machine dies: the worker, its work horse and parse workers at once."""
+    process = next(p for p in processes if p.pid == pid)
+    doomed = [process.pid] + [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+    for each in doomed:
+        os.kill(each, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def assert_as_one_worker_left_it(
+    run: Run, store: ChunkStore, kb: str, home: Path, cache_dir: Path
+) -> None:
+    """The same end state as one process ingesting the same files without a queue (the
+    session's sample home), and the BM25 index published over everything once."""
+    single = Settings(home=home, cache_dir=cache_dir)
+    reference = build_store(single)
+    stored = chunks(store.knowledge_base(kb))
+    assert stored == chunks(reference.knowledge_base("default")) and len(stored) > 40
+    reference.close()
+    rows = manifest_rows(run.settings, kb)
+    assert rows == manifest_rows(single, "default") and len(rows["files"]) == 12
+    # The file that failed has no row, as after a single worker's ingest, and its failure.
+    with sqlite3.connect(run.settings.manifest_path) as db:
+        files = db.execute("SELECT source FROM files WHERE kb = ?", (kb,)).fetchall()
+        failed = db.execute("SELECT source FROM failures WHERE kb = ?", (kb,)).fetchall()
+    assert len(files) == 12 and failed == [(BROKEN,)]
+    generation = store.recorded_generation(kb)
+    assert generation is not None
+    lexical = run.settings.lexical_path / kb / "CURRENT"
+    assert lexical.read_text(encoding="utf-8").strip() == generation
+
+
+def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
+    workers: tuple[dict[str, str], list[subprocess.Popen[bytes]]],
+    corpus: Path,
+    home: Path,
+    cache_dir: Path,
+) -> None:
+    env, processes = workers
+    run = submit(env, cache_dir, "sharded", corpus)
+    jobs, job_id, board, coordinator = run.jobs, run.job_id, run.board, run.coordinator
 
     def helper_mid_shard() -> str | None:
         """The helper's worker, once it has parsed a file of a shard it holds and another
@@ -153,13 +205,9 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
 
     victim = eventually(helper_mid_shard, timeout=300, every=0.02)
     assert victim, f"no helper was seen mid-shard: {board.progress()}"
-    process = next(p for p in processes if p.pid == pids[victim])
-    doomed = [process.pid] + [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
-    for pid in doomed:  # the machine dies: worker, work horse, parse workers
-        os.kill(pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    kill_machine(processes, run.pids[victim])
 
-    store = build_store(settings)
+    store = build_store(run.settings)
     try:
         # Chunks are in the store, but no BM25 index or corpus version is published yet.
         assert store.knowledge_base("sharded").count() > 0
@@ -181,28 +229,44 @@ def test_two_workers_share_an_ingest_and_a_killed_ones_shard_is_handed_on(
         assert shown.exit_code == 0, shown.output
         assert json.loads(shown.stdout)["progress"] == final.progress
 
-        # The same end state as one process ingesting the same files without a queue.
-        single = Settings(home=home, cache_dir=cache_dir)
-        reference = build_store(single)
-        sharded = chunks(store.knowledge_base("sharded"))
-        assert sharded == chunks(reference.knowledge_base("default")) and len(sharded) > 40
-        reference.close()
-        rows = manifest_rows(settings, "sharded")
-        assert rows == manifest_rows(single, "default") and len(rows["files"]) == 12
-        # The file that failed has no row, as after a single worker's ingest, and its failure.
-        with sqlite3.connect(settings.manifest_path) as db:
-            files = db.execute("SELECT source FROM files WHERE kb = 'sharded'").fetchall()
-            failed = db.execute("SELECT source FROM failures WHERE kb = 'sharded'").fetchall()
-        assert len(files) == 12 and failed == [(BROKEN,)]
-        # The BM25 index was published once, over everything, and recorded for replicas.
-        generation = store.recorded_generation("sharded")
-        assert generation is not None
-        lexical = settings.lexical_path / "sharded" / "CURRENT"
-        assert lexical.read_text(encoding="utf-8").strip() == generation
+        assert_as_one_worker_left_it(run, store, "sharded", home, cache_dir)
     finally:
         store.close()
-        handle.close()
+        run.handle.close()
     assert processes[0].poll() is None or processes[1].poll() is None  # the other one lives
+
+
+def test_a_killed_coordinators_job_is_run_again_by_the_other_worker_to_the_same_end(
+    workers: tuple[dict[str, str], list[subprocess.Popen[bytes]]],
+    home: Path,
+    cache_dir: Path,
+    corpus: Path,
+) -> None:
+    run = submit(workers[0], cache_dir, "handed", corpus)
+    processes = workers[1]
+    # Some shards stored, others not: the coordinator's machine dies, so nothing of it reports.
+    midway = eventually(lambda: 1 <= run.board.progress()["shards_done"] < 7, 300, every=0.02)
+    assert midway, run.board.progress()
+    kill_machine(processes, run.pids[run.coordinator])
+
+    store = build_store(run.settings)
+    try:
+        # RQ notices the dead worker's job once its heartbeat has expired (about 90 s) and
+        # queues it again; the other worker runs it from what was stored.
+        ended = eventually(
+            lambda: run.jobs.get(run.job_id).state in ("finished", "failed"), 400, 0.5
+        )
+        final = run.jobs.get(run.job_id)
+        assert ended and final.state == "finished", final
+        assert final.progress["handovers"] == 1
+        assert final.progress["shards_done"] == final.progress["shards_total"]
+        assert final.report is not None
+        assert [f["path"] for f in final.report["failures"]] == [BROKEN]
+        assert Job.fetch(run.job_id, connection=run.handle.sync).worker_name != run.coordinator
+        assert_as_one_worker_left_it(run, store, "handed", home, cache_dir)
+    finally:
+        store.close()
+        run.handle.close()
 
 
 def todo(name: str, size: int) -> Todo:
