@@ -61,6 +61,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] or not held then return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -119,6 +124,7 @@ class JobQueue:
         self._prefix = handle.prefix
         self._timeout_s = settings.job_timeout_s
         self._keep_s = settings.job_result_ttl_s
+        self._claim_s = claim_ttl(settings)
         # RQ runs a job again when its worker died mid-job (noticed by another worker's
         # registry maintenance); the job itself makes sure it is never run again after it
         # failed by itself (ingest.jobs). Helper jobs need none: their shards' leases hand on.
@@ -168,7 +174,7 @@ class JobQueue:
             raise
         # The job may already have run and ended (its release found the pending claim, not
         # its id): the claim then names an ended job, which is not live.
-        self._redis.eval(_CONFIRM, 1, key, pending, job_id, self._timeout_s + 600)
+        self._redis.eval(_CONFIRM, 1, key, pending, job_id, self._claim_s)
         return view(job)
 
     def check_free(self, kb: str) -> None:
@@ -235,6 +241,19 @@ def queue_helper(
         failure_ttl=settings.job_result_ttl_s,
         description=f"help ingest {job_id} into {kb}",
     )
+
+
+def claim_ttl(settings: IngestSettings) -> int:
+    """How long a job's claim on its knowledge base lasts: as long as the job may run, and
+    ten minutes for it to wait on the queue."""
+    return settings.job_timeout_s + 600
+
+
+def renew_claim(connection: redis.Redis, key: str, job_id: str, ttl: int) -> bool:
+    """Hold the claim ``key`` for ``job_id`` for ``ttl`` seconds from now, unless another job
+    holds it; whether it is held. A job renews it as each run starts: a run after its worker
+    died may start long after the claim made at submission would expire."""
+    return bool(connection.eval(_RENEW, 1, key, job_id, ttl))
 
 
 def release_claim(connection: redis.Redis, key: str, value: str) -> None:

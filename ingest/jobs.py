@@ -19,7 +19,14 @@ from rq import get_current_job
 from rq.job import Job
 
 from citewise.errors import CitewiseError, InvalidRequest, QualityGateFailed
-from citewise.job_queue import PROGRESS_EVERY_S, claim_key, queue_helper, release_claim
+from citewise.job_queue import (
+    PROGRESS_EVERY_S,
+    claim_key,
+    claim_ttl,
+    queue_helper,
+    release_claim,
+    renew_claim,
+)
 from citewise.job_shards import ShardBoard
 from citewise.settings import Settings
 from ingest.gate import gated_ingest, load_golden
@@ -72,6 +79,8 @@ def run_ingest_job(
     # through Redis. So the job reads them here, once, from the worker's environment.
     settings = Settings()
     _count_run(job)
+    if not renew_claim(job.connection, claim_key(prefix, kb), job.id, claim_ttl(settings.ingest)):
+        log.warning("ingest job %s: another job holds knowledge base %r", job.id, kb)
     try:
         site = None if web is None else _allowed_site(paths[0], web, settings)
         with open_pipeline(settings) as pipeline:

@@ -22,6 +22,7 @@ from rq.job import Job, JobStatus
 
 from api.main import create_app
 from api.routes.health import NO_WORKER
+from citewise.job_queue import claim_key, renew_claim
 from citewise.settings import Settings
 from tests.cli import alive, citewise_env, command, eventually, serving, watching
 from tests.conftest import SAMPLE
@@ -439,3 +440,20 @@ def test_with_external_workers_serve_leaves_jobs_queued_and_says_so(
         server.process.wait(timeout=120)
     assert not [m for m in server.messages if "embedded ingest worker" in m]
     assert any("left to `citewise worker` processes" in m for m in server.messages)
+
+
+def test_a_run_renews_its_claim_but_never_takes_another_jobs(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A job run again after its worker died may start after the claim made at submission
+    expired: each run renews it, unless another job holds the knowledge base by then."""
+    with redis.Redis.from_url(redis_url) as connection:
+        key = claim_key(redis_prefix, "handbook")
+        connection.set(key, "job-a", ex=5)
+        assert renew_claim(connection, key, "job-a", 600)
+        assert 590 < connection.ttl(key) <= 600
+        connection.delete(key)  # expired meanwhile: the job's late run holds it again
+        assert renew_claim(connection, key, "job-a", 600) and connection.get(key) == b"job-a"
+        connection.set(key, "job-b", ex=5)
+        assert not renew_claim(connection, key, "job-a", 600)
+        assert connection.get(key) == b"job-b" and connection.ttl(key) <= 5
