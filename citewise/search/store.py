@@ -520,40 +520,10 @@ class KnowledgeBase:
         self.delete(ids)
         return len(ids)
 
-    def _read(
-        self, ids: Sequence[str], include: list[Any]
-    ) -> dict[str, tuple[str, dict[str, Any]]]:
-        """id -> (text, metadata) of these chunks, a page at a time (bounded responses); a
-        chunk deleted meanwhile is left out."""
-        everything: dict[str, tuple[str, dict[str, Any]]] = {}
-        for page in _batches(list(ids), _PAGE):
-            try:
-                with self._reach.guard():
-                    found = self._collection.get(ids=page, include=include)
-            except NotFoundError as exc:
-                raise StaleKnowledgeBase(self.kb) from exc
-            except ChromaError:  # an id beyond this process's view of the store: see fetch
-                for chunk_id in page:
-                    everything.update(self._read_one(chunk_id, include))
-                continue
-            everything.update(self._rows(found))
-        return everything
-
-    def _read_one(self, chunk_id: str, include: list[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-        try:
-            with self._reach.guard():
-                found = self._collection.get(ids=[chunk_id], include=include)
-        except NotFoundError as exc:
-            raise StaleKnowledgeBase(self.kb) from exc
-        except ChromaError:
-            self.view_is_stale = True
-            return {}
-        return self._rows(found)
-
     @staticmethod
     def _rows(found: Any) -> dict[str, tuple[str, dict[str, Any]]]:
-        documents = found["documents"] or [""] * len(found["ids"])
-        metadatas = found["metadatas"] or [{}] * len(found["ids"])
+        documents = found.get("documents") or [""] * len(found["ids"])
+        metadatas = found.get("metadatas") or [{}] * len(found["ids"])
         return {
             i: (d or "", dict(m or {}))
             for i, d, m in zip(found["ids"], documents, metadatas, strict=True)
@@ -574,8 +544,13 @@ class KnowledgeBase:
             offset += len(found["ids"])
 
     def texts_of(self, ids: Sequence[str]) -> dict[str, str]:
-        """id -> text of these chunks (those still stored)."""
-        return {i: text for i, (text, _) in self._read(ids, ["documents"]).items()}
+        """id -> text of these chunks, a page at a time (bounded responses); ids the store
+        cannot return are left out, as by ``fetch``."""
+        texts: dict[str, str] = {}
+        for page in _batches(list(ids), _PAGE):
+            found = self._get_by_id(page, ["documents"])
+            texts.update((i, text) for i, (text, _) in self._rows(found).items())
+        return texts
 
     def snapshot(self) -> dict[str, str]:
         """id -> chunk hash of everything stored: what tests compare after a crash."""
@@ -601,35 +576,34 @@ class KnowledgeBase:
         left out (logged and counted: ``citewise_store_missing_chunks_total``)."""
         if not ids:
             return {}
+        return self._passages(self._get_by_id(ids, ["documents", "metadatas", "embeddings"]))
+
+    def _get_by_id(self, ids: Sequence[str], include: list[Any]) -> Any:
+        """Chroma's ``get`` of these ids (the fields ``include`` names); see ``fetch``."""
         try:
             with self._reach.guard():
-                found = self._collection.get(
-                    ids=list(ids), include=["documents", "metadatas", "embeddings"]
-                )
+                return self._collection.get(ids=list(ids), include=include)
         except NotFoundError as exc:
             raise StaleKnowledgeBase(self.kb) from exc
         except ChromaError:  # "Error finding id": one id of the batch is beyond this view
-            return self._fetch_one_by_one(ids)
-        return self._passages(found)
+            return self._get_one_by_one(ids, include)
 
-    def _fetch_one_by_one(
-        self, ids: Sequence[str]
-    ) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
+    def _get_one_by_one(self, ids: Sequence[str], include: list[Any]) -> dict[str, list[Any]]:
         self.view_is_stale = True
-        fetched: dict[str, tuple[str, dict[str, Any], np.ndarray]] = {}
+        merged: dict[str, list[Any]] = {"ids": [], **{field: [] for field in include}}
         missing: list[str] = []
         for chunk_id in ids:
             try:
                 with self._reach.guard():
-                    found = self._collection.get(
-                        ids=[chunk_id], include=["documents", "metadatas", "embeddings"]
-                    )
+                    found = self._collection.get(ids=[chunk_id], include=include)
             except NotFoundError as exc:
                 raise StaleKnowledgeBase(self.kb) from exc
             except ChromaError:
                 missing.append(chunk_id)
                 continue
-            fetched.update(self._passages(found))
+            merged["ids"] += found["ids"]
+            for field in include:
+                merged[field] += list(found[field])  # type: ignore[literal-required]
         if missing:
             metrics.STORE_MISSING_CHUNKS.labels(self.kb).inc(len(missing))
             log.warning(
@@ -639,7 +613,7 @@ class KnowledgeBase:
                 len(missing),
                 ", ".join(missing[:5]),
             )
-        return fetched
+        return merged
 
     @staticmethod
     def _passages(found: Any) -> dict[str, tuple[str, dict[str, Any], np.ndarray]]:
