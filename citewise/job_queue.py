@@ -63,7 +63,9 @@ return 0
 """
 _RENEW = """
 local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] or not held then return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+if held == ARGV[1] or held == ARGV[3] or not held then
+  return redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
 return 0
 """
 _RELEASE = """
@@ -252,8 +254,9 @@ def claim_ttl(settings: IngestSettings) -> int:
 def renew_claim(connection: redis.Redis, key: str, job_id: str, ttl: int) -> bool:
     """Hold the claim ``key`` for ``job_id`` for ``ttl`` seconds from now, unless another job
     holds it; whether it is held. A job renews it as each run starts: a run after its worker
-    died may start long after the claim made at submission would expire."""
-    return bool(connection.eval(_RENEW, 1, key, job_id, ttl))
+    died may start long after the claim made at submission would expire. A first run may
+    start before its submitter turned the pending claim into the job's id: it is the job's."""
+    return bool(connection.eval(_RENEW, 1, key, job_id, ttl, PENDING + job_id))
 
 
 def release_claim(connection: redis.Redis, key: str, value: str) -> None:

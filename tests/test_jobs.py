@@ -454,6 +454,8 @@ def test_a_run_renews_its_claim_but_never_takes_another_jobs(
         assert 590 < connection.ttl(key) <= 600
         connection.delete(key)  # expired meanwhile: the job's late run holds it again
         assert renew_claim(connection, key, "job-a", 600) and connection.get(key) == b"job-a"
+        connection.set(key, "pending:job-a", ex=5)  # queued and taken before it was confirmed
+        assert renew_claim(connection, key, "job-a", 600) and connection.get(key) == b"job-a"
         connection.set(key, "job-b", ex=5)
         assert not renew_claim(connection, key, "job-a", 600)
         assert connection.get(key) == b"job-b" and connection.ttl(key) <= 5
