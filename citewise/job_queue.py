@@ -210,7 +210,8 @@ class JobQueue:
     def health(self) -> QueueHealth:
         """Waiting jobs and live workers. RQ keeps each worker's registration under a key its
         heartbeat renews: one that stopped is unregistered, one that was killed expires after
-        its TTL without heartbeats (CITEWISE_WORKER_CHECK_S + 15 s idle, 90 s busy)."""
+        its TTL without heartbeats (CITEWISE_WORKER_CHECK_S + 15 s idle; busy, its job's
+        heartbeat's: 90 s at the default, cli/rq_worker.py)."""
         return QueueHealth(self.depth(), len(Worker.all(queue=self.queue)))
 
     def _claim(self, kb: str, value: str, *, ttl: int) -> None:

@@ -404,8 +404,9 @@ class IngestSettings(SettingsGroup):
         ge=1,
         le=600,
         description="How often an idle `citewise worker` looks for jobs whose worker died, "
-        "to run them again; such a job is noticed about 90 s after its worker's last sign "
-        "of life, plus up to twice this.",
+        "to run them again. A busy worker's heartbeat follows it too (every this, 5 to 30 s, "
+        "each lasting twice this more, 15 to 60 s): a dead worker's job is noticed about 90 s "
+        "after its last heartbeat at the default, 20 s at 1, plus up to this.",
     )
     shard_files: int = env(
         "INGEST_SHARD_FILES",

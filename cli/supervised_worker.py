@@ -29,9 +29,11 @@ import time
 from types import FrameType
 from typing import Any
 
-from rq import Queue, Worker
+from rq import Queue
 from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
+
+from cli.rq_worker import CitewiseWorker
 
 log = logging.getLogger("citewise.worker")
 
@@ -49,7 +51,7 @@ def die_with_parent(sig: signal.Signals) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-class SupervisedWorker(Worker):
+class SupervisedWorker(CitewiseWorker):
     """An RQ worker that stops at once on SIGTERM and whose work horse dies with it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

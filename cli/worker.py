@@ -16,8 +16,10 @@ def worker_options(settings: IngestSettings) -> dict[str, Any]:
     ``worker_ttl`` - 15 s at a time, so both follow CITEWISE_WORKER_CHECK_S (RQ's defaults,
     10 minutes and 405 s, would leave such a job waiting up to a quarter of an hour); a killed
     worker's registration then also expires 15 s after its next wait would have ended."""
+    from cli.rq_worker import heartbeat_options
+
     every = settings.worker_check_s
-    return {"maintenance_interval": every, "worker_ttl": every + 15}
+    return {"maintenance_interval": every, "worker_ttl": every + 15, **heartbeat_options(every)}
 
 
 def worker(
@@ -37,8 +39,6 @@ def worker(
 
     `citewise serve` runs one itself unless CITEWISE_WORKERS=external; run this beside it then,
     or beside API processes started with uvicorn."""
-    from rq import Worker
-
     from citewise.errors import QueueUnavailable
     from citewise.job_queue import JobQueue
     from citewise.redis_client import connect
@@ -51,7 +51,9 @@ def worker(
         queue = JobQueue(redis, settings.ingest).queue
         options = worker_options(settings.ingest)
         if supervised_by is None:
-            Worker([queue], connection=redis.sync, **options).work(
+            from cli.rq_worker import CitewiseWorker
+
+            CitewiseWorker([queue], connection=redis.sync, **options).work(
                 burst=burst, logging_level="INFO"
             )
         else:

@@ -24,6 +24,8 @@ from api.main import create_app
 from api.routes.health import NO_WORKER
 from citewise.job_queue import claim_key, renew_claim
 from citewise.settings import Settings
+from cli.rq_worker import CitewiseWorker
+from cli.worker import worker_options
 from tests.cli import alive, citewise_env, command, eventually, serving, watching
 from tests.conftest import SAMPLE
 from tests.redis_helpers import drop_jobs
@@ -459,3 +461,19 @@ def test_a_run_renews_its_claim_but_never_takes_another_jobs(
         connection.set(key, "job-b", ex=5)
         assert not renew_claim(connection, key, "job-a", 600)
         assert connection.get(key) == b"job-b" and connection.ttl(key) <= 5
+
+
+@pytest.mark.parametrize(("check_s", "beat", "lasts"), [(60, 30, 90), (1, 5, 20), (600, 30, 90)])
+def test_a_busy_workers_heartbeat_follows_the_check_interval(
+    check_s: int, beat: int, lasts: int
+) -> None:
+    """At the default, RQ's own heartbeat (a beat every 30 s, good for 60 s more); checking
+    every second, a dead worker's job is free for another after 20 s rather than RQ's 90."""
+    connection = redis.Redis()  # never reached: nothing here talks to Redis
+    options = worker_options(Settings(worker_check_s=check_s).ingest)
+    worker = CitewiseWorker(["citewise-test"], connection=connection, **options)
+    job = Job.create(func=print, connection=connection, timeout=-1)  # no time limit
+    assert worker.job_monitoring_interval == beat
+    assert worker.get_heartbeat_ttl(job) == lasts
+    job.timeout = 12  # as RQ: no beat is due after the job's own timeout
+    assert worker.get_heartbeat_ttl(job, working_time=10) == 2 + lasts - beat

@@ -251,7 +251,7 @@ def test_a_killed_coordinators_job_is_run_again_by_the_other_worker_to_the_same_
 
     store = build_store(run.settings)
     try:
-        # RQ notices the dead worker's job once its heartbeat has expired (about 90 s) and
+        # RQ notices the dead worker's job once its heartbeat has expired (20 s here) and
         # queues it again; the other worker runs it from what was stored.
         ended = eventually(
             lambda: run.jobs.get(run.job_id).state in ("finished", "failed"), 400, 0.5
