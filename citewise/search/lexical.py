@@ -31,7 +31,8 @@ import numpy as np
 import Stemmer
 from filelock import FileLock
 
-from citewise import stored_chunk
+from citewise import freed_memory, stored_chunk
+from citewise.search.metadata_table import MetadataTable, PackedStrings
 
 
 def _import_bm25s_without_numba() -> ModuleType:
@@ -98,8 +99,8 @@ class LexicalIndex:
     def __init__(
         self,
         generation: str,
-        ids: list[str],
-        metadatas: list[dict[str, Any]],
+        ids: Sequence[str],
+        metadatas: MetadataTable,
         bm25: bm25s.BM25 | None,
     ) -> None:
         self.generation = generation
@@ -114,10 +115,12 @@ class LexicalIndex:
     def places(self) -> dict[tuple[str, int], int]:
         """(source, chunk_index) -> position of that chunk, built on first use."""
         if self._places is None:
+            sources = self.metadatas.column(stored_chunk.SOURCE)
+            indexes = self.metadatas.column(stored_chunk.CHUNK_INDEX)
             self._places = {
-                (str(m.get(stored_chunk.SOURCE, "")), int(m[stored_chunk.CHUNK_INDEX])): position
-                for position, m in enumerate(self.metadatas)
-                if isinstance(m.get(stored_chunk.CHUNK_INDEX), int)
+                (str(source or ""), at): position
+                for position, (source, at) in enumerate(zip(sources, indexes, strict=True))
+                if isinstance(at, int) and not isinstance(at, bool)
             }
         return self._places
 
@@ -136,6 +139,9 @@ class LexicalIndex:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [LexicalHit(int(p), float(scores[p])) for p in top if scores[p] > 0]
+
+
+_EMPTY = LexicalIndex("", [], MetadataTable(), None)
 
 
 def generation_of(ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
@@ -187,7 +193,11 @@ class LexicalStore:
             if cached is not None and cached.generation == generation:
                 return cached
         try:
-            index = self._read(kb, generation) if generation else LexicalIndex("", [], [], None)
+            index = (
+                self._read(kb, generation)
+                if generation
+                else LexicalIndex("", [], MetadataTable(), None)
+            )
         except FileNotFoundError:
             if self.current_generation(kb) == generation:
                 raise  # not a race: the published index itself is incomplete
@@ -199,8 +209,22 @@ class LexicalStore:
     def _read(self, kb: str, generation: str) -> LexicalIndex:
         folder = self._folder(kb) / generation
         table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
-        bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False) if table["ids"] else None
-        return LexicalIndex(generation, table["ids"], table["metadatas"], bm25)
+        ids: Sequence[str] = table["ids"]
+        if PackedStrings.fits(ids):
+            ids = PackedStrings(ids)
+        if MetadataTable.saved_in(folder):
+            metadatas = MetadataTable.load(folder)
+        else:  # published before the metadata was stored by column: a dict per chunk
+            metadatas = MetadataTable(table["metadatas"])
+        del table
+        # Mapped, not read: a query reads the postings of its own terms, so the pages of terms
+        # nobody asks about are never loaded (and a replaced index's files stay readable
+        # until the index is dropped, though its folder is removed).
+        bm25 = (
+            bm25s.BM25.load(str(folder / "bm25"), mmap=True, show_progress=False) if ids else None
+        )
+        freed_memory.release()
+        return LexicalIndex(generation, ids, metadatas, bm25)
 
     def rebuild(
         self,
@@ -255,8 +279,8 @@ class LexicalStore:
         staging = folder / f".{generation}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        table = {"ids": list(ids), "metadatas": [dict(m) for m in metadatas]}
-        (staging / "chunks.json").write_text(json.dumps(table), encoding="utf-8")
+        (staging / "chunks.json").write_text(json.dumps({"ids": list(ids)}), encoding="utf-8")
+        MetadataTable(metadatas).save(staging)
         if ids:
             bm25 = bm25s.BM25(k1=self.k1, b=self.b)
             bm25.index(tokens, show_progress=False)

@@ -27,6 +27,7 @@ from citewise.errors import InvalidRequest
 from citewise.knowledge_base import validate_kb
 from citewise.search.lexical import LexicalIndex, LexicalStore
 from citewise.search.lexical_sync import LexicalSync
+from citewise.search.metadata_table import MetadataTable
 from citewise.search.store import ChunkStore, Hit, KnowledgeBase, StaleKnowledgeBase
 from citewise.settings import RetrievalSettings
 
@@ -73,12 +74,15 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.equals) or self.source_prefix is not None
 
-    def matches(self, metadata: Mapping[str, Any]) -> bool:
-        if self.source_prefix and not str(metadata.get(stored_chunk.SOURCE, "")).startswith(
-            self.source_prefix
-        ):
-            return False
-        return all(metadata.get(k) == v for k, v in self.equals.items())
+    def mask(self, table: MetadataTable) -> np.ndarray:
+        """Which of ``table``'s chunks pass: each key's distinct values are compared once."""
+        passing = np.ones(len(table), dtype=bool)
+        prefix = self.source_prefix
+        if prefix:
+            passing &= table.where(stored_chunk.SOURCE, lambda s: str(s).startswith(prefix))
+        for key, wanted in self.equals.items():
+            passing &= table.where(key, lambda value, wanted=wanted: value == wanted)
+        return passing
 
 
 @dataclass(frozen=True)
@@ -356,13 +360,9 @@ def _chroma_where(filters: Filters, index: LexicalIndex) -> Any:
     clauses: list[dict[str, Any]] = [{k: v} for k, v in filters.equals.items()]
     if filters.source_prefix:
         # Chroma has no prefix operator on metadata; resolve the prefix to the sources it names.
-        sources = sorted(
-            {
-                str(m.get(stored_chunk.SOURCE))
-                for m in index.metadatas
-                if str(m.get(stored_chunk.SOURCE, "")).startswith(filters.source_prefix)
-            }
-        )
+        prefix = filters.source_prefix
+        named = index.metadatas.distinct(stored_chunk.SOURCE)
+        sources = sorted({str(s) for s in named if str(s).startswith(prefix)})
         if not sources:
             return _NOTHING
         clauses.append({stored_chunk.SOURCE: {"$in": sources}})
@@ -374,11 +374,11 @@ def _chroma_where(filters: Filters, index: LexicalIndex) -> Any:
 def _mask(filters: Filters, index: LexicalIndex) -> np.ndarray | None:
     if not filters:
         return None
-    return np.fromiter((filters.matches(m) for m in index.metadatas), dtype=bool, count=len(index))
+    return filters.mask(index.metadatas)
 
 
 def _check_filter_keys(filters: Filters, index: LexicalIndex) -> None:
-    known = {key for metadata in index.metadatas[:2000] for key in metadata}
+    known = index.metadatas.keys()
     known.update((stored_chunk.SOURCE, stored_chunk.TITLE, stored_chunk.HEADING, stored_chunk.PAGE))
     unknown = sorted(set(filters.equals) - known)
     if unknown:
