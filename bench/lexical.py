@@ -3,7 +3,8 @@
 Chunks are SciFact abstracts cut into ~60-word passages and repeated with a varying suffix up
 to 100,000 (real vocabulary, real lengths). Measured: a cold build (nothing tokenised yet), a
 warm rebuild after 1% of chunks changed (tokens of the rest come from the cache), the load
-time of the published index, and one query. No embedding model or Chroma is involved: the
+time of the published index, its first query (which reads the postings it needs from disk:
+they are memory-mapped) and the median of twenty more. No embedding model or Chroma is involved: the
 ingest reads ids, texts and metadata from Chroma and hands them to the same ``rebuild``.
 
 Run:  .venv/bin/python bench/lexical.py     Writes bench/results/lexical.json.
@@ -20,6 +21,7 @@ if __package__ in (None, ""):
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -29,6 +31,30 @@ from citewise.search.lexical import LexicalStore, texts_in_hand
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CORPUS = HERE.parent.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+# Claims of the kind SciFact's are, written for this benchmark: the first is timed alone.
+QUERIES = [
+    "vitamin D deficiency increases the risk of fractures",
+    "statins lower the rate of heart attacks in older adults",
+    "regular exercise reduces symptoms of depression",
+    "smoking during pregnancy lowers birth weight",
+    "antibiotic resistance spreads between bacteria through plasmids",
+    "sleep loss impairs memory consolidation",
+    "high salt intake raises blood pressure",
+    "obesity is associated with insulin resistance",
+    "aspirin prevents colorectal cancer",
+    "gut bacteria influence the immune response",
+    "air pollution increases asthma attacks in children",
+    "breastfeeding protects infants against infections",
+    "coffee consumption is linked to lower liver disease",
+    "mutations in BRCA1 raise the risk of breast cancer",
+    "malaria parasites develop resistance to artemisinin",
+    "telomere length shortens with age",
+    "insulin therapy improves glucose control in type 2 diabetes",
+    "chronic stress suppresses the immune system",
+    "vaccination reduces the spread of measles",
+    "dietary fibre lowers cholesterol levels",
+    "alcohol use damages the liver over time",
+]
 
 
 def passages(corpus: Path, count: int) -> list[str]:
@@ -83,13 +109,19 @@ def timings(ids: list[str], texts: list[str], metadatas: list[dict[str, Any]]) -
         index = LexicalStore(work).load("bench")
         load = time.perf_counter() - started
         started = time.perf_counter()
-        index.search("vitamin D deficiency increases the risk of fractures", 50)
-        query = time.perf_counter() - started
+        index.search(QUERIES[0], 50)
+        first = time.perf_counter() - started
+        warm_queries = []
+        for text in QUERIES[1:]:
+            started = time.perf_counter()
+            index.search(text, 50)
+            warm_queries.append(time.perf_counter() - started)
         return {
             "cold_build_seconds": round(cold, 2),
             "rebuild_after_1pct_change_seconds": round(warm, 2),
             "load_seconds": round(load, 2),
-            "query_ms": round(query * 1000, 1),
+            "first_query_ms": round(first * 1000, 1),
+            "query_ms": round(statistics.median(warm_queries) * 1000, 2),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

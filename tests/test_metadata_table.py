@@ -87,7 +87,7 @@ def test_packed_strings_read_back_as_given() -> None:
     assert not PackedStrings.fits(["ends with a NUL\0"]) and not PackedStrings.fits(["a", 1])
 
 
-def test_an_index_published_before_metadata_was_kept_by_column_still_loads(
+def test_indexes_stay_readable_across_the_change_to_metadata_by_column(
     tmp_path: Path,
 ) -> None:
     ids = [f"{n:032x}" for n in range(len(ROWS))]
@@ -97,11 +97,14 @@ def test_an_index_published_before_metadata_was_kept_by_column_still_loads(
     assert store.rebuild("kb", ids, ROWS, texts_in_hand(ids, texts))
     current = LexicalStore(tmp_path).load("kb")
     assert list(current.ids) == ids and list(current.metadatas) == ROWS
-    # Rewrite it as earlier releases published it: one JSON table of ids and metadata dicts.
+    # Earlier releases read one JSON table of ids and metadata dicts: it is still written, so
+    # their processes keep serving indexes this one publishes during a rolling upgrade.
     folder = tmp_path / "kb" / current.generation
-    (folder / "metadata.json").unlink()
-    (folder / "metadata.npy").unlink()
-    (folder / "chunks.json").write_text(json.dumps({"ids": ids, "metadatas": ROWS}))
+    table = json.loads((folder / "chunks.json").read_text())
+    assert table == {"ids": ids, "metadatas": ROWS}
+    # And an index they published (that table alone) loads here.
+    for name in ("ids.json", "metadata.json", "metadata.npy"):
+        (folder / name).unlink()
     older = LexicalStore(tmp_path).load("kb")
     assert list(older.ids) == ids and list(older.metadatas) == ROWS
     assert [h.position for h in older.search("refunds of dates", 1)] == [3]

@@ -57,6 +57,8 @@ else:
     bm25s = _import_bm25s_without_numba()
 
 _POINTER = "CURRENT"
+_IDS = "ids.json"  # the chunk ids, in index order
+_TABLE = "chunks.json"  # ids and a metadata dict per chunk: the format of earlier releases
 _STEMMER = Stemmer.Stemmer("english")
 
 
@@ -141,9 +143,6 @@ class LexicalIndex:
         return [LexicalHit(int(p), float(scores[p])) for p in top if scores[p] > 0]
 
 
-_EMPTY = LexicalIndex("", [], MetadataTable(), None)
-
-
 def generation_of(ids: Sequence[str], metadatas: Sequence[Mapping[str, Any]]) -> str:
     """A fingerprint of the chunks an index covers: their ids (which encode their text) and
     their metadata, so an edit that only moves a passage (new offsets, a new anchor) is a new
@@ -208,18 +207,18 @@ class LexicalStore:
 
     def _read(self, kb: str, generation: str) -> LexicalIndex:
         folder = self._folder(kb) / generation
-        table = json.loads((folder / "chunks.json").read_text(encoding="utf-8"))
-        ids: Sequence[str] = table["ids"]
+        ids: Sequence[str]
+        if MetadataTable.saved_in(folder):
+            ids = json.loads((folder / _IDS).read_text(encoding="utf-8"))
+            metadatas = MetadataTable.load(folder)
+        else:  # published before the metadata was kept by column: a dict per chunk
+            table = json.loads((folder / _TABLE).read_text(encoding="utf-8"))
+            ids, metadatas = table["ids"], MetadataTable(table["metadatas"])
+            del table
         if PackedStrings.fits(ids):
             ids = PackedStrings(ids)
-        if MetadataTable.saved_in(folder):
-            metadatas = MetadataTable.load(folder)
-        else:  # published before the metadata was stored by column: a dict per chunk
-            metadatas = MetadataTable(table["metadatas"])
-        del table
-        # Mapped, not read: a query reads the postings of its own terms, so the pages of terms
-        # nobody asks about are never loaded (and a replaced index's files stay readable
-        # until the index is dropped, though its folder is removed).
+        # Mapped, not read: the pages belong to the page cache, which the API processes of a
+        # machine share, and a replaced index's files stay readable after its folder is gone.
         bm25 = (
             bm25s.BM25.load(str(folder / "bm25"), mmap=True, show_progress=False) if ids else None
         )
@@ -279,8 +278,12 @@ class LexicalStore:
         staging = folder / f".{generation}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        (staging / "chunks.json").write_text(json.dumps({"ids": list(ids)}), encoding="utf-8")
+        (staging / _IDS).write_text(json.dumps(list(ids)), encoding="utf-8")
         MetadataTable(metadatas).save(staging)
+        # Also the table earlier releases read, so their processes keep serving through a
+        # rolling upgrade (this one reads it only where the files above are missing).
+        table = {"ids": list(ids), "metadatas": [dict(m) for m in metadatas]}
+        (staging / _TABLE).write_text(json.dumps(table), encoding="utf-8")
         if ids:
             bm25 = bm25s.BM25(k1=self.k1, b=self.b)
             bm25.index(tokens, show_progress=False)
