@@ -70,22 +70,31 @@ class MetadataTable(Sequence[dict[str, Any]]):
         rows = rows if isinstance(rows, Sequence) else list(rows)
         self._rows = len(rows)
         self._columns: dict[str, _Column] = {}
-        codes: dict[str, dict[tuple[type, Any], int]] = {}
+        # Per key: each distinct value's code, the values, and every row's code so far (plain
+        # lists while building: setting numpy items one by one is several times slower).
+        building: dict[str, tuple[dict[tuple[type, Any], int], list[Any], list[int]]] = {}
         for position, row in enumerate(rows):
             for key, value in row.items():
-                column = self._columns.get(key)
+                column = building.get(key)
                 if column is None:
-                    empty = np.full(self._rows, _ABSENT, dtype=np.int32)
-                    column = self._columns[key] = _Column(empty, [])
-                    codes[key] = {}
+                    column = building[key] = ({}, [], [])
+                known, values, codes = column
+                if len(codes) < position:  # rows without this key
+                    codes.extend([_ABSENT] * (position - len(codes)))
                 # Keyed by type too: 1, 1.0 and True are equal in Python but not in JSON.
-                known = codes[key]
-                token = (type(value), value if _hashable(value) else repr(value))
-                code = known.get(token)
+                try:
+                    token = (value.__class__, value)
+                    code = known.get(token)
+                except TypeError:  # a list: compared by its text
+                    token = (value.__class__, repr(value))
+                    code = known.get(token)
                 if code is None:
-                    code = known[token] = len(column.values)
-                    column.values.append(value)  # type: ignore[attr-defined]  # a list here
-                column.codes[position] = code
+                    code = known[token] = len(values)
+                    values.append(value)
+                codes.append(code)
+        for key, (_, values, codes) in building.items():
+            codes.extend([_ABSENT] * (self._rows - len(codes)))
+            self._columns[key] = _Column(np.asarray(codes, dtype=np.int32), values)
 
     def save(self, folder: Path) -> None:
         """Write the table into ``folder``: the distinct values as JSON, the codes as an array
@@ -168,11 +177,3 @@ class MetadataTable(Sequence[dict[str, Any]]):
             return np.zeros(self._rows, dtype=bool)
         wanted = [code for code, value in enumerate(column.values) if accept(value)]
         return np.isin(column.codes, np.asarray(wanted, dtype=np.int32))
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
