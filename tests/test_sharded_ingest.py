@@ -10,6 +10,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import redis
 from rq import Worker
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from typer.testing import CliRunner
 
 from citewise.job_queue import JobQueue
@@ -247,6 +249,14 @@ def test_a_killed_coordinators_job_is_run_again_by_the_other_worker_to_the_same_
     # Some shards stored, others not: the coordinator's machine dies, so nothing of it reports.
     midway = eventually(lambda: 1 <= run.board.progress()["shards_done"] < 7, 300, every=0.02)
     assert midway, run.board.progress()
+    # The running job's heartbeat follows CITEWISE_WORKER_CHECK_S (1 s: a beat every 5 s, good
+    # for 15 s more), not RQ's fixed 30 + 60 s: its registry entry lapses within 20 s.
+    registry = StartedJobRegistry(queue=run.jobs.queue)
+    lapses = {
+        str(entry, "utf-8").split(":")[0]: score
+        for entry, score in run.handle.sync.zrange(registry.key, 0, -1, withscores=True)
+    }
+    assert lapses[run.job_id] - time.time() <= 21, lapses
     kill_machine(processes, run.pids[run.coordinator])
 
     store = build_store(run.settings)

@@ -10,7 +10,7 @@ distinct values (its hash and offsets), and a filter compares each distinct valu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -169,7 +169,7 @@ class MetadataTable(Sequence[dict[str, Any]]):
         values = [*column.values, None]  # code -1 reads the last: None
         return [values[code] for code in column.codes.tolist()]
 
-    def where(self, key: str, accept: Any) -> np.ndarray:
+    def where(self, key: str, accept: Callable[[Any], bool]) -> np.ndarray:
         """A boolean mask of the chunks whose value under ``key`` ``accept(value)`` is true
         for: each distinct value is asked once."""
         column = self._columns.get(key)

@@ -11,6 +11,8 @@ vectors even when only BM25 found it, so one relevance floor works in every mode
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -81,7 +83,7 @@ class Filters:
         if prefix:
             passing &= table.where(stored_chunk.SOURCE, lambda s: str(s).startswith(prefix))
         for key, wanted in self.equals.items():
-            passing &= table.where(key, lambda value, wanted=wanted: value == wanted)
+            passing &= table.where(key, functools.partial(operator.eq, wanted))
         return passing
 
 
